@@ -1,0 +1,279 @@
+"""Site configuration: one TOML file, validated up front so a bad key is named before anything runs.
+
+Every field is documented in docs/configuration.md; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mullet.policies.model import GroupSpec, SiteSpec, TenantSpec
+
+PositiveKw = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeKw = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors in config (unlike on the wire): a typo must not silently fall back.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSection(_Strict):
+    site_id: Ident
+    interconnect_kw: PositiveKw
+    safety_margin_kw: NonNegativeKw = 0.0
+    base_load_kw: NonNegativeKw = 0.0
+
+
+class MqttSection(_Strict):
+    url: str = "mqtt://127.0.0.1:1883"
+    topic_root: str | None = None
+    client_id: str | None = None
+    keepalive_s: Annotated[int, Field(ge=1, le=3600)] = 10
+    reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.2
+    reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, url: str) -> str:
+        if not url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
+        return url
+
+
+class MeterSection(_Strict):
+    host: str = "127.0.0.1"
+    port: Port = 5020
+    device_id: Annotated[int, Field(ge=0, le=247)] = 1
+    profile: str = "eastron-sdm630"
+    poll_hz: Annotated[float, Field(gt=0, le=100)] = 10.0
+    timeout_s: Annotated[float, Field(gt=0, le=5)] = 0.2
+    stale_after_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+class PduSection(_Strict):
+    pdu_id: Ident
+    host: str = "127.0.0.1"
+    port: Port
+    device_id: Annotated[int, Field(ge=0, le=247)] = 1
+    profile: str = "netio-coils"
+    outlets: Annotated[int, Field(ge=1, le=256)]
+
+
+class OutletRef(_Strict):
+    pdu: Ident
+    outlet: Annotated[int, Field(ge=1, le=256)]
+
+
+class GroupSection(_Strict):
+    group_id: Ident
+    rated_kw: PositiveKw
+    efficiency_j_per_th: PositiveKw
+    priority: Annotated[int, Field(ge=0, le=1000)] = 100
+    supports_power_target: bool = False
+    sleep_kw: NonNegativeKw | None = None
+    outlets: list[OutletRef] = []
+
+    @model_validator(mode="after")
+    def _sleep_below_rated(self) -> GroupSection:
+        if self.sleep_kw is not None and self.sleep_kw >= self.rated_kw:
+            raise ValueError(f"sleep_kw must be < rated_kw ({self.rated_kw}), got {self.sleep_kw}")
+        return self
+
+
+class TenantSection(_Strict):
+    tenant_id: Ident
+    reserved_kw: PositiveKw
+    headroom_kw: NonNegativeKw = 0.0
+
+
+class ControlSection(_Strict):
+    period_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    telemetry_stale_after_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    max_event_kw_factor: Annotated[float, Field(ge=1, le=100)] = 2.0
+
+
+class MetricsSection(_Strict):
+    host: str = "127.0.0.1"
+    port: Port = 9108
+
+
+class JournalSection(_Strict):
+    path: str = "mullet-journal.sqlite"
+
+
+class SimTenantSection(_Strict):
+    tenant_id: Ident
+    demand_trace_kw: Annotated[list[NonNegativeKw], Field(min_length=1)]
+    trace_step_s: Annotated[float, Field(gt=0)] = 10.0
+
+
+class SimulatorSection(_Strict):
+    tick_hz: Annotated[float, Field(gt=0, le=100)] = 10.0
+    curtail_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    resume_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    sleep_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    telemetry_period_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    frequency_hz: Annotated[float, Field(gt=40, lt=70)] = 60.0
+    # (seconds since start, Hz) steps; the meter holds each value until the next step.
+    frequency_script: list[tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(gt=40, lt=70)]]] = []
+    tenants: list[SimTenantSection] = []
+
+
+class Config(_Strict):
+    site: SiteSection
+    mqtt: MqttSection = MqttSection()
+    meter: MeterSection = MeterSection()
+    pdus: list[PduSection] = []
+    groups: Annotated[list[GroupSection], Field(min_length=1)]
+    tenants: list[TenantSection] = []
+    control: ControlSection = ControlSection()
+    metrics: MetricsSection = MetricsSection()
+    journal: JournalSection = JournalSection()
+    simulator: SimulatorSection = SimulatorSection()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        _unique("groups", "group_id", [g.group_id for g in self.groups])
+        _unique("tenants", "tenant_id", [t.tenant_id for t in self.tenants])
+        _unique("pdus", "pdu_id", [p.pdu_id for p in self.pdus])
+        pdus = {p.pdu_id: p for p in self.pdus}
+        for gi, group in enumerate(self.groups):
+            for oi, ref in enumerate(group.outlets):
+                where = f"groups[{gi}].outlets[{oi}]"
+                if ref.pdu not in pdus:
+                    raise ValueError(f"{where}.pdu: unknown pdu {ref.pdu!r}")
+                if ref.outlet > pdus[ref.pdu].outlets:
+                    raise ValueError(
+                        f"{where}.outlet: pdu {ref.pdu!r} has {pdus[ref.pdu].outlets} outlets,"
+                        f" got {ref.outlet}"
+                    )
+        tenant_ids = {t.tenant_id for t in self.tenants}
+        for si, sim in enumerate(self.simulator.tenants):
+            if sim.tenant_id not in tenant_ids:
+                raise ValueError(f"simulator.tenants[{si}].tenant_id: unknown tenant {sim.tenant_id!r}")
+        return self
+
+    @property
+    def topic_root(self) -> str:
+        return self.mqtt.topic_root or f"mullet/{self.site.site_id}"
+
+    def site_spec(self) -> SiteSpec:
+        """The pure-policy view of the site (no I/O settings)."""
+        return SiteSpec(
+            interconnect_kw=self.site.interconnect_kw,
+            safety_margin_kw=self.site.safety_margin_kw,
+            base_load_kw=self.site.base_load_kw,
+            groups=tuple(
+                GroupSpec(
+                    group_id=g.group_id,
+                    rated_kw=g.rated_kw,
+                    efficiency_j_per_th=g.efficiency_j_per_th,
+                    priority=g.priority,
+                    sleep_kw=g.sleep_kw
+                    if g.sleep_kw is not None
+                    else g.rated_kw * self.simulator.sleep_fraction,
+                )
+                for g in self.groups
+            ),
+            tenants=tuple(
+                TenantSpec(tenant_id=t.tenant_id, reserved_kw=t.reserved_kw, headroom_kw=t.headroom_kw)
+                for t in self.tenants
+            ),
+        )
+
+    def summary(self) -> str:
+        mining_kw = sum(g.rated_kw for g in self.groups)
+        ai_kw = sum(t.reserved_kw for t in self.tenants)
+        return (
+            f"site {self.site.site_id}: interconnect {self.site.interconnect_kw:g} kW, "
+            f"{len(self.groups)} mining groups ({mining_kw:g} kW rated), "
+            f"{len(self.tenants)} AI tenants ({ai_kw:g} kW reserved), {len(self.pdus)} PDUs, "
+            f"meter {self.meter.profile} at {self.meter.host}:{self.meter.port}, broker {self.mqtt.url}"
+        )
+
+
+def _unique(section: str, key: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"{section}[{index}].{key}: duplicate {value!r}")
+        seen.add(value)
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; each line is `path: reason`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+_BOUND_WORDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_BOUND_KEYS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
+
+
+def _format_error(err: Any) -> str:
+    kind = err["type"]
+    got = err.get("input")
+    if kind in _BOUND_WORDS:
+        reason = f"must be {_BOUND_WORDS[kind]} {err['ctx'][_BOUND_KEYS[kind]]}, got {got!r}"
+    elif kind == "missing":
+        reason = "required key is missing"
+    elif kind == "extra_forbidden":
+        reason = "unknown key"
+    elif kind == "finite_number":
+        reason = f"must be a finite number, got {got!r}"
+    elif kind == "value_error":
+        # Our own validators already say `path: reason` when they know a deeper path.
+        message = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+        if ": " in message and message.split(": ", 1)[0].replace("[", ".").split(".")[0] in (
+            "groups",
+            "tenants",
+            "pdus",
+            "simulator",
+        ):
+            return message
+        reason = message
+    else:
+        reason = f"{err['msg'][:1].lower()}{err['msg'][1:]}, got {got!r}"
+    path = _format_loc(tuple(err["loc"]))
+    return f"{path}: {reason}" if path else reason
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_format_error(e) for e in exc.errors()]) from None
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data)
+
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_config"]

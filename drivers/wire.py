@@ -1,0 +1,235 @@
+"""Wire protocol v1 (docs/protocol.md): topics and JSON payloads, validated at the edge.
+
+Unknown fields are ignored so newer peers can add them; anything else that does not validate is a
+`WireError` whose `reason` is one of a small fixed set, so it can label a metric.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MAX_PAYLOAD_BYTES = 16_384
+WIRE_VERSION = 1
+
+Kw = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Ts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Seq = Annotated[int, Field(ge=0)]
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    v: Literal[1] = 1
+
+
+class GroupSetpoint(_Payload):
+    seq: Seq
+    mode: Literal["run", "curtail"]
+    power_kw: Kw | None = None
+    trip_stage: Annotated[int, Field(ge=0)] | None = None
+    ts: Ts
+
+
+class Trip(_Payload):
+    seq: Seq
+    stage: Annotated[int, Field(ge=0)]
+    ts: Ts
+
+
+class GroupState(_Payload):
+    seq_applied: Seq | None = None
+    mode: Literal["run", "curtail", "ramping"]
+    power_kw: Kw
+    hashrate_ths: Kw = 0.0
+    miners_online: Annotated[int, Field(ge=0)] = 0
+    ts: Ts
+
+
+class TenantState(_Payload):
+    power_kw: Kw
+    demand_kw: Kw
+    ts: Ts
+
+
+class TenantSetpoint(_Payload):
+    seq: Seq
+    power_cap_kw: Kw | None = None
+    ts: Ts
+
+
+class GridEvent(_Payload):
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    kind: Literal["limit", "reduce", "cancel"]
+    kw: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    start: Ts | None = None
+    end: Ts | None = None
+    program: Annotated[str, Field(max_length=64)] = "generic"
+    source: Annotated[str, Field(max_length=128)] | None = None
+
+
+class GridEventAck(_Payload):
+    id: str
+    accepted: bool
+    reason: str
+
+
+class Price(_Payload):
+    usd_per_mwh: Annotated[float, Field(allow_inf_nan=False)]
+    ts: Ts
+
+
+class WireError(ValueError):
+    """A payload or topic we refuse. `reason` is a bounded metric label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def encode(payload: BaseModel) -> bytes:
+    return payload.model_dump_json().encode()
+
+
+def decode(model: type[P], raw: bytes) -> P:
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise WireError("too_large", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        data: Any = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError("not_json", str(exc)[:200]) from None
+    if not isinstance(data, dict):
+        raise WireError("not_object", f"expected a JSON object, got {type(data).__name__}")
+    if data.get("v", WIRE_VERSION) != WIRE_VERSION:
+        raise WireError("bad_version", f"v={data.get('v')!r}, this daemon speaks v{WIRE_VERSION}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise WireError("invalid_field", f"{where}: {first['msg']}") from None
+
+
+def decode_online(raw: bytes) -> bool:
+    """LWT payloads are the bare strings `1` and `0`."""
+    text = raw.strip()
+    if text == b"1":
+        return True
+    if text == b"0":
+        return False
+    raise WireError("invalid_field", f"online must be 1 or 0, got {raw[:20]!r}")
+
+
+TopicKind = Literal[
+    "group_set",
+    "group_state",
+    "group_online",
+    "trip",
+    "tenant_state",
+    "tenant_set",
+    "tenant_online",
+    "grid_event",
+    "grid_event_ack",
+    "grid_price",
+    "daemon_online",
+    "daemon_plan",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedTopic:
+    kind: TopicKind
+    subject: str | None = None  # group_id or tenant_id where the topic names one
+
+
+class Topics:
+    """Builds and parses the topics under one site's root, e.g. `mullet/site-1/`."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/")
+        self._prefix = self.root + "/"
+
+    def group_set(self, group_id: str) -> str:
+        return f"{self.root}/mining/{group_id}/set"
+
+    def group_state(self, group_id: str) -> str:
+        return f"{self.root}/mining/{group_id}/state"
+
+    def group_online(self, group_id: str) -> str:
+        return f"{self.root}/mining/{group_id}/online"
+
+    @property
+    def trip(self) -> str:
+        return f"{self.root}/mining/trip"
+
+    def tenant_state(self, tenant_id: str) -> str:
+        return f"{self.root}/ai/{tenant_id}/state"
+
+    def tenant_set(self, tenant_id: str) -> str:
+        return f"{self.root}/ai/{tenant_id}/set"
+
+    def tenant_online(self, tenant_id: str) -> str:
+        return f"{self.root}/ai/{tenant_id}/online"
+
+    @property
+    def grid_event(self) -> str:
+        return f"{self.root}/grid/event"
+
+    @property
+    def grid_event_ack(self) -> str:
+        return f"{self.root}/grid/event/ack"
+
+    @property
+    def grid_price(self) -> str:
+        return f"{self.root}/grid/price"
+
+    @property
+    def daemon_online(self) -> str:
+        return f"{self.root}/daemon/online"
+
+    @property
+    def daemon_plan(self) -> str:
+        return f"{self.root}/daemon/plan"
+
+    def daemon_subscriptions(self) -> list[str]:
+        return [
+            f"{self.root}/mining/+/state",
+            f"{self.root}/mining/+/online",
+            f"{self.root}/ai/+/state",
+            f"{self.root}/ai/+/online",
+            self.grid_event,
+            self.grid_price,
+        ]
+
+    def parse(self, topic: str) -> ParsedTopic:
+        if not topic.startswith(self._prefix):
+            raise WireError("unknown_topic", topic[:200])
+        parts = topic[len(self._prefix) :].split("/")
+        match parts:
+            case ["mining", "trip"]:
+                return ParsedTopic("trip")
+            case ["mining", group_id, "set" | "state" | "online" as leaf] if group_id:
+                return ParsedTopic(_GROUP_KINDS[leaf], group_id)
+            case ["ai", tenant_id, "set" | "state" | "online" as leaf] if tenant_id:
+                return ParsedTopic(_TENANT_KINDS[leaf], tenant_id)
+            case ["grid", "event"]:
+                return ParsedTopic("grid_event")
+            case ["grid", "event", "ack"]:
+                return ParsedTopic("grid_event_ack")
+            case ["grid", "price"]:
+                return ParsedTopic("grid_price")
+            case ["daemon", "online"]:
+                return ParsedTopic("daemon_online")
+            case ["daemon", "plan"]:
+                return ParsedTopic("daemon_plan")
+        raise WireError("unknown_topic", topic[:200])
+
+
+_GROUP_KINDS: dict[str, TopicKind] = {"set": "group_set", "state": "group_state", "online": "group_online"}
+_TENANT_KINDS: dict[str, TopicKind] = {"set": "tenant_set", "state": "tenant_state", "online": "tenant_online"}
