@@ -5,6 +5,7 @@ Every field is documented in docs/configuration.md; keep the two in step.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,22 @@ class MqttSection(_Strict):
     keepalive_s: Annotated[int, Field(ge=1, le=3600)] = 10
     reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+    @field_validator("topic_root")
+    @classmethod
+    def _plain_topic(cls, root: str | None) -> str | None:
+        if root is not None and (not root.strip("/") or any(c in root for c in "+#\0")):
+            raise ValueError(f"must be a plain topic prefix without wildcards, got {root!r}")
+        return root
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> MqttSection:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(
+                f"reconnect_max_s: must be >= reconnect_min_s ({self.reconnect_min_s:g}),"
+                f" got {self.reconnect_max_s:g}"
+            )
+        return self
 
     @field_validator("url")
     @classmethod
@@ -83,7 +100,7 @@ class GroupSection(_Strict):
     @model_validator(mode="after")
     def _sleep_below_rated(self) -> GroupSection:
         if self.sleep_kw is not None and self.sleep_kw >= self.rated_kw:
-            raise ValueError(f"sleep_kw must be < rated_kw ({self.rated_kw}), got {self.sleep_kw}")
+            raise ValueError(f"sleep_kw: must be < rated_kw ({self.rated_kw:g}), got {self.sleep_kw:g}")
         return self
 
 
@@ -111,7 +128,7 @@ class JournalSection(_Strict):
 class SimTenantSection(_Strict):
     tenant_id: Ident
     demand_trace_kw: Annotated[list[NonNegativeKw], Field(min_length=1)]
-    trace_step_s: Annotated[float, Field(gt=0)] = 10.0
+    trace_step_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
 
 
 class SimulatorSection(_Strict):
@@ -154,6 +171,7 @@ class Config(_Strict):
                         f"{where}.outlet: pdu {ref.pdu!r} has {pdus[ref.pdu].outlets} outlets,"
                         f" got {ref.outlet}"
                     )
+        _unique("simulator.tenants", "tenant_id", [t.tenant_id for t in self.simulator.tenants])
         tenant_ids = {t.tenant_id for t in self.tenants}
         for si, sim in enumerate(self.simulator.tenants):
             if sim.tenant_id not in tenant_ids:
@@ -233,7 +251,8 @@ def _format_error(err: Any) -> str:
     kind = err["type"]
     got = err.get("input")
     if kind in _BOUND_WORDS:
-        reason = f"must be {_BOUND_WORDS[kind]} {err['ctx'][_BOUND_KEYS[kind]]}, got {got!r}"
+        bound = err["ctx"][_BOUND_KEYS[kind]]
+        reason = f"must be {_BOUND_WORDS[kind]} {bound:g}, got {got!r}"
     elif kind == "missing":
         reason = "required key is missing"
     elif kind == "extra_forbidden":
@@ -241,15 +260,14 @@ def _format_error(err: Any) -> str:
     elif kind == "finite_number":
         reason = f"must be a finite number, got {got!r}"
     elif kind == "value_error":
-        # Our own validators already say `path: reason` when they know a deeper path.
         message = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
-        if ": " in message and message.split(": ", 1)[0].replace("[", ".").split(".")[0] in (
-            "groups",
-            "tenants",
-            "pdus",
-            "simulator",
-        ):
+        path = _format_loc(tuple(err["loc"]))
+        head = message.split(": ", 1)[0]
+        # Cross-checks already say `path: reason` from the top; field checks say `field: reason`.
+        if re.match(r"^(groups|tenants|pdus|simulator)\b", head):
             return message
+        if re.fullmatch(r"[a-z_]+", head) and ": " in message:
+            return f"{path}.{message}" if path else message
         reason = message
     else:
         reason = f"{err['msg'][:1].lower()}{err['msg'][1:]}, got {got!r}"

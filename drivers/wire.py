@@ -24,7 +24,8 @@ P = TypeVar("P", bound=BaseModel)
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # strict: "3" is not a seq and true is not a power reading; ints are still fine for floats.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
     v: Literal[1] = 1
 
 
@@ -106,7 +107,7 @@ def decode(model: type[P], raw: bytes) -> P:
         raise WireError("not_json", str(exc)[:200]) from None
     if not isinstance(data, dict):
         raise WireError("not_object", f"expected a JSON object, got {type(data).__name__}")
-    if data.get("v", WIRE_VERSION) != WIRE_VERSION:
+    if data.get("v") != WIRE_VERSION:
         raise WireError("bad_version", f"v={data.get('v')!r}, this daemon speaks v{WIRE_VERSION}")
     try:
         return model.model_validate(data)
@@ -232,4 +233,8 @@ class Topics:
 
 
 _GROUP_KINDS: dict[str, TopicKind] = {"set": "group_set", "state": "group_state", "online": "group_online"}
-_TENANT_KINDS: dict[str, TopicKind] = {"set": "tenant_set", "state": "tenant_state", "online": "tenant_online"}
+_TENANT_KINDS: dict[str, TopicKind] = {
+    "set": "tenant_set",
+    "state": "tenant_state",
+    "online": "tenant_online",
+}

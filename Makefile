@@ -1,0 +1,38 @@
+# Two entry points that work on a fresh machine with Python >= 3.11 and make:
+#   make demo  - simulated site + embedded broker + daemon, with a scripted grid event
+#   make test  - the whole suite (mosquitto is used when installed, amqtt otherwise)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mulletd demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy cannot follow setuptools' editable import hook; give it a mullet/ tree of links instead.
+typecheck: $(STAMP)
+	mkdir -p build/typecheck/mullet
+	ln -sfn $(CURDIR)/policies build/typecheck/mullet/policies
+	MYPYPATH=build/typecheck $(BIN)/mypy -p mullet.policies
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,444 @@
+"""The site daemon: wires drivers, state, policy, journal and metrics together in one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+
+from mullet.daemon.config import Config
+from mullet.daemon.events import Decision, ObligationBook
+from mullet.daemon.journal import Journal
+from mullet.daemon.metrics import Metrics
+from mullet.daemon.state import SiteState
+from mullet.drivers.meter import MeterSample, ModbusMeter
+from mullet.drivers.mqtt import MqttLink
+from mullet.drivers.profiles import load_meter_profile
+from mullet.drivers.wire import (
+    GridEvent,
+    GridEventAck,
+    GroupSetpoint,
+    GroupState,
+    Price,
+    TenantSetpoint,
+    TenantState,
+    Topics,
+    WireError,
+    decode,
+    decode_online,
+    encode,
+)
+from mullet.policies.model import GroupDecision, Obligation, Plan
+from mullet.policies.plan import compute_plan
+
+log = structlog.get_logger("mullet.daemon")
+
+
+SEQ_RESTART_GAP = 1000
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _RejectedEvent:
+    """A grid event that failed validation at the edge but whose id we could read: it still gets an ack."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        self.event_id = event_id
+        self.reason = reason
+
+
+class Daemon:
+    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.topics = Topics(config.topic_root)
+        self.site = config.site_spec()
+        self.group_ids = [g.group_id for g in self.site.groups]
+        self.tenant_ids = [t.tenant_id for t in self.site.tenants]
+        self.metrics = metrics or Metrics()
+        self.journal = Journal(config.journal.path)
+        self.state = SiteState(
+            meter_stale_after_s=config.meter.stale_after_s,
+            telemetry_stale_after_s=config.control.telemetry_stale_after_s,
+        )
+        self.book = ObligationBook(
+            interconnect_kw=config.site.interconnect_kw,
+            max_event_kw_factor=config.control.max_event_kw_factor,
+        )
+        self.link = MqttLink(
+            config.mqtt.url,
+            client_id=config.mqtt.client_id or f"mulletd-{config.site.site_id}",
+            subscriptions=self.topics.daemon_subscriptions(),
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+            will_topic=self.topics.daemon_online,
+            keepalive_s=config.mqtt.keepalive_s,
+            reconnect_min_s=config.mqtt.reconnect_min_s,
+            reconnect_max_s=config.mqtt.reconnect_max_s,
+        )
+        meter_device = f"meter:{config.meter.host}:{config.meter.port}"
+        self.meter = ModbusMeter(
+            config.meter.host,
+            config.meter.port,
+            device_id=config.meter.device_id,
+            profile=load_meter_profile(config.meter.profile),
+            poll_hz=config.meter.poll_hz,
+            timeout_s=config.meter.timeout_s,
+            on_sample=self._on_meter_sample,
+            on_reject=self._on_meter_reject,
+            on_round_trip=self.metrics.modbus_seconds.labels(device=meter_device).observe,
+        )
+        self.wake = asyncio.Event()
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._grid_queue: asyncio.Queue[GridEvent | _RejectedEvent] = asyncio.Queue(maxsize=1000)
+        self.plan: Plan | None = None
+        self.commanded: dict[str, tuple[GroupDecision, int]] = {}
+        self.tenant_setpoints: dict[str, TenantSetpoint] = {}
+        self._published_plan: dict[str, Any] | None = None
+        # Setpoints are journaled off the hot path, so the newest few may be lost in a crash: jump ahead
+        # so a controller never sees a seq go backwards or repeat with a different meaning.
+        self.seq = self.journal.max_seq() + SEQ_RESTART_GAP
+        self.metrics_port: int | None = None
+        self._recover_obligations()
+        self._recover_commanded()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+        log.info(
+            "mulletd starting",
+            site_id=self.config.site.site_id,
+            metrics=f"http://{self.config.metrics.host}:{self.metrics_port}/metrics",
+            seq=self.seq,
+            recovered_obligations=sorted(self.book.obligations),
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.journal.run(), name="journal")
+                tg.create_task(self.link.run(), name="mqtt")
+                tg.create_task(self.meter.run(), name="meter")
+                tg.create_task(self._grid_events(), name="grid-events")
+                tg.create_task(self._supervise(), name="supervisor")
+                await self._stop.wait()
+                # Say goodbye while the session is still up; a clean disconnect fires no LWT.
+                await self.link.close()
+                raise _Stopped
+        except* _Stopped:
+            pass
+        finally:
+            await self.journal.flush()
+            self.journal.close()
+            log.info("mulletd stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _recover_obligations(self) -> None:
+        """Accepted obligations survive a restart: replay the journal's accepted and cancelled events."""
+        now_s = time.time()
+        for _wall_s, _kind, _subject, data in self.journal.entries("grid_event"):
+            event = GridEvent.model_validate(data["event"])
+            if data.get("cancels"):
+                self.book.obligations.pop(data["cancels"], None)
+                self.book.cancelled.add(data["cancels"])
+            elif data.get("obligation"):
+                self.book.restore(Obligation(**data["obligation"]), event)
+        self.book.expire(now_s)
+
+    def _recover_commanded(self) -> None:
+        """What the last run told each group, so a restart with unknown readings restores nothing."""
+        for group_id, data in self.journal.last_setpoints().items():
+            if group_id in self.group_ids and data.get("mode") in ("run", "curtail"):
+                decision = GroupDecision(
+                    group_id, data["mode"], data.get("power_kw"), "recovered from journal"
+                )
+                self.commanded[group_id] = (decision, int(data["seq"]))
+
+    # ---- inbound ---------------------------------------------------------------------------
+
+    def _reject(self, reason: str, topic: str, detail: str) -> None:
+        self.metrics.rejected.labels(reason=reason).inc()
+        log.warning("message rejected", reason=reason, topic=topic[:200], detail=detail[:300])
+
+    def _on_message(self, topic: str, raw: bytes) -> None:
+        try:
+            parsed = self.topics.parse(topic)
+            subject = parsed.subject
+            now_s = time.monotonic()
+            match parsed.kind:
+                case "group_state" | "group_online" if subject not in self.group_ids:
+                    raise WireError("unknown_subject", f"group {subject!r} is not configured")
+                case "tenant_state" | "tenant_online" if subject not in self.tenant_ids:
+                    raise WireError("unknown_subject", f"tenant {subject!r} is not configured")
+                case "group_state":
+                    assert subject is not None
+                    self.state.groups[subject] = (decode(GroupState, raw), now_s)
+                case "group_online":
+                    assert subject is not None
+                    self.state.groups_online[subject] = decode_online(raw)
+                    self.wake.set()
+                case "tenant_state":
+                    assert subject is not None
+                    self.state.tenants[subject] = (decode(TenantState, raw), now_s)
+                    self.wake.set()
+                case "tenant_online":
+                    assert subject is not None
+                    self.state.tenants_online[subject] = decode_online(raw)
+                    self.wake.set()
+                case "grid_event":
+                    self._enqueue_grid_event(raw)
+                case "grid_price":
+                    decode(Price, raw)  # validated and counted now; used by the economics policy later
+                case _:
+                    raise WireError("unexpected_topic", f"{parsed.kind} is not an inbound topic")
+        except WireError as exc:
+            self._reject(exc.reason, topic, exc.detail)
+
+    def _enqueue_grid_event(self, raw: bytes) -> None:
+        try:
+            item: GridEvent | _RejectedEvent = decode(GridEvent, raw)
+        except WireError as exc:
+            self._reject(exc.reason, self.topics.grid_event, exc.detail)
+            self.metrics.grid_events.labels(outcome="rejected").inc()
+            event_id = _event_id_of(raw)
+            if event_id is None:
+                return  # nothing to address an ack to
+            item = _RejectedEvent(event_id, f"{exc.reason}: {exc.detail}")
+        try:
+            self._grid_queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._reject("queue_full", self.topics.grid_event, "grid event queue full")
+
+    async def _grid_events(self) -> None:
+        while True:
+            item = await self._grid_queue.get()
+            if isinstance(item, _RejectedEvent):
+                self.journal.record("grid_event_rejected", {"id": item.event_id, "reason": item.reason})
+                await self._ack(item.event_id, False, item.reason)
+                continue
+            await self._handle_grid_event(item)
+
+    async def _handle_grid_event(self, event: GridEvent) -> None:
+        decision = self.book.decide(
+            event, now_s=time.time(), site_power_kw=self.state.site_power_kw(time.monotonic())
+        )
+        if decision.accepted and not decision.duplicate:
+            entry = {
+                "event": event.model_dump(),
+                "obligation": asdict(decision.obligation) if decision.obligation else None,
+                "cancels": decision.cancels,
+            }
+            try:
+                await self.journal.durable("grid_event", entry, subject=event.id)
+            except Exception as exc:  # never acknowledge what is not on disk
+                decision = Decision(False, f"journal unavailable: {type(exc).__name__}")
+            else:
+                self.book.apply(event, decision)
+                self.wake.set()
+        if not decision.accepted:
+            self.journal.record(
+                "grid_event_rejected", {"event": event.model_dump(), "reason": decision.reason}
+            )
+        outcome = "duplicate" if decision.duplicate else ("accepted" if decision.accepted else "rejected")
+        self.metrics.grid_events.labels(outcome=outcome).inc()
+        log.info(
+            "grid event",
+            event_id=event.id,
+            kind=event.kind,
+            kw=event.kw,
+            program=event.program,
+            outcome=outcome,
+            reason=decision.reason,
+        )
+        await self._ack(event.id, decision.accepted, decision.reason)
+
+    async def _ack(self, event_id: str, accepted: bool, reason: str) -> None:
+        ack = GridEventAck(id=event_id, accepted=accepted, reason=reason)
+        await self.link.publish(self.topics.grid_event_ack, encode(ack), qos=1)
+
+    def _on_meter_sample(self, sample: MeterSample) -> None:
+        was_stale = self.state.site_power_kw(sample.monotonic_s) is None
+        self.state.meter = sample
+        if was_stale:
+            self.wake.set()
+
+    def _on_meter_reject(self, reason: str) -> None:
+        self.metrics.meter_rejected.labels(reason=reason).inc()
+
+    # ---- supervisory loop ------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        period_s = self.config.control.period_s
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=period_s)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            try:
+                await self._cycle()
+            except Exception:  # one bad cycle must not end control; the next one retries
+                log.exception("control cycle failed")
+
+    async def _cycle(self) -> None:
+        now_s = time.time()
+        now_mono_s = time.monotonic()
+        for event_id in self.book.expire(now_s):
+            self.journal.record("obligation_ended", {"id": event_id}, subject=event_id)
+            log.info("obligation ended", event_id=event_id)
+        commanded_modes = {g: d.mode for g, (d, _seq) in self.commanded.items()}
+        snapshot = self.state.snapshot(self.tenant_ids, commanded_modes, now_mono_s)
+        started_s = time.perf_counter()
+        plan = compute_plan(self.site, snapshot, list(self.book.obligations.values()), now_s)
+        self.metrics.plan_seconds.observe(time.perf_counter() - started_s)
+        self.plan = plan
+        await self._publish_setpoints(plan, now_s)
+        await self._publish_plan(plan)
+        self._update_metrics(plan, now_mono_s)
+        self.ready.set()
+
+    async def _publish_setpoints(self, plan: Plan, now_s: float) -> None:
+        changed = []
+        for decision in plan.decisions:
+            previous = self.commanded.get(decision.group_id)
+            if previous is None or (previous[0].mode, previous[0].power_kw) != (
+                decision.mode,
+                decision.power_kw,
+            ):
+                changed.append(decision)
+        if not changed or not self.link.connected.is_set():
+            return
+
+        async def send(decision: GroupDecision) -> None:
+            self.seq += 1
+            seq = self.seq
+            setpoint = GroupSetpoint(seq=seq, mode=decision.mode, power_kw=decision.power_kw, ts=now_s)
+            sent = await self.link.publish(
+                self.topics.group_set(decision.group_id), encode(setpoint), qos=1, retain=True
+            )
+            if not sent:
+                return
+            self.commanded[decision.group_id] = (decision, seq)
+            self.metrics.setpoints.inc()
+            self.journal.record(
+                "setpoint",
+                {"seq": seq, "mode": decision.mode, "power_kw": decision.power_kw, "reason": decision.reason},
+                subject=decision.group_id,
+            )
+            log.info(
+                "setpoint", group_id=decision.group_id, seq=seq, mode=decision.mode, reason=decision.reason
+            )
+
+        await asyncio.gather(*(send(d) for d in changed))
+
+    def _plan_summary(self, plan: Plan) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "seq": self.seq,
+            "site_limit_kw": round(plan.site_limit_kw, 3),
+            "binding_constraint": plan.binding_constraint,
+            "ai_allowance_kw": round(plan.ai_allowance_kw, 3),
+            "mining_budget_kw": round(plan.mining_budget_kw, 3),
+            "mining_planned_kw": round(plan.mining_planned_kw, 3),
+            "feasible": plan.feasible,
+            "active_obligations": list(plan.active_obligations),
+            "groups": {
+                d.group_id: {"mode": d.mode, "power_kw": d.power_kw, "reason": d.reason}
+                for d in plan.decisions
+            },
+            "reasons": list(plan.reasons),
+        }
+
+    async def _publish_plan(self, plan: Plan, *, force: bool = False) -> None:
+        summary = self._plan_summary(plan)
+        if summary == self._published_plan and not force:
+            return
+        payload = json.dumps({**summary, "ts": plan.computed_at_s}).encode()
+        if await self.link.publish(self.topics.daemon_plan, payload, qos=1, retain=True):
+            # Journal decisions, not every budget wobble from AI telemetry.
+            if self._published_plan is None or _decision_key(summary) != _decision_key(self._published_plan):
+                self.journal.record("plan", summary)
+            self._published_plan = summary
+
+    async def _on_connect(self) -> None:
+        """After every (re)connect: the broker may have lost retained state, so say it all again."""
+        self.metrics.mqtt_connections.inc()
+        now_s = time.time()
+        for tenant_id in self.tenant_ids:
+            setpoint = self.tenant_setpoints.get(tenant_id)
+            if setpoint is None:
+                self.seq += 1
+                # Firm AI power is never curtailed: v0 only ever states "uncapped".
+                setpoint = TenantSetpoint(seq=self.seq, power_cap_kw=None, ts=now_s)
+                self.tenant_setpoints[tenant_id] = setpoint
+                self.journal.record("tenant_setpoint", setpoint.model_dump(), subject=tenant_id)
+            await self.link.publish(self.topics.tenant_set(tenant_id), encode(setpoint), qos=1, retain=True)
+        for group_id, (decision, seq) in list(self.commanded.items()):
+            setpoint = GroupSetpoint(seq=seq, mode=decision.mode, power_kw=decision.power_kw, ts=now_s)
+            await self.link.publish(self.topics.group_set(group_id), encode(setpoint), qos=1, retain=True)
+        if self.plan is not None:
+            await self._publish_plan(self.plan, force=True)
+        self.wake.set()
+
+    def _update_metrics(self, plan: Plan, now_mono_s: float) -> None:
+        m = self.metrics
+        site_kw = self.state.site_power_kw(now_mono_s)
+        m.site_power.set(math.nan if site_kw is None else site_kw * 1000.0)
+        m.meter_stale.set(1.0 if site_kw is None else 0.0)
+        m.ai_power.set(self._sum_kw(self.state.tenant_power_kw, self.tenant_ids, now_mono_s) * 1000.0)
+        m.mining_power.set(self._sum_kw(self.state.group_power_kw, self.group_ids, now_mono_s) * 1000.0)
+        m.site_limit.set(plan.site_limit_kw * 1000.0)
+        m.mining_budget.set(plan.mining_budget_kw * 1000.0)
+        m.obligations_active.set(len(plan.active_obligations))
+        m.groups_curtailed.set(len(plan.curtailed()))
+        m.mqtt_connected.set(1.0 if self.link.connected.is_set() else 0.0)
+        for group_id, (decision, _seq) in self.commanded.items():
+            m.set_group_mode(group_id, decision.mode)
+
+    @staticmethod
+    def _sum_kw(reader: Any, ids: list[str], now_mono_s: float) -> float:
+        """Sum of known readings; NaN as soon as one is unknown (unknown is not zero)."""
+        total = 0.0
+        for subject in ids:
+            value = reader(subject, now_mono_s)
+            if value is None:
+                return math.nan
+            total += value
+        return total
+
+    def status(self) -> dict[str, Any]:
+        now_mono_s = time.monotonic()
+        plan = self.plan
+        return {
+            "site_kw": self.state.site_power_kw(now_mono_s),
+            "ai_kw": self._sum_kw(self.state.tenant_power_kw, self.tenant_ids, now_mono_s),
+            "mining_kw": self._sum_kw(self.state.group_power_kw, self.group_ids, now_mono_s),
+            "site_limit_kw": plan.site_limit_kw if plan else None,
+            "mining_budget_kw": plan.mining_budget_kw if plan else None,
+            "curtailed": len(plan.curtailed()) if plan else 0,
+            "groups": len(self.group_ids),
+            "obligations": list(plan.active_obligations) if plan else [],
+        }
+
+
+def _decision_key(summary: dict[str, Any]) -> tuple[Any, ...]:
+    modes = tuple(sorted((g, v["mode"], v["power_kw"]) for g, v in summary["groups"].items()))
+    return (summary["site_limit_kw"], tuple(summary["active_obligations"]), modes)
+
+
+def _event_id_of(raw: bytes) -> str | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("id"), str) and 0 < len(data["id"]) <= 128:
+        return str(data["id"])
+    return None

@@ -1,0 +1,134 @@
+"""`mulletd`: run the daemon, check a config, run a simulated site, or the all-in-one demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from mullet.daemon.config import Config, ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _load_or_exit(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{path}: {problem}" if not problem.startswith(path) else problem, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run `main(stop)`; SIGTERM/SIGINT set `stop` so the coroutine can shut down cleanly."""
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        return await main(stop)
+
+    return asyncio.run(runner())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load_or_exit(args.file)
+    print(f"ok: {config.summary()}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mullet.daemon.app import Daemon
+    from mullet.daemon.logs import configure_logging
+
+    config = _load_or_exit(args.config)
+    configure_logging(args.log_level)
+
+    async def main(stop: asyncio.Event) -> int:
+        daemon = Daemon(config)
+        task = asyncio.create_task(daemon.run())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        daemon.stop()
+        stopper.cancel()
+        await task
+        return 0
+
+    return _run_until_signal(main)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from mullet.daemon.logs import configure_logging
+    from mullet.simulators.site import simulate
+
+    config = _load_or_exit(args.config)
+    configure_logging(args.log_level)
+
+    async def main(stop: asyncio.Event) -> int:
+        task = asyncio.create_task(simulate(config))
+        await stop.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return 0
+
+    return _run_until_signal(main)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mullet.daemon.demo import run_demo
+    from mullet.daemon.logs import configure_logging
+
+    config_path = Path(args.config) if args.config else Path(__file__).with_name("site.example.toml")
+    config = _load_or_exit(str(config_path))
+    configure_logging(args.log_level)
+
+    async def main(stop: asyncio.Event) -> int:
+        return await run_demo(config, duration_s=args.duration, broker_url=args.broker, stop=stop)
+
+    return _run_until_signal(main)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mulletd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the site daemon")
+    run.add_argument("--config", required=True, help="site config (TOML)")
+    run.add_argument("--log-level", default="info")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config; exit 2 naming each bad key")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_check_config)
+
+    simulate = sub.add_parser("simulate", help="run the simulated site a config describes")
+    simulate.add_argument("--config", required=True)
+    simulate.add_argument("--log-level", default="info")
+    simulate.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="embedded broker + simulated site + daemon + a scripted grid event")
+    demo.add_argument("--duration", type=float, default=None, help="stop after S seconds and report")
+    demo.add_argument(
+        "--broker", default=None, help="use this broker (mqtt://host:port) instead of an embedded one"
+    )
+    demo.add_argument("--config", default=None, help="site config (default: the packaged example site)")
+    demo.add_argument("--log-level", default="warning")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

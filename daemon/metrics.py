@@ -1,0 +1,84 @@
+"""Prometheus metrics: base units (watts, seconds), one `mullet_` prefix, bounded labels only.
+
+Labels are group and tenant ids from the config (bounded by the site) and fixed reason sets; never
+event ids or payload text.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Plan computation is microseconds to a few ms; buckets resolve that range.
+_FAST_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+GROUP_MODES = ("run", "curtail")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.site_power = Gauge(
+            "mullet_site_power_watts", "Site import at the meter; NaN when unknown.", registry=r
+        )
+        self.ai_power = Gauge("mullet_ai_power_watts", "Sum of AI tenant power as reported.", registry=r)
+        self.mining_power = Gauge(
+            "mullet_mining_power_watts", "Sum of mining group power as reported.", registry=r
+        )
+        self.site_limit = Gauge("mullet_site_limit_watts", "Tightest site import limit in force.", registry=r)
+        self.mining_budget = Gauge(
+            "mullet_mining_budget_watts", "Power the plan leaves for mining after AI and margins.", registry=r
+        )
+        self.group_mode = Gauge(
+            "mullet_group_mode",
+            "1 for the mode a group is commanded to, 0 otherwise.",
+            ["group_id", "mode"],
+            registry=r,
+        )
+        self.groups_curtailed = Gauge(
+            "mullet_groups_curtailed", "Mining groups commanded to curtail.", registry=r
+        )
+        self.obligations_active = Gauge(
+            "mullet_grid_obligations_active", "Accepted grid obligations in force now.", registry=r
+        )
+        self.rejected = Counter(
+            "mullet_rejected_messages_total", "Inbound messages refused, by reason.", ["reason"], registry=r
+        )
+        self.meter_rejected = Counter(
+            "mullet_meter_samples_rejected_total",
+            "Meter samples not used, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.meter_stale = Gauge(
+            "mullet_meter_stale", "1 while the site meter reading is unknown.", registry=r
+        )
+        self.grid_events = Counter(
+            "mullet_grid_events_total", "Grid events received, by outcome.", ["outcome"], registry=r
+        )
+        self.setpoints = Counter("mullet_setpoints_published_total", "Group setpoints published.", registry=r)
+        self.plan_seconds = Histogram(
+            "mullet_plan_compute_seconds", "Time to compute one plan.", buckets=_FAST_BUCKETS_S, registry=r
+        )
+        self.modbus_seconds = Histogram(
+            "mullet_modbus_round_trip_seconds",
+            "Modbus request to response.",
+            ["device"],
+            buckets=_FAST_BUCKETS_S,
+            registry=r,
+        )
+        self.mqtt_connected = Gauge("mullet_mqtt_connected", "1 while the broker session is up.", registry=r)
+        self.mqtt_connections = Counter(
+            "mullet_mqtt_connections_total", "Broker sessions established (reconnects included).", registry=r
+        )
+
+        self.site_power.set(float("nan"))
+
+    def set_group_mode(self, group_id: str, mode: str) -> None:
+        for candidate in GROUP_MODES:
+            self.group_mode.labels(group_id=group_id, mode=candidate).set(1.0 if candidate == mode else 0.0)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the scrape endpoint on an explicit address; returns the bound port (0 picks one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

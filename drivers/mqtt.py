@@ -1,0 +1,183 @@
+"""One long-lived MQTT session over aiomqtt that survives broker restarts.
+
+aiomqtt has no automatic reconnect: re-enter `async with Client` with our own exponential backoff and
+full jitter, and re-subscribe every time (a clean session forgets subscriptions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+import structlog
+
+log = structlog.get_logger("mullet.mqtt")
+
+MessageHandler = Callable[[str, bytes], None]
+ConnectHandler = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"broker url must be mqtt://host[:port] or mqtts://host[:port], got {url!r}")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            parts.hostname,
+            parts.port or (8883 if tls else 1883),
+            tls,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+        )
+
+    def __repr__(self) -> str:  # never print the password
+        return f"BrokerAddress({self.host}:{self.port}, tls={self.tls}, user={self.username!r})"
+
+
+def reraise_swallowed_cancel() -> None:
+    """Call after each awaited aiomqtt call.
+
+    Python 3.11's `asyncio.wait_for`, which aiomqtt's connect/publish/subscribe use, can drop a
+    cancellation that races with the reply (gh-86296, fixed in 3.12): the task carries on as if never
+    cancelled and a TaskGroup shutdown hangs.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def backoff_delays(min_s: float, max_s: float, rng: random.Random | None = None) -> Callable[[int], float]:
+    """Full-jitter exponential backoff (AWS architecture blog): spreads reconnect storms of many clients."""
+    chooser = rng or random.Random()
+
+    def delay(attempt: int) -> float:
+        ceiling = min(max_s, min_s * (2 ** min(attempt, 30)))
+        return chooser.uniform(min_s, max(min_s, ceiling))
+
+    return delay
+
+
+class MqttLink:
+    """Keeps one session up; hands every inbound message to `on_message` (which must not block)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str,
+        subscriptions: list[str],
+        on_message: MessageHandler,
+        on_connect: ConnectHandler | None = None,
+        will_topic: str | None = None,
+        keepalive_s: int = 10,
+        reconnect_min_s: float = 0.2,
+        reconnect_max_s: float = 10.0,
+    ) -> None:
+        self.address = BrokerAddress.parse(url)
+        self.client_id = client_id
+        self.subscriptions = subscriptions
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.will_topic = will_topic
+        self.keepalive_s = keepalive_s
+        self._delay = backoff_delays(reconnect_min_s, reconnect_max_s)
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self.handler_errors = 0
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            connections_before = self.connections
+            try:
+                await self._session()
+            except aiomqtt.MqttError as exc:
+                log.warning(
+                    "mqtt disconnected", error=str(exc), broker=f"{self.address.host}:{self.address.port}"
+                )
+            finally:
+                self._client = None
+                self.connected.clear()
+            # A session that got as far as connecting starts the backoff over.
+            attempt = 0 if self.connections > connections_before else attempt + 1
+            await asyncio.sleep(self._delay(attempt))
+
+    async def _session(self) -> None:
+        will = (
+            aiomqtt.Will(self.will_topic, b"0", qos=1, retain=True) if self.will_topic is not None else None
+        )
+        client = aiomqtt.Client(
+            self.address.host,
+            self.address.port,
+            username=self.address.username,
+            password=self.address.password,
+            identifier=self.client_id,
+            will=will,
+            keepalive=self.keepalive_s,
+            timeout=5.0,
+            max_inflight_messages=1000,
+            max_queued_outgoing_messages=10_000,
+            tls_context=ssl.create_default_context() if self.address.tls else None,
+        )
+        # Setpoints to hundreds of groups go out concurrently by design; aiomqtt warns above 10.
+        client.pending_calls_threshold = 10_000
+        async with client:
+            reraise_swallowed_cancel()
+            for topic in self.subscriptions:
+                await client.subscribe(topic, qos=1)
+                reraise_swallowed_cancel()
+            if self.will_topic is not None:
+                await client.publish(self.will_topic, b"1", qos=1, retain=True)
+                reraise_swallowed_cancel()
+            self._client = client
+            self.connections += 1
+            self.connected.set()
+            log.info("mqtt connected", broker=f"{self.address.host}:{self.address.port}", n=self.connections)
+            if self.on_connect is not None:
+                await self.on_connect()
+            async for message in client.messages:
+                payload = message.payload
+                raw = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                try:
+                    self.on_message(message.topic.value, raw)
+                except Exception:  # a handler bug must not take the session down
+                    self.handler_errors += 1
+                    log.exception("mqtt handler failed", topic=message.topic.value)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        """Publish if connected. False means not sent: the caller keeps its state and resends on connect."""
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            log.warning("mqtt publish failed", topic=topic, error=str(exc))
+            return False
+        finally:
+            reraise_swallowed_cancel()
+        return True
+
+    async def close(self, *, offline_payload: bool = True) -> None:
+        """Say goodbye explicitly: a clean disconnect does not fire the broker's LWT."""
+        client = self._client
+        if client is not None and offline_payload and self.will_topic is not None:
+            try:
+                await client.publish(self.will_topic, b"0", qos=1, retain=True, timeout=2.0)
+            except aiomqtt.MqttError:
+                pass

@@ -1,0 +1,93 @@
+"""Config validation and the `mulletd check-config` contract (exit 2 naming the bad key)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from mullet.daemon.config import ConfigError, load_config, parse_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "site.example.toml"
+
+
+def _example() -> dict:
+    return tomllib.loads(EXAMPLE.read_text())
+
+
+def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mullet.daemon.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_example_site_is_valid_and_realistic() -> None:
+    config = load_config(EXAMPLE)
+    assert len(config.groups) >= 12
+    assert len(config.tenants) >= 2
+    assert len(config.pdus) >= 2
+    assert config.meter.profile == "eastron-sdm630"
+    assert all(g.outlets for g in config.groups)
+
+
+def test_check_config_accepts_the_example(tmp_path: Path) -> None:
+    result = _check_config(EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok: site tx-demo-1")
+    assert len(result.stdout.strip().splitlines()) == 1
+
+
+def test_check_config_names_a_negative_rated_kw(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text()
+    parts = text.split("[[groups]]")
+    parts[4] = parts[4].replace("rated_kw = 660", "rated_kw = -5", 1)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[groups]]".join(parts))
+    result = _check_config(bad)
+    assert result.returncode == 2
+    assert "groups[3].rated_kw: must be > 0, got -5" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["site"].pop("interconnect_kw"), "site.interconnect_kw: required key is missing"),
+        (
+            lambda d: d["site"].update(interconnect_kw=float("nan")),
+            "site.interconnect_kw: must be a finite number",
+        ),
+        (lambda d: d["meter"].update(poll_hz=0), "meter.poll_hz: must be > 0, got 0"),
+        (lambda d: d["groups"][1].update(rated_kwh=5), "groups[1].rated_kwh: unknown key"),
+        (lambda d: d["groups"][2].update(group_id="c01"), "groups[2].group_id: duplicate 'c01'"),
+        (
+            lambda d: d["groups"][0]["outlets"][0].update(pdu="nope"),
+            "groups[0].outlets[0].pdu: unknown pdu 'nope'",
+        ),
+        (
+            lambda d: d["groups"][0]["outlets"][0].update(outlet=99),
+            "groups[0].outlets[0].outlet: pdu 'pdu-a' has 12",
+        ),
+        (lambda d: d["mqtt"].update(url="http://x"), "mqtt.url: "),
+    ],
+)
+def test_bad_configs_name_the_key(mutate, expected: str) -> None:
+    data = _example()
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert any(expected in problem for problem in info.value.problems), info.value.problems
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    assert _check_config(tmp_path / "missing.toml").returncode == 2
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[site\nsite_id = ")
+    result = _check_config(broken)
+    assert result.returncode == 2
+    assert "not valid TOML" in result.stderr

@@ -1,0 +1,325 @@
+"""End to end: `mulletd run` as a subprocess against the simulated site, over a real broker and Modbus.
+
+The test plays the aggregator: it publishes `grid/event`, reads the acks, and checks the site's
+ground truth (the simulator's physics, which the meter reports over Modbus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import signal
+import sys
+import time
+import tomllib
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import tomli_w
+
+from mullet.daemon.config import Config, parse_config
+from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.simulators.ports import free_port
+from mullet.simulators.site import SimulatedSite
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "site.example.toml"
+MULLETD = Path(sys.executable).with_name("mulletd")
+CURTAIL_S, RESUME_S = 1.0, 2.0
+
+
+def site_config(broker_url: str, tmp_path: Path) -> tuple[Config, Path]:
+    """The example site with its own topic root, free ports, short ramps and a private journal."""
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["site"]["site_id"] = f"e2e-{secrets.token_hex(4)}"
+    data["mqtt"]["url"] = broker_url
+    data["meter"]["port"] = free_port()
+    for pdu in data["pdus"]:
+        pdu["port"] = free_port()
+    data["metrics"]["port"] = free_port()
+    data["journal"]["path"] = str(tmp_path / "journal.sqlite")
+    data["simulator"].update(curtail_s=CURTAIL_S, resume_s=RESUME_S)
+    config = parse_config(data)
+    path = tmp_path / "site.toml"
+    path.write_text(tomli_w.dumps(data))
+    return config, path
+
+
+@dataclass
+class Observer:
+    """The aggregator's view: everything the daemon publishes, by topic, in order."""
+
+    client: aiomqtt.Client
+    topics: Topics
+    received: list[tuple[str, bytes]] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def pump(self) -> None:
+        async for message in self.client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            self.received.append((message.topic.value, payload))
+            self.changed.set()
+
+    async def wait_for(
+        self, match: Callable[[str, bytes], bool], timeout_s: float, since: int = 0
+    ) -> tuple[str, bytes]:
+        """The first message from index `since` on that matches."""
+        seen = since
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for topic, payload in self.received[seen:]:
+                    if match(topic, payload):
+                        return topic, payload
+                seen = len(self.received)
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def ack(self, event_id: str, timeout_s: float = 5.0) -> dict:
+        _, payload = await self.wait_for(
+            lambda t, p: t == self.topics.grid_event_ack and json.loads(p).get("id") == event_id, timeout_s
+        )
+        return json.loads(payload)
+
+    async def send(self, event: GridEvent | bytes) -> None:
+        raw = event if isinstance(event, bytes) else encode(event)
+        await self.client.publish(self.topics.grid_event, raw, qos=1)
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+    """Wait for the simulated world to make `predicate` true; returns the seconds it took."""
+    started_s = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started_s > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started_s
+
+
+@dataclass
+class Running:
+    config: Config
+    site: SimulatedSite
+    daemon: asyncio.subprocess.Process
+    observer: Observer
+    log_path: Path
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.config.metrics.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+
+    def metric(self, name: str) -> float:
+        for line in self.metrics().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"metric {name} not exported")
+
+
+@pytest.fixture
+async def running(mqtt_broker, tmp_path: Path) -> AsyncIterator[Running]:
+    config, path = site_config(mqtt_broker.url, tmp_path)
+    topics = Topics(config.topic_root)
+    site = SimulatedSite(config)
+    site_task = asyncio.create_task(site.run())
+    await asyncio.wait_for(site.started.wait(), timeout=15)
+    log_path = tmp_path / "mulletd.log"
+    with log_path.open("wb") as log_file:
+        daemon = await asyncio.create_subprocess_exec(
+            str(MULLETD), "run", "--config", str(path), stdout=log_file, stderr=asyncio.subprocess.STDOUT
+        )
+    async with aiomqtt.Client(
+        mqtt_broker.host, mqtt_broker.port, identifier=f"agg-{secrets.token_hex(3)}"
+    ) as client:
+        await client.subscribe(f"{config.topic_root}/#", qos=1)
+        observer = Observer(client, topics)
+        pump = asyncio.create_task(observer.pump())
+        running = Running(config, site, daemon, observer, log_path)
+        try:
+            # Ready = online, and a plan published.
+            await observer.wait_for(lambda t, p: t == topics.daemon_online and p == b"1", 20)
+            await observer.wait_for(lambda t, p: t == topics.daemon_plan, 20)
+            yield running
+        finally:
+            pump.cancel()
+            if daemon.returncode is None:
+                daemon.kill()
+                await asyncio.wait_for(daemon.wait(), 10)
+            site_task.cancel()
+            await asyncio.gather(site_task, pump, return_exceptions=True)
+
+
+def _ai_caps(observer: Observer) -> list[object]:
+    caps = []
+    for topic, payload in observer.received:
+        if topic.endswith("/set") and "/ai/" in topic:
+            caps.append(json.loads(payload)["power_cap_kw"])
+    return caps
+
+
+async def test_limit_is_met_within_the_ramp_and_released_on_cancel(running: Running) -> None:
+    site, observer, config = running.site, running.observer, running.config
+    await until(
+        lambda: site.mining_power_kw() >= 0.99 * sum(g.rated_kw for g in config.groups),
+        10,
+        "full mining load",
+    )
+    mining_rated_kw = sum(g.rated_kw for g in config.groups)
+    ai_allowance_kw = sum(t.reserved_kw + t.headroom_kw for t in config.tenants)
+    # A limit that leaves mining about two thirds of its rated power.
+    limit_kw = (
+        config.site.safety_margin_kw + config.site.base_load_kw + ai_allowance_kw + mining_rated_kw * 2 / 3
+    )
+    assert site.site_power_kw() > limit_kw
+
+    sent_s = time.monotonic()
+    await observer.send(
+        GridEvent(id="ev-limit-1", kind="limit", kw=limit_kw, program="ERS-10", source="test")
+    )
+    ack = await observer.ack("ev-limit-1")
+    assert ack == {"v": 1, "id": "ev-limit-1", "accepted": True, "reason": "accepted"}
+
+    await until(
+        lambda: site.site_power_kw() <= limit_kw,
+        CURTAIL_S + 2.0 - (time.monotonic() - sent_s),
+        "site at the limit",
+    )
+    # Held there: the site stays under the limit while the obligation is active.
+    for _ in range(10):
+        await asyncio.sleep(0.1)
+        assert site.site_power_kw() <= limit_kw
+    curtailed = [g for g in site.groups.values() if g.mode == "curtail"]
+    assert 0 < len(curtailed) < len(site.groups)
+    assert running.metric("mullet_grid_obligations_active") == 1.0
+    assert running.metric("mullet_site_limit_watts") == pytest.approx(limit_kw * 1000)
+
+    # The least efficient groups went first.
+    shed_efficiency = max(g.efficiency_j_per_th for g in site.groups.values() if g.mode == "run")
+    assert all(g.efficiency_j_per_th >= shed_efficiency for g in curtailed)
+
+    await observer.send(GridEvent(id="ev-limit-1", kind="cancel", source="test"))
+    assert (await observer.ack("ev-limit-1"))["accepted"] is True
+    await until(lambda: site.mining_power_kw() >= 0.98 * mining_rated_kw, RESUME_S + 5.0, "mining load back")
+    assert running.metric("mullet_grid_obligations_active") == 0.0
+
+    # AI firm power untouched: every cap the daemon ever sent says "uncapped", and the tenants agree.
+    caps = _ai_caps(observer)
+    assert caps and all(cap is None for cap in caps)
+    assert all(cap is None for t in site.tenants.values() for cap in t.caps_received)
+
+    # Clean stop: SIGTERM -> exit 0 within 5 s and an explicit offline.
+    running.daemon.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(running.daemon.wait(), 5) == 0
+    await observer.wait_for(lambda t, p: t == observer.topics.daemon_online and p == b"0", 5)
+
+
+async def test_bad_grid_events_are_rejected_with_a_reason_and_never_acted_on(running: Running) -> None:
+    observer = running.observer
+    now_s = time.time()
+    cases = [
+        (b'{"v": 1, "id": "bad-1", "kind": "limit", "kw": "lots"}', "invalid_field"),
+        (GridEvent(id="bad-2", kind="limit", kw=-5), "kw must be >= 0"),
+        (GridEvent(id="bad-3", kind="limit", kw=1e9), "absurd"),
+        (
+            GridEvent(id="bad-4", kind="limit", kw=5000, start=now_s - 100, end=now_s - 10),
+            "end is in the past",
+        ),
+        (GridEvent(id="bad-5", kind="cancel"), "cancel of unknown event"),
+        (GridEvent(id="bad-6", kind="reduce"), "kw is required"),
+    ]
+    for raw, _ in cases:
+        await observer.send(raw)
+    for index, (_, reason) in enumerate(cases, start=1):
+        ack = await observer.ack(f"bad-{index}")
+        assert ack["accepted"] is False
+        assert reason in ack["reason"]
+    # Garbage without an id cannot be acked, but is counted; an unknown group's state too.
+    await observer.send(b"\x00\xff not json")
+    await observer.client.publish(f"{running.config.topic_root}/mining/ghost/state", b"{}", qos=1)
+
+    def rejected(reason: str) -> float:
+        for line in running.metrics().splitlines():
+            if line.startswith(f'mullet_rejected_messages_total{{reason="{reason}"}}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    await until(
+        lambda: rejected("not_json") >= 1 and rejected("unknown_subject") >= 1, 5, "rejections counted"
+    )
+    assert rejected("invalid_field") >= 1
+    # Nothing was acted on: no obligation, nothing curtailed, the daemon is still serving.
+    assert running.metric("mullet_grid_obligations_active") == 0.0
+    assert running.metric("mullet_groups_curtailed") == 0.0
+    assert running.daemon.returncode is None
+
+    # A duplicate of an accepted event is idempotent; a different event under the same id is not.
+    event = GridEvent(id="dup-1", kind="limit", kw=12_000, source="test")
+    await observer.send(event)
+    assert (await observer.ack("dup-1"))["reason"] == "accepted"
+    await observer.send(event)
+    await observer.wait_for(
+        lambda t, p: (
+            t == observer.topics.grid_event_ack
+            and json.loads(p)
+            == {"v": 1, "id": "dup-1", "accepted": True, "reason": "duplicate: already accepted"}
+        ),
+        5,
+    )
+    await observer.send(GridEvent(id="dup-1", kind="limit", kw=11_000, source="test"))
+    await observer.wait_for(
+        lambda t, p: (
+            t == observer.topics.grid_event_ack
+            and json.loads(p).get("accepted") is False
+            and json.loads(p)["id"] == "dup-1"
+        ),
+        5,
+    )
+    assert running.metric("mullet_grid_obligations_active") == 1.0
+    assert not math.isnan(running.metric("mullet_site_power_watts"))
+
+
+async def test_unknown_meter_is_never_zero_and_blocks_restores(running: Running) -> None:
+    site, observer, config = running.site, running.observer, running.config
+    topics = observer.topics
+    await until(
+        lambda: site.mining_power_kw() >= 0.99 * sum(g.rated_kw for g in config.groups), 10, "full load"
+    )
+    await observer.send(GridEvent(id="ev-stale", kind="limit", kw=9500, source="test"))
+    assert (await observer.ack("ev-stale"))["accepted"] is True
+    await until(lambda: any(g.mode == "curtail" for g in site.groups.values()), CURTAIL_S + 2, "shedding")
+    curtailed = {g.group_id for g in site.groups.values() if g.mode == "curtail"}
+
+    # The meter starts answering NaN: every sample is refused, the reading goes stale, not to 0.
+    site.meter.override("power_w", math.nan)
+    await until(lambda: math.isnan(running.metric("mullet_site_power_watts")), 5, "site power unknown")
+    assert running.metric("mullet_meter_stale") == 1.0
+    assert 'mullet_meter_samples_rejected_total{reason="not_finite"}' in running.metrics()
+
+    # The obligation ends while the meter is unknown: nothing may be restored.
+    seen = len(observer.received)
+    await observer.send(GridEvent(id="ev-stale", kind="cancel", source="test"))
+    assert (await observer.ack("ev-stale"))["accepted"] is True
+    _, plan_raw = await observer.wait_for(
+        lambda t, p: t == topics.daemon_plan and json.loads(p)["active_obligations"] == [], 5, since=seen
+    )
+    plan = json.loads(plan_raw)
+    assert {g for g, d in plan["groups"].items() if d["mode"] == "curtail"} == curtailed
+    assert any("restores held" in reason for reason in plan["reasons"])
+    for _ in range(2 * int(config.control.period_s * 10)):  # two control periods
+        await asyncio.sleep(0.1)
+        assert {g.group_id for g in site.groups.values() if g.mode == "curtail"} == curtailed
+    run_sent = [
+        t
+        for t, p in observer.received[seen:]
+        if t.endswith("/set") and "/mining/" in t and json.loads(p)["mode"] == "run"
+    ]
+    assert run_sent == []
+
+    # The meter recovers: now the restore goes ahead.
+    site.meter.clear_overrides()
+    await until(lambda: all(g.mode != "curtail" for g in site.groups.values()), 5, "restore after recovery")
+    await until(lambda: running.metric("mullet_meter_stale") == 0.0, 2, "meter known again")
