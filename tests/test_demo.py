@@ -11,6 +11,11 @@ from pathlib import Path
 MULLETD = Path(sys.executable).with_name("mulletd")
 
 
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
 async def test_demo_meets_the_limit_and_leaves_ai_untouched() -> None:
     proc = await asyncio.create_subprocess_exec(
         str(MULLETD),
@@ -31,8 +36,7 @@ async def test_demo_meets_the_limit_and_leaves_ai_untouched() -> None:
             if not scraped and line.startswith("t=") and "site  " in line and "?" not in line.split("|")[0]:
                 url = re.search(r"http://\S+/metrics", "\n".join(lines[:3]))
                 assert url, lines[:3]
-                with urllib.request.urlopen(url.group(0), timeout=5) as response:
-                    scraped = response.read().decode()
+                scraped = await asyncio.to_thread(_scrape, url.group(0))
         returncode = await proc.wait()
 
     output = "\n".join(lines)
