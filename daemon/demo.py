@@ -141,7 +141,7 @@ async def _await_ack(client: aiomqtt.Client, ack_topic: str, event_id: str, time
     try:
         async with asyncio.timeout(timeout_s):
             async for message in client.messages:
-                # amqtt also hands over retained messages of topics never subscribed to: filter.
+                # Only acks are subscribed; match anyway, a broker is not ours to trust.
                 if not message.topic.matches(ack_topic):
                     continue
                 ack = json.loads(message.payload)  # type: ignore[arg-type]

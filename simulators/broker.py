@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from mullet.simulators.ports import free_port
 
@@ -98,8 +99,10 @@ class MosquittoBroker:
 
     async def stop(self) -> None:
         self.stop_blocking()
+        self.close()
 
     def stop_blocking(self) -> None:
+        """Stop the process; `start_blocking()` brings it back on the same port (reconnect tests)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -107,7 +110,32 @@ class MosquittoBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+
+    def close(self) -> None:
+        """Remove the config and log directory once the broker is stopped for good."""
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _subscribed_only_broker_class() -> type:
+    """amqtt's Broker, fixed to send retained messages only to sessions subscribed to them.
+
+    amqtt 0.11-0.12 (broker.py `_handle_client_session`) hands every newly connected session the
+    retained messages of every topic filter that any client subscribed to, which MQTT 3.1.1 section
+    3.3.1.3 does not allow, and walks that dict across awaits, so concurrent subscribes crash the
+    connection handler ("dictionary changed size during iteration"). Skipping filters the session is
+    not subscribed to fixes both without suspending inside that loop.
+    """
+    from amqtt.broker import Broker
+
+    class SubscribedOnlyBroker(Broker):  # type: ignore[misc]
+        async def _publish_retained_messages_for_subscription(
+            self, subscription: tuple[str, int], session: Any
+        ) -> None:
+            subscribers = self._subscriptions.get(subscription[0], ())
+            if any(s.client_id == session.client_id for s, _qos in subscribers):
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return SubscribedOnlyBroker
 
 
 class EmbeddedBroker:
@@ -125,15 +153,13 @@ class EmbeddedBroker:
         return f"mqtt://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        from amqtt.broker import Broker
-
         config = {
             "listeners": {
                 "default": {"type": "tcp", "bind": f"{self.host}:{self.port}", "max_connections": 0}
             },
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
-        broker = Broker(config)
+        broker = _subscribed_only_broker_class()(config)
         await broker.start()  # returns once the listener is bound
         self._broker = broker
 

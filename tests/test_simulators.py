@@ -10,12 +10,9 @@ import asyncio
 import math
 import secrets
 import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
-from pathlib import Path
 
 import aiomqtt
 import pytest
@@ -37,7 +34,6 @@ from mullet.drivers.wire import (
 from mullet.simulators.ai import DemandTrace
 from mullet.simulators.meter import FrequencyScript
 from mullet.simulators.mining import MiningGroup
-from mullet.simulators.ports import free_port
 from mullet.simulators.registers import WordOrder, encode_point
 from mullet.simulators.site import SimulatedSite
 
@@ -54,61 +50,17 @@ CURTAIL_S, RESUME_S = 0.5, 1.0
 # --- broker -------------------------------------------------------------------------------------
 
 
-class _MosquittoProcess:
-    """mosquitto on a loopback port; stop()/start() keep the port, for reconnect tests."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self._conf = directory / "mosquitto.conf"
-        self._conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 5.0) -> None:
-        self._process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self._conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline_s = time.monotonic() + timeout_s
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if self._process.poll() is not None or time.monotonic() > deadline_s:
-                    self.stop()
-                    raise RuntimeError(f"mosquitto did not listen on {self.port}") from None
-                time.sleep(0.01)
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-@pytest.fixture
-def _mosquitto(tmp_path: Path) -> Iterator[_MosquittoProcess]:
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed")
-    broker = _MosquittoProcess(tmp_path)
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
 # --- site ---------------------------------------------------------------------------------------
 
 
 def _config(broker_port: int) -> Config:
     return parse_config(
         {
-            "site": {"site_id": "sim-test", "interconnect_kw": 1000, "base_load_kw": BASE_KW},
+            "site": {
+                "site_id": f"sim-{secrets.token_hex(4)}",
+                "interconnect_kw": 1000,
+                "base_load_kw": BASE_KW,
+            },
             "mqtt": {
                 "url": f"mqtt://127.0.0.1:{broker_port}",
                 "keepalive_s": 5,
@@ -158,8 +110,8 @@ async def _started(site: SimulatedSite) -> asyncio.Task[None]:
 
 
 @pytest.fixture
-async def site(_mosquitto: _MosquittoProcess) -> AsyncIterator[SimulatedSite]:
-    sim = SimulatedSite(_config(_mosquitto.port))
+async def site(mqtt_broker) -> AsyncIterator[SimulatedSite]:
+    sim = SimulatedSite(_config(mqtt_broker.port))
     task = await _started(sim)
     try:
         yield sim
@@ -170,9 +122,9 @@ async def site(_mosquitto: _MosquittoProcess) -> AsyncIterator[SimulatedSite]:
 
 
 @pytest.fixture
-async def mqtt(_mosquitto: _MosquittoProcess) -> AsyncIterator[aiomqtt.Client]:
+async def mqtt(mqtt_broker) -> AsyncIterator[aiomqtt.Client]:
     identifier = f"test-{secrets.token_hex(4)}"
-    async with aiomqtt.Client("127.0.0.1", _mosquitto.port, identifier=identifier) as client:
+    async with aiomqtt.Client("127.0.0.1", mqtt_broker.port, identifier=identifier) as client:
         yield client
 
 
@@ -447,18 +399,23 @@ async def test_controller_crash_fires_last_will(site: SimulatedSite, mqtt: aiomq
     assert site.mining["g2"].connects == 2
 
 
-async def test_controllers_reconnect_after_broker_restart(
-    site: SimulatedSite, _mosquitto: _MosquittoProcess
-) -> None:
-    _mosquitto.stop()
-    await _until(lambda: not any(link.ready.is_set() for link in site.links), 5.0, "links down")
-    _mosquitto.start()
-    await _until(lambda: all(link.ready.is_set() for link in site.links), 5.0, "links back")
-    assert all(link.connects == 2 for link in site.links)
+async def test_controllers_reconnect_after_broker_restart(restartable_broker) -> None:
+    site = SimulatedSite(_config(restartable_broker.port))
+    task = await _started(site)
+    try:
+        restartable_broker.stop_blocking()
+        await _until(lambda: not any(link.ready.is_set() for link in site.links), 5.0, "links down")
+        restartable_broker.start_blocking()
+        await _until(lambda: all(link.ready.is_set() for link in site.links), 5.0, "links back")
+        assert all(link.connects == 2 for link in site.links)
 
-    async with aiomqtt.Client("127.0.0.1", _mosquitto.port) as client:  # and subscribed again
-        await _publish_setpoint(client, site, "g2", seq=11, mode="curtail")
-        await _until(lambda: site.groups["g2"].seq_applied == 11, 3.0, "setpoint after reconnect")
+        async with aiomqtt.Client("127.0.0.1", restartable_broker.port) as client:  # and subscribed again
+            await _publish_setpoint(client, site, "g2", seq=11, mode="curtail")
+            await _until(lambda: site.groups["g2"].seq_applied == 11, 3.0, "setpoint after reconnect")
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 # --- physics, no I/O ----------------------------------------------------------------------------
