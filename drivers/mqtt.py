@@ -97,6 +97,8 @@ class MqttLink:
         self._delay = backoff_delays(reconnect_min_s, reconnect_max_s)
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        self.disconnected.set()
         self.connections = 0
         self.handler_errors = 0
 
@@ -113,6 +115,7 @@ class MqttLink:
             finally:
                 self._client = None
                 self.connected.clear()
+                self.disconnected.set()
             # A session that got as far as connecting starts the backoff over.
             attempt = 0 if self.connections > connections_before else attempt + 1
             await asyncio.sleep(self._delay(attempt))
@@ -146,6 +149,7 @@ class MqttLink:
                 reraise_swallowed_cancel()
             self._client = client
             self.connections += 1
+            self.disconnected.clear()
             self.connected.set()
             log.info("mqtt connected", broker=f"{self.address.host}:{self.address.port}", n=self.connections)
             if self.on_connect is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 import tomli_w
+from pymodbus.client import AsyncModbusTcpClient
 
 from mullet.daemon.config import Config, parse_config
 from mullet.drivers.wire import GridEvent, Topics, encode
@@ -323,3 +324,49 @@ async def test_unknown_meter_is_never_zero_and_blocks_restores(running: Running)
     site.meter.clear_overrides()
     await until(lambda: all(g.mode != "curtail" for g in site.groups.values()), 5, "restore after recovery")
     await until(lambda: running.metric("mullet_meter_stale") == 0.0, 2, "meter known again")
+
+
+async def test_logs_are_json_lines_and_a_killed_daemon_is_announced_by_its_will(running: Running) -> None:
+    observer = running.observer
+    await observer.send(GridEvent(id="ev-log", kind="limit", kw=12_000, source="test"))
+    await observer.ack("ev-log")
+    seen = len(observer.received)
+    running.daemon.kill()  # SIGKILL: no goodbye, the broker's last will speaks for the daemon
+    await asyncio.wait_for(running.daemon.wait(), 5)
+    await observer.wait_for(lambda t, p: t == observer.topics.daemon_online and p == b"0", 5, since=seen)
+
+    lines = running.log_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # stdout is not a TTY: one JSON object a line
+    assert all({"event", "level", "timestamp"} <= record.keys() for record in records)
+    assert any(r["event"] == "grid event" and r["event_id"] == "ev-log" for r in records)
+
+
+async def test_simulate_command_serves_the_site_of_a_config(mqtt_broker, tmp_path: Path) -> None:
+    config, path = site_config(mqtt_broker.url, tmp_path)
+    topics = Topics(config.topic_root)
+    async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port) as client:
+        await client.subscribe(f"{config.topic_root}/+/+/state", qos=1)
+        proc = await asyncio.create_subprocess_exec(
+            str(MULLETD), "simulate", "--config", str(path), stdout=asyncio.subprocess.DEVNULL
+        )
+        try:
+            expected = {topics.group_state(g.group_id) for g in config.groups}
+            expected |= {topics.tenant_state(t.tenant_id) for t in config.tenants}
+            seen: set[str] = set()
+            async with asyncio.timeout(15):
+                async for message in client.messages:
+                    seen.add(message.topic.value)
+                    if expected <= seen:
+                        break
+            modbus = AsyncModbusTcpClient("127.0.0.1", port=config.meter.port, timeout=1, retries=0)
+            await modbus.connect()
+            try:
+                registers = (await modbus.read_input_registers(0x34, count=2, device_id=1)).registers
+                power_w = modbus.convert_from_registers(registers, data_type=modbus.DATATYPE.FLOAT32)
+            finally:
+                modbus.close()
+            rated_kw = sum(g.rated_kw for g in config.groups)
+            assert isinstance(power_w, float) and power_w / 1000 > config.site.base_load_kw + rated_kw * 0.9
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0

@@ -1,0 +1,103 @@
+"""The daemon's MQTT session: reconnects with backoff, re-subscribes, announces itself, never raises."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiomqtt
+import pytest
+
+from mullet.drivers.mqtt import BrokerAddress, MqttLink, backoff_delays
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self.messages.append((topic, payload))
+        self.changed.set()
+        if payload == b"boom":
+            raise RuntimeError("handler bug")
+
+    async def until(self, predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def _retained(broker, topic: str) -> bytes:  # type: ignore[no-untyped-def]
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        await client.subscribe(topic, qos=1)
+        async with asyncio.timeout(5):
+            message = await anext(aiter(client.messages))
+            assert isinstance(message.payload, bytes)
+            return message.payload
+
+
+async def test_reconnects_resubscribes_and_reannounces(restartable_broker) -> None:
+    inbox = Inbox()
+    connects = asyncio.Event()
+
+    async def on_connect() -> None:
+        connects.set()
+
+    link = MqttLink(
+        restartable_broker.url,
+        client_id="link-under-test",
+        subscriptions=["site/in/#"],
+        on_message=inbox,
+        on_connect=on_connect,
+        will_topic="site/daemon/online",
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.5,
+    )
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(connects.wait(), 5)
+        assert await _retained(restartable_broker, "site/daemon/online") == b"1"
+        async with aiomqtt.Client(restartable_broker.host, restartable_broker.port) as peer:
+            await peer.publish("site/in/a", b"boom", qos=1)  # a handler bug is counted, not fatal
+            await peer.publish("site/in/b", b"one", qos=1)
+        await inbox.until(lambda: ("site/in/b", b"one") in inbox.messages)
+        assert link.handler_errors == 1
+
+        connects.clear()
+        restartable_broker.stop_blocking()
+        await asyncio.wait_for(link.disconnected.wait(), 5)
+        assert await link.publish("site/out", b"x") is False  # not sent, and says so
+        restartable_broker.start_blocking()  # no persistence: retained state and sessions are gone
+        await asyncio.wait_for(connects.wait(), 10)
+        assert link.connections == 2
+        assert await _retained(restartable_broker, "site/daemon/online") == b"1"
+        async with aiomqtt.Client(restartable_broker.host, restartable_broker.port) as peer:
+            await peer.publish("site/in/c", b"two", qos=1)
+        await inbox.until(lambda: ("site/in/c", b"two") in inbox.messages)
+        assert await link.publish("site/out", b"x") is True
+
+        await link.close()  # an explicit goodbye: a clean disconnect fires no will
+        assert await _retained(restartable_broker, "site/daemon/online") == b"0"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_backoff_is_exponential_bounded_and_jittered() -> None:
+    delay = backoff_delays(0.2, 10.0, random.Random(7))
+    for attempt in range(40):
+        ceiling = min(10.0, 0.2 * 2**attempt)
+        samples = [delay(attempt) for _ in range(50)]
+        assert all(0.2 <= s <= ceiling for s in samples)
+    assert len({round(delay(6), 6) for _ in range(20)}) > 10  # jitter spreads a reconnect storm
+
+
+def test_broker_urls() -> None:
+    assert BrokerAddress.parse("mqtt://10.0.0.5") == BrokerAddress("10.0.0.5", 1883, False)
+    secure = BrokerAddress.parse("mqtts://daemon:s3cret@broker.site:8884")
+    assert (secure.port, secure.tls, secure.username, secure.password) == (8884, True, "daemon", "s3cret")
+    assert "s3cret" not in repr(secure)
+    with pytest.raises(ValueError):
+        BrokerAddress.parse("http://broker")
