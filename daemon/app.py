@@ -99,7 +99,10 @@ class Daemon:
         self._stop = asyncio.Event()
         self._grid_queue: asyncio.Queue[GridEvent | _RejectedEvent] = asyncio.Queue(maxsize=1000)
         self.plan: Plan | None = None
-        self.commanded: dict[str, tuple[GroupDecision, int]] = {}
+        # Per group: the decision last published and the exact setpoint that carried it, so a
+        # republish after a reconnect is byte-identical (a controller ignores a seq it has applied).
+        self.commanded: dict[str, tuple[GroupDecision, GroupSetpoint]] = {}
+        self._publishing = asyncio.Lock()  # a reconnect's republish must not overtake a newer setpoint
         self.tenant_setpoints: dict[str, TenantSetpoint] = {}
         self._published_plan: dict[str, Any] | None = None
         # Setpoints are journaled off the hot path, so the newest few may be lost in a crash: jump ahead
@@ -160,7 +163,10 @@ class Daemon:
                 decision = GroupDecision(
                     group_id, data["mode"], data.get("power_kw"), "recovered from journal"
                 )
-                self.commanded[group_id] = (decision, int(data["seq"]))
+                setpoint = GroupSetpoint(
+                    seq=int(data["seq"]), mode=data["mode"], power_kw=data.get("power_kw"), ts=data["ts"]
+                )
+                self.commanded[group_id] = (decision, setpoint)
 
     # ---- inbound ---------------------------------------------------------------------------
 
@@ -294,7 +300,7 @@ class Daemon:
         for event_id in self.book.expire(now_s):
             self.journal.record("obligation_ended", {"id": event_id}, subject=event_id)
             log.info("obligation ended", event_id=event_id)
-        commanded_modes = {g: d.mode for g, (d, _seq) in self.commanded.items()}
+        commanded_modes = {g: d.mode for g, (d, _setpoint) in self.commanded.items()}
         snapshot = self.state.snapshot(self.tenant_ids, commanded_modes, now_mono_s)
         started_s = time.perf_counter()
         plan = compute_plan(self.site, snapshot, list(self.book.obligations.values()), now_s)
@@ -326,18 +332,19 @@ class Daemon:
             )
             if not sent:
                 return
-            self.commanded[decision.group_id] = (decision, seq)
+            self.commanded[decision.group_id] = (decision, setpoint)
             self.metrics.setpoints.inc()
             self.journal.record(
                 "setpoint",
-                {"seq": seq, "mode": decision.mode, "power_kw": decision.power_kw, "reason": decision.reason},
+                {**setpoint.model_dump(include={"seq", "mode", "power_kw", "ts"}), "reason": decision.reason},
                 subject=decision.group_id,
             )
             log.info(
                 "setpoint", group_id=decision.group_id, seq=seq, mode=decision.mode, reason=decision.reason
             )
 
-        await asyncio.gather(*(send(d) for d in changed))
+        async with self._publishing:
+            await asyncio.gather(*(send(d) for d in changed))
 
     def _plan_summary(self, plan: Plan) -> dict[str, Any]:
         return {
@@ -381,9 +388,9 @@ class Daemon:
                 self.tenant_setpoints[tenant_id] = setpoint
                 self.journal.record("tenant_setpoint", setpoint.model_dump(), subject=tenant_id)
             await self.link.publish(self.topics.tenant_set(tenant_id), encode(setpoint), qos=1, retain=True)
-        for group_id, (decision, seq) in list(self.commanded.items()):
-            setpoint = GroupSetpoint(seq=seq, mode=decision.mode, power_kw=decision.power_kw, ts=now_s)
-            await self.link.publish(self.topics.group_set(group_id), encode(setpoint), qos=1, retain=True)
+        async with self._publishing:
+            for group_id, (_decision, setpoint) in list(self.commanded.items()):
+                await self.link.publish(self.topics.group_set(group_id), encode(setpoint), qos=1, retain=True)
         if self.plan is not None:
             await self._publish_plan(self.plan, force=True)
         self.wake.set()
@@ -400,7 +407,7 @@ class Daemon:
         m.obligations_active.set(len(plan.active_obligations))
         m.groups_curtailed.set(len(plan.curtailed()))
         m.mqtt_connected.set(1.0 if self.link.connected.is_set() else 0.0)
-        for group_id, (decision, _seq) in self.commanded.items():
+        for group_id, (decision, _setpoint) in self.commanded.items():
             m.set_group_mode(group_id, decision.mode)
 
     @staticmethod

@@ -49,7 +49,6 @@ class MiningGroup:
         self.commanded: Literal["run", "curtail"] = "run"
         self.seq_applied: int | None = None
         self.trip_stage: int | None = None
-        self.last_setpoint: GroupSetpoint | None = None
         self.powered = True
         # Fault switch: firmware acknowledges commands but the power does not move (PDU cuts still do).
         self.stuck = False
@@ -76,11 +75,10 @@ class MiningGroup:
         return self.miners
 
     def apply(self, setpoint: GroupSetpoint) -> bool:
-        """Take a setpoint; False when it repeats the one already applied (a retained or QoS 1
-        redelivery), which must not undo a trip that happened since."""
-        if setpoint.seq == self.seq_applied and setpoint == self.last_setpoint:
+        """Take a setpoint; False when its seq is the one already applied (a retained, QoS 1 or
+        reconnect redelivery: the daemon never reuses a seq), which must not undo a trip since."""
+        if setpoint.seq == self.seq_applied:
             return False
-        self.last_setpoint = setpoint
         self.seq_applied = setpoint.seq
         self.trip_stage = setpoint.trip_stage
         self.commanded = setpoint.mode

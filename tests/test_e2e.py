@@ -104,6 +104,7 @@ async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> f
 @dataclass
 class Running:
     config: Config
+    config_path: Path
     site: SimulatedSite
     daemon: asyncio.subprocess.Process
     observer: Observer
@@ -121,6 +122,18 @@ class Running:
         raise AssertionError(f"metric {name} not exported")
 
 
+async def start_daemon(config_path: Path, log_path: Path) -> asyncio.subprocess.Process:
+    with log_path.open("ab") as log_file:
+        return await asyncio.create_subprocess_exec(
+            str(MULLETD),
+            "run",
+            "--config",
+            str(config_path),
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+
 @pytest.fixture
 async def running(mqtt_broker, tmp_path: Path) -> AsyncIterator[Running]:
     config, path = site_config(mqtt_broker.url, tmp_path)
@@ -129,17 +142,14 @@ async def running(mqtt_broker, tmp_path: Path) -> AsyncIterator[Running]:
     site_task = asyncio.create_task(site.run())
     await asyncio.wait_for(site.started.wait(), timeout=15)
     log_path = tmp_path / "mulletd.log"
-    with log_path.open("wb") as log_file:
-        daemon = await asyncio.create_subprocess_exec(
-            str(MULLETD), "run", "--config", str(path), stdout=log_file, stderr=asyncio.subprocess.STDOUT
-        )
+    daemon = await start_daemon(path, log_path)
     async with aiomqtt.Client(
         mqtt_broker.host, mqtt_broker.port, identifier=f"agg-{secrets.token_hex(3)}"
     ) as client:
         await client.subscribe(f"{config.topic_root}/#", qos=1)
         observer = Observer(client, topics)
         pump = asyncio.create_task(observer.pump())
-        running = Running(config, site, daemon, observer, log_path)
+        running = Running(config, path, site, daemon, observer, log_path)
         try:
             # Ready = online, and a plan published.
             await observer.wait_for(lambda t, p: t == topics.daemon_online and p == b"1", 20)
@@ -370,3 +380,42 @@ async def test_simulate_command_serves_the_site_of_a_config(mqtt_broker, tmp_pat
         finally:
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_a_restarted_daemon_recovers_its_obligation_and_never_reuses_a_seq(running: Running) -> None:
+    site, observer = running.site, running.observer
+    topics = observer.topics
+    await observer.send(GridEvent(id="ev-crash", kind="limit", kw=9500, source="test"))
+    assert (await observer.ack("ev-crash"))["accepted"] is True
+    await until(lambda: site.site_power_kw() <= 9500, CURTAIL_S + 2, "site at the limit")
+    curtailed = {g.group_id for g in site.groups.values() if g.commanded == "curtail"}
+    assert curtailed
+
+    def group_setpoints(since: int = 0) -> list[dict]:
+        return [json.loads(p) for t, p in observer.received[since:] if "/mining/" in t and t.endswith("/set")]
+
+    published_before = {sp["seq"] for sp in group_setpoints()}
+    highest_seq = max(published_before)
+    running.daemon.kill()  # SIGKILL mid-obligation
+    await asyncio.wait_for(running.daemon.wait(), 5)
+    seen = len(observer.received)
+    running.daemon = await start_daemon(running.config_path, running.log_path)
+    await observer.wait_for(lambda t, p: t == topics.daemon_online and p == b"1", 20, since=seen)
+    _, plan = await observer.wait_for(lambda t, p: t == topics.daemon_plan, 10, since=seen)
+    assert json.loads(plan)["active_obligations"] == ["ev-crash"]
+    # Controllers held their retained setpoints throughout, and the new daemon keeps them.
+    for _ in range(10):
+        await asyncio.sleep(0.1)
+        assert {g.group_id for g in site.groups.values() if g.commanded == "curtail"} == curtailed
+        assert site.site_power_kw() <= 9500
+    # Republished setpoints keep their seq (byte-identical); anything new is numbered above them all.
+    fresh = [sp["seq"] for sp in group_setpoints(seen) if sp["seq"] not in published_before]
+    assert all(seq > highest_seq for seq in fresh)
+
+    before_cancel = len(observer.received)
+    await observer.send(GridEvent(id="ev-crash", kind="cancel", source="test"))
+    assert (await observer.ack("ev-crash"))["accepted"] is True
+    await until(lambda: all(g.commanded == "run" for g in site.groups.values()), 5, "restore after cancel")
+    restores = [sp["seq"] for sp in group_setpoints(before_cancel) if sp["mode"] == "run"]
+    assert len(restores) == len(curtailed)
+    assert restores and min(restores) > highest_seq
