@@ -83,7 +83,7 @@ class MosquittoBroker:
         conf = self._dir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-            "max_inflight_messages 0\nmax_queued_messages 100000\n"
+            "set_tcp_nodelay true\nmax_inflight_messages 0\nmax_queued_messages 100000\n"
         )
         self.process = subprocess.Popen(
             [self.executable, "-c", str(conf)],

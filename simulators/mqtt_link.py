@@ -20,7 +20,7 @@ import aiomqtt
 import structlog
 
 from mullet.daemon.config import MqttSection
-from mullet.drivers.mqtt import BrokerAddress, backoff_delays, reraise_swallowed_cancel
+from mullet.drivers.mqtt import NO_DELAY, BrokerAddress, backoff_delays, reraise_swallowed_cancel
 
 _log = structlog.get_logger()
 
@@ -158,6 +158,7 @@ class DeviceLink(abc.ABC):
             will=aiomqtt.Will(self.online_topic, b"0", qos=1, retain=True),
             keepalive=self.broker.keepalive_s,
             tls_context=ssl.create_default_context() if self.broker.address.tls else None,
+            socket_options=NO_DELAY,
         )
         async with client:
             reraise_swallowed_cancel()

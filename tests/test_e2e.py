@@ -157,9 +157,9 @@ async def running(mqtt_broker, tmp_path: Path) -> AsyncIterator[Running]:
             yield running
         finally:
             pump.cancel()
-            if daemon.returncode is None:
-                daemon.kill()
-                await asyncio.wait_for(daemon.wait(), 10)
+            if running.daemon.returncode is None:  # the test may have restarted it
+                running.daemon.kill()
+                await asyncio.wait_for(running.daemon.wait(), 10)
             site_task.cancel()
             await asyncio.gather(site_task, pump, return_exceptions=True)
 
