@@ -139,6 +139,7 @@ class Daemon:
         finally:
             await self.journal.flush()
             self.journal.close()
+            self.metrics.close()
             log.info("mulletd stopped")
 
     def stop(self) -> None:
@@ -149,11 +150,9 @@ class Daemon:
         now_s = time.time()
         for _wall_s, _kind, _subject, data in self.journal.entries("grid_event"):
             event = GridEvent.model_validate(data["event"])
-            if data.get("cancels"):
-                self.book.obligations.pop(data["cancels"], None)
-                self.book.cancelled.add(data["cancels"])
-            elif data.get("obligation"):
-                self.book.restore(Obligation(**data["obligation"]), event)
+            obligation = Obligation(**data["obligation"]) if data.get("obligation") else None
+            replayed = Decision(True, "recovered", obligation=obligation, cancels=data.get("cancels"))
+            self.book.apply(event, replayed)
         self.book.expire(now_s)
 
     def _recover_commanded(self) -> None:

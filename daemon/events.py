@@ -71,7 +71,7 @@ class ObligationBook:
         return Decision(True, "accepted", obligation=obligation)
 
     def apply(self, event: GridEvent, decision: Decision) -> None:
-        """Record an accepted decision (after it is durable)."""
+        """Record an accepted decision (after it is durable, or replayed from the journal)."""
         if not decision.accepted or decision.duplicate:
             return
         if decision.cancels is not None:
@@ -81,10 +81,6 @@ class ObligationBook:
         if decision.obligation is not None:
             self.obligations[event.id] = decision.obligation
             self._events[event.id] = event
-
-    def restore(self, obligation: Obligation, event: GridEvent) -> None:
-        self.obligations[obligation.event_id] = obligation
-        self._events[obligation.event_id] = event
 
     def expire(self, now_s: float) -> list[str]:
         ended = [i for i, o in self.obligations.items() if o.end_s is not None and o.end_s <= now_s]

@@ -6,6 +6,8 @@ event ids or payload text.
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # Plan computation is microseconds to a few ms; buckets resolve that range.
@@ -17,6 +19,7 @@ GROUP_MODES = ("run", "curtail")
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._server: WSGIServer | None = None
         r = self.registry
         self.site_power = Gauge(
             "mullet_site_power_watts", "Site import at the meter; NaN when unknown.", registry=r
@@ -80,5 +83,11 @@ class Metrics:
 
     def serve(self, host: str, port: int) -> int:
         """Start the scrape endpoint on an explicit address; returns the bound port (0 picks one)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port)
+        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
