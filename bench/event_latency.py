@@ -16,21 +16,33 @@ Baseline (same broker, same run): one small QoS 1 message between two aiomqtt cl
 -> receipt, one at a time; measured on the quiet broker before the site starts and again while the
 site and the daemon are running (the "loaded" hop is the one (b) is compared with). Path (b) crosses
 the broker twice (observer -> daemon, daemon -> observer), so its overhead is (b) - 2 x hop.
+
+Setups (--setups): "shipped" runs everything as the project ships it: MosquittoBroker's config has
+`set_tcp_nodelay true`, and every project client (MqttLink in the daemon, the simulated devices) passes
+`socket_options=NO_DELAY` (mullet.drivers.mqtt), as do this script's own clients. "nagle" is the
+behaviour before that fix, for comparison: mosquitto gets `set_tcp_nodelay false` (its default) and
+NO_DELAY is set to TCP_NODELAY 0 (Nagle on, the socket default): in this process by patching the module
+attribute in mullet.drivers.mqtt and in each loaded mullet module that imported it by name, and in the
+daemon subprocess by a `python -c` wrapper that patches mullet.drivers.mqtt before it imports the CLI.
+Both run by default, one after the other, each with its own broker, site and daemon, so the ratio
+between them is measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +50,7 @@ import aiomqtt
 import tomli_w
 from _common import REPO, p99_note, print_header, print_table, reproduce_command, summary
 
+import mullet.drivers.mqtt
 from mullet.daemon.config import Config, parse_config
 from mullet.daemon.logs import configure_logging
 from mullet.drivers.wire import GridEvent, Topics, encode
@@ -49,6 +62,87 @@ EXAMPLE = REPO / "deploy" / "site.example.toml"
 MULLETD = Path(sys.executable).with_name("mulletd")
 HOST = "127.0.0.1"  # loopback only
 NS_PER_MS = 1_000_000
+SocketOptions = tuple[tuple[int, int, int], ...]
+NODELAY_OPTION = (socket.IPPROTO_TCP, socket.TCP_NODELAY)
+# The project's client socket options as shipped (TCP_NODELAY 1), read before anything patches them.
+SHIPPED_OPTIONS: SocketOptions = mullet.drivers.mqtt.NO_DELAY
+NAGLE_OPTIONS: SocketOptions = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 0),)
+# `mulletd` with Nagle on: NO_DELAY is patched before the CLI (and so MqttLink) is imported.
+NAGLE_DAEMON = """
+import socket, sys
+import mullet.drivers.mqtt
+mullet.drivers.mqtt.NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 0),)
+from mullet.daemon.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class NagleMosquitto(MosquittoBroker):
+    """MosquittoBroker's config (simulators/broker.py) with `set_tcp_nodelay false`, mosquitto's default."""
+
+    def spawn(self) -> None:
+        conf = self._dir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
+            "set_tcp_nodelay false\nmax_inflight_messages 0\nmax_queued_messages 100000\n"
+        )
+        with (self._dir / "mosquitto.log").open("wb") as log_file:
+            self.process = subprocess.Popen(
+                [self.executable, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log_file
+            )
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    broker: type[MosquittoBroker]
+    socket_options: SocketOptions  # every MQTT client's: the project's and this script's
+    daemon: tuple[str, ...]  # the program that runs `mulletd`
+
+
+SETUPS = {
+    "shipped": Setup("shipped", MosquittoBroker, SHIPPED_OPTIONS, (str(MULLETD),)),
+    "nagle": Setup("nagle", NagleMosquitto, NAGLE_OPTIONS, (sys.executable, "-c", NAGLE_DAEMON)),
+}
+
+
+@contextlib.contextmanager
+def project_socket_options(options: SocketOptions) -> Iterator[list[str]]:
+    """While active, NO_DELAY is `options` in mullet.drivers.mqtt and in every loaded mullet module that
+    imported it by name (simulators/mqtt_link.py does); yields those modules' names."""
+    modules = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith("mullet.") and getattr(module, "NO_DELAY", None) is SHIPPED_OPTIONS
+    ]
+    if options is SHIPPED_OPTIONS:
+        yield []
+        return
+    if mullet.drivers.mqtt not in modules:
+        raise RuntimeError("mullet.drivers.mqtt.NO_DELAY is not the tuple this script read at import")
+    for module in modules:
+        module.NO_DELAY = options
+    try:
+        yield sorted(module.__name__ for module in modules)
+    finally:
+        for module in modules:
+            module.NO_DELAY = SHIPPED_OPTIONS
+
+
+def _tcp_nodelay(options: SocketOptions) -> str:
+    values = [str(value) for level, name, value in options if (level, name) == NODELAY_OPTION]
+    return values[-1] if values else "unset"
+
+
+def _broker_nodelay(broker: MosquittoBroker) -> str:
+    """`set_tcp_nodelay` as the broker's config file has it (mosquitto's default is false)."""
+    try:
+        for line in (broker._dir / "mosquitto.conf").read_text().splitlines():
+            if line.split()[:1] == ["set_tcp_nodelay"]:
+                return line.strip()
+    except OSError:
+        return "set_tcp_nodelay unknown"
+    return "set_tcp_nodelay false (default)"
 
 
 def site_config(
@@ -122,13 +216,19 @@ async def until(predicate: Callable[[], bool], timeout_s: float, what: str, poll
     return time.perf_counter_ns()
 
 
-async def broker_round_trip(host: str, port: int, messages: int, warmup: int) -> list[float]:
+async def broker_round_trip(
+    host: str, port: int, messages: int, warmup: int, socket_options: SocketOptions
+) -> list[float]:
     """Milliseconds from publish start to receipt, one 64-byte QoS 1 message at a time."""
     topic = f"bench/rtt/{secrets.token_hex(4)}"
     samples: list[float] = []
     async with (
-        aiomqtt.Client(host, port, identifier=f"bench-rx-{secrets.token_hex(3)}") as rx,
-        aiomqtt.Client(host, port, identifier=f"bench-tx-{secrets.token_hex(3)}") as tx,
+        aiomqtt.Client(
+            host, port, identifier=f"bench-rx-{secrets.token_hex(3)}", socket_options=socket_options
+        ) as rx,
+        aiomqtt.Client(
+            host, port, identifier=f"bench-tx-{secrets.token_hex(3)}", socket_options=socket_options
+        ) as tx,
     ):
         await rx.subscribe(topic, qos=1)
         arrivals: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
@@ -228,9 +328,11 @@ def _log_tail(path: Path, lines: int = 30) -> str:
         return "(no daemon log)"
 
 
-async def measure(args: argparse.Namespace, broker: MosquittoBroker, workdir: Path) -> dict:
+async def measure(args: argparse.Namespace, broker: MosquittoBroker, workdir: Path, setup: Setup) -> dict:
     out: dict = {}
-    out["rtt_quiet"] = await broker_round_trip(broker.host, broker.port, args.rtt_messages, args.rtt_warmup)
+    out["rtt_quiet"] = await broker_round_trip(
+        broker.host, broker.port, args.rtt_messages, args.rtt_warmup, setup.socket_options
+    )
 
     config, path = site_config(
         broker.url, workdir, curtail_s=args.curtail_s, resume_s=args.resume_s, tick_hz=args.tick_hz
@@ -244,7 +346,7 @@ async def measure(args: argparse.Namespace, broker: MosquittoBroker, workdir: Pa
         await asyncio.wait_for(site.started.wait(), timeout=15)
         with log_path.open("wb") as log_file:
             daemon = await asyncio.create_subprocess_exec(
-                str(MULLETD),
+                *setup.daemon,
                 "run",
                 "--config",
                 str(path),
@@ -254,7 +356,10 @@ async def measure(args: argparse.Namespace, broker: MosquittoBroker, workdir: Pa
                 stderr=asyncio.subprocess.STDOUT,
             )
         async with aiomqtt.Client(
-            broker.host, broker.port, identifier=f"bench-agg-{secrets.token_hex(3)}"
+            broker.host,
+            broker.port,
+            identifier=f"bench-agg-{secrets.token_hex(3)}",
+            socket_options=setup.socket_options,
         ) as client:
             for topic in (
                 topics.grid_event_ack,
@@ -273,7 +378,7 @@ async def measure(args: argparse.Namespace, broker: MosquittoBroker, workdir: Pa
                     lambda: site.mining_power_kw() >= 0.99 * mining_rated_kw, 15, "full mining load", 0.01
                 )
                 out["rtt_loaded"] = await broker_round_trip(
-                    broker.host, broker.port, args.rtt_messages, args.rtt_warmup
+                    broker.host, broker.port, args.rtt_messages, args.rtt_warmup, setup.socket_options
                 )
                 ai_allowance_kw = sum(t.reserved_kw + t.headroom_kw for t in config.tenants)
                 limit_kw = (
@@ -301,9 +406,7 @@ async def measure(args: argparse.Namespace, broker: MosquittoBroker, workdir: Pa
                 since = len(observer.received)
                 daemon.send_signal(signal.SIGTERM)
                 out["daemon_rc"] = await asyncio.wait_for(daemon.wait(), 10)
-                await observer.wait_for(
-                    lambda t, p: t == topics.daemon_online and p == b"0", 5, since=since
-                )
+                await observer.wait_for(lambda t, p: t == topics.daemon_online and p == b"0", 5, since=since)
             finally:
                 pump.cancel()
                 await asyncio.gather(pump, return_exceptions=True)
@@ -341,6 +444,32 @@ def _mosquitto_version(executable: str) -> str:
     return text.splitlines()[0].strip() if text else "mosquitto"
 
 
+async def run_setup(args: argparse.Namespace, executable: str, setup: Setup) -> dict:
+    """One setup from scratch: its own broker, simulated site and daemon."""
+    broker = setup.broker(executable, host=HOST)
+    started_s = time.monotonic()
+    with project_socket_options(setup.socket_options) as patched:
+        try:
+            await broker.start()
+            broker_nodelay = _broker_nodelay(broker)
+            with tempfile.TemporaryDirectory(prefix="mullet-bench-", dir=args.journal_dir) as tmp:
+                workdir = Path(tmp)
+                if setup.name == args.setups[0]:
+                    print(
+                        f"broker:   {_mosquitto_version(executable)} on {broker.host} (free port per setup);"
+                        f" journal on {_fs_type(workdir)}; daemon log level {args.daemon_log_level}"
+                    )
+                async with asyncio.timeout(args.deadline_s):
+                    out = await measure(args, broker, workdir, setup)
+        finally:
+            await broker.stop()
+    nodelay = _tcp_nodelay(setup.socket_options)
+    how = f"NO_DELAY patched in {', '.join(patched)} and in the daemon" if patched else "as shipped"
+    out["setup_note"] = f"mosquitto {broker_nodelay}; every client TCP_NODELAY {nodelay} ({how})"
+    out["elapsed_s"] = time.monotonic() - started_s
+    return out
+
+
 async def amain(args: argparse.Namespace) -> int:
     executable = find_mosquitto()
     if executable is None:
@@ -349,6 +478,7 @@ async def amain(args: argparse.Namespace) -> int:
     command = reproduce_command(
         "event_latency.py",
         [
+            ("--setups", ",".join(args.setups)),
             ("--rounds", args.rounds),
             ("--rtt-messages", args.rtt_messages),
             ("--curtail-s", args.curtail_s),
@@ -364,68 +494,84 @@ async def amain(args: argparse.Namespace) -> int:
         "latency from just before the aggregator's publish; baseline = one mosquitto hop, same run",
         command,
     )
-    broker = MosquittoBroker(executable, host=HOST)
-    await broker.start()
-    started_s = time.monotonic()
-    try:
-        with tempfile.TemporaryDirectory(prefix="mullet-bench-", dir=args.journal_dir) as tmp:
-            workdir = Path(tmp)
-            print(
-                f"broker:   {_mosquitto_version(executable)} on {broker.host}:{broker.port}; journal on"
-                f" {_fs_type(workdir)}; daemon log level {args.daemon_log_level}"
-            )
-            async with asyncio.timeout(args.deadline_s):
-                out = await measure(args, broker, workdir)
-    finally:
-        await broker.stop()
-    elapsed_s = time.monotonic() - started_s
+    results: dict[str, dict] = {}
+    for setup in args.setups:
+        results[setup] = await run_setup(args, executable, SETUPS[setup])
 
-    rounds: Rounds = out["rounds"]
-    quiet = summary(out["rtt_quiet"])
-    loaded = summary(out["rtt_loaded"])
+    first = results[args.setups[0]]
+    sheds = [n for out in results.values() for n in out["rounds"].shed_groups]
     print(
-        f"site:     {out['groups']} mining groups ({out['mining_rated_kw']:.0f} kW rated), limit"
-        f" {out['limit_kw']:.0f} kW sheds {min(rounds.shed_groups)}-{max(rounds.shed_groups)} groups;"
+        f"site:     {first['groups']} mining groups ({first['mining_rated_kw']:.0f} kW rated), limit"
+        f" {first['limit_kw']:.0f} kW sheds {min(sheds)}-{max(sheds)} groups;"
         f" ramps curtail {args.curtail_s:g} s / resume {args.resume_s:g} s; physics {args.tick_hz:g} Hz,"
         f" ground truth polled every {args.poll_ms:g} ms"
     )
+    for setup, out in results.items():
+        print(f"{setup + ':':9} {out['setup_note']}")
     print()
-    rows = [
-        ["baseline: mosquitto hop, quiet", len(out["rtt_quiet"]), *quiet],
-        ["baseline: mosquitto hop, loaded", len(out["rtt_loaded"]), *loaded],
-    ]
-    for name, samples in (
-        ("(a) publish -> grid/event/ack", rounds.ack),
-        ("(b) publish -> first curtail set", rounds.command),
-        ("(c) publish -> site <= limit", rounds.at_limit),
-        ("(d) cancel -> mining >= 98% rated", rounds.restore),
-    ):
-        rows.append([name, len(samples), *summary(samples)])
-    print_table(["path", "n", "median ms", "p99 ms", "max ms"], rows)
+
+    def series(out: dict) -> list[tuple[str, list[float]]]:
+        rounds: Rounds = out["rounds"]
+        return [
+            ("baseline: mosquitto hop, quiet", out["rtt_quiet"]),
+            ("baseline: mosquitto hop, loaded", out["rtt_loaded"]),
+            ("(a) publish -> grid/event/ack", rounds.ack),
+            ("(b) publish -> first curtail set", rounds.command),
+            ("(c) publish -> site <= limit", rounds.at_limit),
+            ("(d) cancel -> mining >= 98% rated", rounds.restore),
+        ]
+
+    headers = ["path", "n"]
+    for setup in args.setups:
+        headers += [f"{setup} median ms", f"{setup} p99 ms"]
+    both = len(args.setups) == 2
+    if both:
+        headers.append("median nagle/shipped")
+    rows = []
+    columns = {setup: series(out) for setup, out in results.items()}
+    for index, (name, samples) in enumerate(columns[args.setups[0]]):
+        row: list[object] = [name, len(samples)]
+        medians = {}
+        for setup in args.setups:
+            median, p99, _max = summary(columns[setup][index][1])
+            row += [median, p99]
+            medians[setup] = median
+        if both:
+            row.append(f"{medians['nagle'] / medians['shipped']:.1f}x")
+        rows.append(row)
+    print_table(headers, rows)
     print()
-    hop_ms = loaded[0]
-    cmd_ms = summary(rounds.command)[0]
-    ack_ms = summary(rounds.ack)[0]
+
+    for setup, out in results.items():
+        rounds = out["rounds"]
+        hop_ms = summary(out["rtt_loaded"])[0]
+        ack_ms = summary(rounds.ack)[0]
+        cmd_ms = summary(rounds.command)[0]
+        print(
+            f"{setup}: (b) median = {cmd_ms / hop_ms:.0f}x the loaded hop; (b) crosses the broker twice, so"
+            f" daemon + client stacks ~ (b) - 2 x hop = {cmd_ms - 2 * hop_ms:.2f} ms;"
+            f" (a) - 2 x hop = {ack_ms - 2 * hop_ms:.2f} ms"
+        )
+    n_rounds = len(first["rounds"].ack)
     print(
-        f"(b) median / loaded hop median = {cmd_ms / hop_ms:.1f}x; (b) crosses the broker twice, so the"
-        f" daemon's own time ~ (b) - 2 x hop = {cmd_ms - 2 * hop_ms:.2f} ms"
+        f"baselines: {p99_note(len(first['rtt_loaded']))}; rounds: {p99_note(n_rounds)}."
+        " (c) and (d) are dominated by the simulated ramps."
     )
-    print(
-        f"(a) median / loaded hop median = {ack_ms / hop_ms:.1f}x; (a) - 2 x hop = {ack_ms - 2 * hop_ms:.2f} ms"
-        " (decode + validate + journal commit with fsync + ack)"
-    )
-    print(
-        f"baselines: {p99_note(len(out['rtt_loaded']))}; rounds: {p99_note(len(rounds.ack))}."
-        f" (c) and (d) are dominated by the simulated ramps."
-    )
-    rc = out["daemon_rc"]
-    print(f"daemon exit status after SIGTERM: {rc}; total run {elapsed_s:.1f} s")
-    return 0 if rc == 0 else 1
+    codes = {setup: out["daemon_rc"] for setup, out in results.items()}
+    elapsed = {setup: round(out["elapsed_s"], 1) for setup, out in results.items()}
+    print(f"daemon exit status after SIGTERM: {codes}; seconds per setup: {elapsed}")
+    return 0 if all(rc == 0 for rc in codes.values()) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=10, help="limit/cancel cycles (1-100)")
+    parser.add_argument(
+        "--setups",
+        default=",".join(SETUPS),
+        help="comma-separated, in run order: shipped (as the project ships: TCP_NODELAY on),"
+        " nagle (the old behaviour: TCP_NODELAY off on mosquitto and every client)",
+    )
+    parser.add_argument("--rounds", type=int, default=10, help="limit/cancel cycles per setup (1-100)")
     parser.add_argument("--rtt-messages", type=int, default=500, help="baseline messages per phase")
     parser.add_argument("--rtt-warmup", type=int, default=20, help=argparse.SUPPRESS)
     parser.add_argument("--curtail-s", type=float, default=1.0, help="simulated firmware sleep ramp")
@@ -436,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--journal-dir", default=None, help="where the temp dir (journal) goes")
     parser.add_argument("--deadline-s", type=float, default=300.0, help="give up after this long")
     args = parser.parse_args(argv)
+    args.setups = [x.strip() for x in args.setups.split(",") if x.strip()]
+    if not args.setups or len(set(args.setups)) != len(args.setups) or not set(args.setups) <= set(SETUPS):
+        parser.error(f"--setups: one or both of {', '.join(SETUPS)}, no repeats")
     if not 1 <= args.rounds <= 100:
         parser.error("--rounds: 1 to 100")
     if not 10 <= args.rtt_messages <= 10_000:
@@ -452,7 +601,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{MULLETD} not found: run with the project's venv (.venv/bin/python)")
     # The simulated site logs through structlog in this process: keep it to warnings.
     configure_logging("warning", json_output=False)
-    return asyncio.run(amain(args))
+    try:
+        return asyncio.run(amain(args))
+    except TimeoutError as exc:
+        reason = str(exc) or "--deadline-s or a bounded wait ran out"
+        print(f"event_latency: gave up: {reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

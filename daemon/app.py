@@ -16,9 +16,9 @@ from mullet.daemon.events import Decision, ObligationBook
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.state import SiteState
+from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.meter import MeterSample, ModbusMeter
 from mullet.drivers.mqtt import MqttLink
-from mullet.drivers.profiles import load_meter_profile
 from mullet.drivers.wire import (
     GridEvent,
     GridEventAck,
@@ -379,14 +379,15 @@ class Daemon:
         self.metrics.mqtt_connections.inc()
         now_s = time.time()
         for tenant_id in self.tenant_ids:
-            setpoint = self.tenant_setpoints.get(tenant_id)
-            if setpoint is None:
+            tenant_setpoint = self.tenant_setpoints.get(tenant_id)
+            if tenant_setpoint is None:
                 self.seq += 1
                 # Firm AI power is never curtailed: v0 only ever states "uncapped".
-                setpoint = TenantSetpoint(seq=self.seq, power_cap_kw=None, ts=now_s)
-                self.tenant_setpoints[tenant_id] = setpoint
-                self.journal.record("tenant_setpoint", setpoint.model_dump(), subject=tenant_id)
-            await self.link.publish(self.topics.tenant_set(tenant_id), encode(setpoint), qos=1, retain=True)
+                tenant_setpoint = TenantSetpoint(seq=self.seq, power_cap_kw=None, ts=now_s)
+                self.tenant_setpoints[tenant_id] = tenant_setpoint
+                self.journal.record("tenant_setpoint", tenant_setpoint.model_dump(), subject=tenant_id)
+            payload = encode(tenant_setpoint)
+            await self.link.publish(self.topics.tenant_set(tenant_id), payload, qos=1, retain=True)
         async with self._publishing:
             for group_id, (_decision, setpoint) in list(self.commanded.items()):
                 await self.link.publish(self.topics.group_set(group_id), encode(setpoint), qos=1, retain=True)

@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -144,7 +145,7 @@ async def _await_ack(client: aiomqtt.Client, ack_topic: str, event_id: str, time
                 # Only acks are subscribed; match anyway, a broker is not ours to trust.
                 if not message.topic.matches(ack_topic):
                     continue
-                ack = json.loads(message.payload)  # type: ignore[arg-type]
+                ack = json.loads(message.payload if isinstance(message.payload, bytes) else b"{}")
                 if ack.get("id") == event_id:
                     print(f"demo: ack accepted={ack['accepted']} reason={ack['reason']!r}", flush=True)
                     return bool(ack["accepted"])
@@ -164,39 +165,30 @@ async def run_demo(
     config = with_free_ports(config, broker_url, state_dir)
     print(f"metrics at http://{config.metrics.host}:{config.metrics.port}/metrics", flush=True)
     print(f"demo: {config.summary()}", flush=True)
-    if broker is not None:
-        await broker.start()
     site = SimulatedSite(config)
     daemon = Daemon(config)
     outcome = DemoOutcome()
     started_s = time.monotonic()
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        tasks.append(asyncio.create_task(site.run(), name="site"))
-        await asyncio.wait_for(site.started.wait(), timeout=30)
-        tasks.append(asyncio.create_task(daemon.run(), name="daemon"))
-        tasks.append(asyncio.create_task(_print_status(daemon, started_s), name="status"))
-        script = asyncio.create_task(_play_script(daemon, site, config, outcome), name="script")
-        tasks.append(script)
-        waits = [asyncio.create_task(stop.wait())]
-        if duration_s is not None:
-            waits.append(asyncio.create_task(asyncio.sleep(duration_s)))
-        await asyncio.wait([*waits, *tasks[:2]], return_when=asyncio.FIRST_COMPLETED)
-        for wait in waits:
-            wait.cancel()
-        if script.done() and script.exception() is not None:
-            outcome.notes.append(f"script failed: {script.exception()!r}")
-    finally:
-        daemon.stop()
-        for task in tasks[2:]:
-            task.cancel()
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(tasks[1]) if len(tasks) > 1 else asyncio.sleep(0), 5)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    # Torn down in reverse: helpers, then the daemon (its goodbye needs the broker), site, broker.
+    async with contextlib.AsyncExitStack() as stack:
         if broker is not None:
-            await broker.stop()
+            await broker.start()
+            stack.push_async_callback(broker.stop)
+        site_task = asyncio.create_task(site.run(), name="site")
+        stack.push_async_callback(_cancel, site_task)
+        await asyncio.wait_for(site.started.wait(), timeout=30)
+        daemon_task = asyncio.create_task(daemon.run(), name="daemon")
+        stack.push_async_callback(_stop_daemon, daemon, daemon_task)
+        status = asyncio.create_task(_print_status(daemon, started_s), name="status")
+        script = asyncio.create_task(_play_script(daemon, site, config, outcome), name="script")
+        stack.push_async_callback(_cancel, status, script)
+        ending: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+        if duration_s is not None:
+            ending.append(asyncio.ensure_future(asyncio.sleep(duration_s)))
+        stack.push_async_callback(_cancel, *ending)
+        await asyncio.wait([*ending, site_task, daemon_task], return_when=asyncio.FIRST_COMPLETED)
+        if script.done() and not script.cancelled() and script.exception() is not None:
+            outcome.notes.append(f"script failed: {script.exception()!r}")
 
     ai_untouched = all(cap is None for tenant in site.tenants.values() for cap in tenant.caps_received)
     for note in outcome.notes:
@@ -211,6 +203,20 @@ async def run_demo(
     if duration_s is None:
         return 0
     return 0 if outcome.met_after_s is not None and ai_untouched else 1
+
+
+async def _cancel(*tasks: asyncio.Future[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _stop_daemon(daemon: Daemon, task: asyncio.Task[None]) -> None:
+    daemon.stop()
+    try:
+        await asyncio.wait_for(task, 5)
+    except TimeoutError:
+        pass  # wait_for cancelled it
 
 
 async def _print_status(daemon: Daemon, started_s: float) -> None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from mullet.drivers.profiles import MeterProfile, Point
+from mullet.drivers.device_profiles import MeterProfile, Point
 
 log = structlog.get_logger("mullet.meter")
 
@@ -128,7 +128,7 @@ class ModbusMeter:
             return
         self.on_sample(MeterSample(power_kw=power_w / 1000.0, frequency_hz=frequency_hz, monotonic_s=done_s))
 
-    def _decode(self, client: AsyncModbusTcpClient, registers: list[int], point: Point) -> float:
+    def _decode(self, client: AsyncModbusTcpClient, registers: Sequence[int], point: Point) -> float:
         offset = point.address - self._start
         value = client.convert_from_registers(
             registers[offset : offset + point.count],

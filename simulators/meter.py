@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData
 
-from mullet.drivers.profiles import MeterProfile, load_meter_profile
+from mullet.drivers.device_profiles import MeterProfile, load_meter_profile
 from mullet.simulators.modbus_server import (
     READ_HOLDING,
     READ_INPUT,

@@ -96,7 +96,7 @@ class ModbusDeviceServer(abc.ABC):
         """Close the listener and every open connection."""
         server, self._server = self._server, None
         if server is not None:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]  # untyped in pymodbus 3.16
             _log.debug("modbus sim stopped", device=self.name, port=self._port)
 
     async def serve(self) -> None:

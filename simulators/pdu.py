@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData
 
-from mullet.drivers.profiles import PduProfile, load_pdu_profile
+from mullet.drivers.device_profiles import PduProfile, load_pdu_profile
 from mullet.simulators.modbus_server import (
     READ_COILS,
     READ_HOLDING,

@@ -6,7 +6,7 @@ import math
 import struct
 from typing import Literal
 
-from mullet.drivers.profiles import PointType
+from mullet.drivers.device_profiles import PointType
 
 WordOrder = Literal["big", "little"]
 

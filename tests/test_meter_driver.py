@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
+from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.meter import MeterSample, ModbusMeter, plausibility_error
-from mullet.drivers.profiles import load_meter_profile
 from mullet.simulators.meter import MeterSim
 
 PROFILE = load_meter_profile("eastron-sdm630")

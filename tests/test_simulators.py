@@ -20,7 +20,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from mullet.daemon.config import Config, GroupSection, parse_config
-from mullet.drivers.profiles import PointType, load_meter_profile, load_pdu_profile
+from mullet.drivers.device_profiles import PointType, load_meter_profile, load_pdu_profile
 from mullet.drivers.wire import (
     GroupSetpoint,
     GroupState,
