@@ -33,7 +33,7 @@ from mullet.drivers.wire import (
     decode_online,
     encode,
 )
-from mullet.policies.model import GroupDecision, Obligation, Plan
+from mullet.policies.model import GroupDecision, GroupMemory, Obligation, Plan, PolicyMemory
 from mullet.policies.plan import compute_plan
 
 log = structlog.get_logger("mullet.daemon")
@@ -99,11 +99,14 @@ class Daemon:
         self._stop = asyncio.Event()
         self._grid_queue: asyncio.Queue[GridEvent | _RejectedEvent] = asyncio.Queue(maxsize=1000)
         self.plan: Plan | None = None
-        # Per group: the decision last published and the exact setpoint that carried it, so a
-        # republish after a reconnect is byte-identical (a controller ignores a seq it has applied).
-        self.commanded: dict[str, tuple[GroupDecision, GroupSetpoint]] = {}
-        self._publishing = asyncio.Lock()  # a reconnect's republish must not overtake a newer setpoint
+        # The exact setpoints last delivered, so a republish after a reconnect is byte-identical (a
+        # controller ignores a seq it has applied). The plan's memory is what the policy intends;
+        # this is what the devices were told.
+        self.commanded: dict[str, GroupSetpoint] = {}
         self.tenant_setpoints: dict[str, TenantSetpoint] = {}
+        self._publishing = asyncio.Lock()  # a reconnect's republish must not overtake a newer setpoint
+        self.memory = PolicyMemory()
+        self._connected_mono_s: float | None = None  # first broker session: when telemetry began to flow
         self._published_plan: dict[str, Any] | None = None
         # Setpoints are journaled off the hot path, so the newest few may be lost in a crash: jump ahead
         # so a controller never sees a seq go backwards or repeat with a different meaning.
@@ -156,16 +159,17 @@ class Daemon:
         self.book.expire(now_s)
 
     def _recover_commanded(self) -> None:
-        """What the last run told each group, so a restart with unknown readings restores nothing."""
+        """What the last run told each group, so a restart keeps min on/off times and, with readings
+        unknown, restores nothing."""
+        memory: dict[str, GroupMemory] = {}
         for group_id, data in self.journal.last_setpoints().items():
-            if group_id in self.group_ids and data.get("mode") in ("run", "curtail"):
-                decision = GroupDecision(
-                    group_id, data["mode"], data.get("power_kw"), "recovered from journal"
-                )
-                setpoint = GroupSetpoint(
-                    seq=int(data["seq"]), mode=data["mode"], power_kw=data.get("power_kw"), ts=data["ts"]
-                )
-                self.commanded[group_id] = (decision, setpoint)
+            if group_id not in self.group_ids:
+                continue
+            setpoint = GroupSetpoint.model_validate({"v": 1, **data})
+            self.commanded[group_id] = setpoint
+            # The last setpoint's time stands in for the last switch: min on/off can only lengthen.
+            memory[group_id] = GroupMemory(setpoint.mode, setpoint.power_kw, setpoint.ts)
+        self.memory = PolicyMemory(groups=memory)
 
     # ---- inbound ---------------------------------------------------------------------------
 
@@ -185,7 +189,10 @@ class Daemon:
                     raise WireError("unknown_subject", f"tenant {subject!r} is not configured")
                 case "group_state":
                     assert subject is not None
+                    first = subject not in self.state.groups
                     self.state.groups[subject] = (decode(GroupState, raw), now_s)
+                    if first:
+                        self.wake.set()  # may complete the start-up picture
                 case "group_online":
                     assert subject is not None
                     self.state.groups_online[subject] = decode_online(raw)
@@ -201,7 +208,8 @@ class Daemon:
                 case "grid_event":
                     self._enqueue_grid_event(raw)
                 case "grid_price":
-                    decode(Price, raw)  # validated and counted now; used by the economics policy later
+                    self.state.price = (decode(Price, raw).usd_per_mwh, now_s)
+                    self.wake.set()
                 case _:
                     raise WireError("unexpected_topic", f"{parsed.kind} is not an inbound topic")
         except WireError as exc:
@@ -299,51 +307,102 @@ class Daemon:
         for event_id in self.book.expire(now_s):
             self.journal.record("obligation_ended", {"id": event_id}, subject=event_id)
             log.info("obligation ended", event_id=event_id)
-        commanded_modes = {g: d.mode for g, (d, _setpoint) in self.commanded.items()}
-        snapshot = self.state.snapshot(self.tenant_ids, commanded_modes, now_mono_s)
+        if not self._settled(now_mono_s):
+            return
+        snapshot = self.state.snapshot(self.tenant_ids, self.group_ids, now_mono_s)
         started_s = time.perf_counter()
-        plan = compute_plan(self.site, snapshot, list(self.book.obligations.values()), now_s)
+        plan = compute_plan(self.site, snapshot, list(self.book.obligations.values()), now_s, self.memory)
         self.metrics.plan_seconds.observe(time.perf_counter() - started_s)
         self.plan = plan
+        self.memory = plan.memory
         await self._publish_setpoints(plan, now_s)
+        await self._publish_tenant_caps(plan, now_s)
         await self._publish_plan(plan)
         self._update_metrics(plan, now_mono_s)
         self.ready.set()
+
+    def _settled(self, now_mono_s: float) -> bool:
+        """Whether to plan yet. Controllers' retained state arrives just after (re)subscribing; planning
+        before it would count every group as unknown, at rated kW during an obligation, and shed them
+        all. Wait for every group's telemetry, or for the stale limit, whichever comes first."""
+        if self._connected_mono_s is None:
+            return False
+        if now_mono_s - self._connected_mono_s >= self.config.control.telemetry_stale_after_s:
+            return True
+        return all(self.state.group_power_kw(g, now_mono_s) is not None for g in self.group_ids)
 
     async def _publish_setpoints(self, plan: Plan, now_s: float) -> None:
         changed = []
         for decision in plan.decisions:
             previous = self.commanded.get(decision.group_id)
-            if previous is None or (previous[0].mode, previous[0].power_kw) != (
-                decision.mode,
-                decision.power_kw,
-            ):
+            wanted = (decision.mode, decision.power_kw, decision.trip_stage)
+            if previous is None or (previous.mode, previous.power_kw, previous.trip_stage) != wanted:
                 changed.append(decision)
         if not changed or not self.link.connected.is_set():
             return
 
         async def send(decision: GroupDecision) -> None:
             self.seq += 1
-            seq = self.seq
-            setpoint = GroupSetpoint(seq=seq, mode=decision.mode, power_kw=decision.power_kw, ts=now_s)
+            setpoint = GroupSetpoint(
+                seq=self.seq,
+                mode=decision.mode,
+                power_kw=decision.power_kw,
+                trip_stage=decision.trip_stage,
+                ts=now_s,
+            )
             sent = await self.link.publish(
                 self.topics.group_set(decision.group_id), encode(setpoint), qos=1, retain=True
             )
             if not sent:
                 return
-            self.commanded[decision.group_id] = (decision, setpoint)
+            self.commanded[decision.group_id] = setpoint
             self.metrics.setpoints.inc()
             self.journal.record(
                 "setpoint",
-                {**setpoint.model_dump(include={"seq", "mode", "power_kw", "ts"}), "reason": decision.reason},
+                {**setpoint.model_dump(exclude={"v"}), "reason": decision.reason},
                 subject=decision.group_id,
             )
             log.info(
-                "setpoint", group_id=decision.group_id, seq=seq, mode=decision.mode, reason=decision.reason
+                "setpoint",
+                group_id=decision.group_id,
+                seq=setpoint.seq,
+                mode=decision.mode,
+                power_kw=decision.power_kw,
+                trip_stage=decision.trip_stage,
+                reason=decision.reason,
             )
 
         async with self._publishing:
             await asyncio.gather(*(send(d) for d in changed))
+
+    async def _publish_tenant_caps(self, plan: Plan, now_s: float) -> None:
+        """Tell each tenant its cap when it changes; uncapped (null) unless the plan caps a flexible
+        share. The plan never caps below firm kW."""
+        if not self.link.connected.is_set():
+            return
+        async with self._publishing:
+            for decision in plan.tenants:
+                previous = self.tenant_setpoints.get(decision.tenant_id)
+                if previous is not None and previous.power_cap_kw == decision.power_cap_kw:
+                    continue
+                self.seq += 1
+                setpoint = TenantSetpoint(seq=self.seq, power_cap_kw=decision.power_cap_kw, ts=now_s)
+                topic = self.topics.tenant_set(decision.tenant_id)
+                if not await self.link.publish(topic, encode(setpoint), qos=1, retain=True):
+                    return
+                self.tenant_setpoints[decision.tenant_id] = setpoint
+                self.journal.record(
+                    "tenant_setpoint",
+                    {**setpoint.model_dump(exclude={"v"}), "reason": decision.reason},
+                    subject=decision.tenant_id,
+                )
+                log.info(
+                    "tenant setpoint",
+                    tenant_id=decision.tenant_id,
+                    seq=setpoint.seq,
+                    power_cap_kw=decision.power_cap_kw,
+                    reason=decision.reason,
+                )
 
     def _plan_summary(self, plan: Plan) -> dict[str, Any]:
         return {
@@ -357,8 +416,16 @@ class Daemon:
             "feasible": plan.feasible,
             "active_obligations": list(plan.active_obligations),
             "groups": {
-                d.group_id: {"mode": d.mode, "power_kw": d.power_kw, "reason": d.reason}
+                d.group_id: {
+                    "mode": d.mode,
+                    "power_kw": d.power_kw,
+                    "trip_stage": d.trip_stage,
+                    "reason": d.reason,
+                }
                 for d in plan.decisions
+            },
+            "tenants": {
+                t.tenant_id: {"power_cap_kw": t.power_cap_kw, "reason": t.reason} for t in plan.tenants
             },
             "reasons": list(plan.reasons),
         }
@@ -377,19 +444,13 @@ class Daemon:
     async def _on_connect(self) -> None:
         """After every (re)connect: the broker may have lost retained state, so say it all again."""
         self.metrics.mqtt_connections.inc()
-        now_s = time.time()
-        for tenant_id in self.tenant_ids:
-            tenant_setpoint = self.tenant_setpoints.get(tenant_id)
-            if tenant_setpoint is None:
-                self.seq += 1
-                # Firm AI power is never curtailed: v0 only ever states "uncapped".
-                tenant_setpoint = TenantSetpoint(seq=self.seq, power_cap_kw=None, ts=now_s)
-                self.tenant_setpoints[tenant_id] = tenant_setpoint
-                self.journal.record("tenant_setpoint", tenant_setpoint.model_dump(), subject=tenant_id)
-            payload = encode(tenant_setpoint)
-            await self.link.publish(self.topics.tenant_set(tenant_id), payload, qos=1, retain=True)
+        if self._connected_mono_s is None:
+            self._connected_mono_s = time.monotonic()
         async with self._publishing:
-            for group_id, (_decision, setpoint) in list(self.commanded.items()):
+            for tenant_id, tenant_setpoint in list(self.tenant_setpoints.items()):
+                payload = encode(tenant_setpoint)
+                await self.link.publish(self.topics.tenant_set(tenant_id), payload, qos=1, retain=True)
+            for group_id, setpoint in list(self.commanded.items()):
                 await self.link.publish(self.topics.group_set(group_id), encode(setpoint), qos=1, retain=True)
         if self.plan is not None:
             await self._publish_plan(self.plan, force=True)
@@ -407,8 +468,8 @@ class Daemon:
         m.obligations_active.set(len(plan.active_obligations))
         m.groups_curtailed.set(len(plan.curtailed()))
         m.mqtt_connected.set(1.0 if self.link.connected.is_set() else 0.0)
-        for group_id, (decision, _setpoint) in self.commanded.items():
-            m.set_group_mode(group_id, decision.mode)
+        for group_id, setpoint in self.commanded.items():
+            m.set_group_mode(group_id, setpoint.mode)
 
     @staticmethod
     def _sum_kw(reader: Any, ids: list[str], now_mono_s: float) -> float:
@@ -437,8 +498,11 @@ class Daemon:
 
 
 def _decision_key(summary: dict[str, Any]) -> tuple[Any, ...]:
-    modes = tuple(sorted((g, v["mode"], v["power_kw"]) for g, v in summary["groups"].items()))
-    return (summary["site_limit_kw"], tuple(summary["active_obligations"]), modes)
+    modes = tuple(
+        sorted((g, v["mode"], v["power_kw"], v["trip_stage"]) for g, v in summary["groups"].items())
+    )
+    caps = tuple(sorted((t, v["power_cap_kw"]) for t, v in summary["tenants"].items()))
+    return (summary["site_limit_kw"], tuple(summary["active_obligations"]), modes, caps)
 
 
 def _event_id_of(raw: bytes) -> str | None:

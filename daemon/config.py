@@ -5,6 +5,7 @@ Every field is documented in docs/configuration.md; keep the two in step.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mullet.policies.model import GroupSpec, SiteSpec, TenantSpec
+from mullet.policies.model import GroupSpec, PolicySettings, SiteSpec, TenantSpec, TripStage
 
 PositiveKw = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeKw = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -94,13 +95,24 @@ class GroupSection(_Strict):
     efficiency_j_per_th: PositiveKw
     priority: Annotated[int, Field(ge=0, le=1000)] = 100
     supports_power_target: bool = False
+    # Lowest power target the firmware accepts (only with supports_power_target); default 30 % of rated.
+    min_power_kw: NonNegativeKw | None = None
     sleep_kw: NonNegativeKw | None = None
+    # Per-group overrides of [control] min_on_s / min_off_s.
+    min_on_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
+    min_off_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
+    # Economics: curtail above this energy price; default derived from [economics] hashprice.
+    break_even_usd_per_mwh: Annotated[float, Field(allow_inf_nan=False)] | None = None
     outlets: list[OutletRef] = []
 
     @model_validator(mode="after")
-    def _sleep_below_rated(self) -> GroupSection:
+    def _below_rated(self) -> GroupSection:
         if self.sleep_kw is not None and self.sleep_kw >= self.rated_kw:
             raise ValueError(f"sleep_kw: must be < rated_kw ({self.rated_kw:g}), got {self.sleep_kw:g}")
+        if self.min_power_kw is not None and self.min_power_kw > self.rated_kw:
+            raise ValueError(
+                f"min_power_kw: must be <= rated_kw ({self.rated_kw:g}), got {self.min_power_kw:g}"
+            )
         return self
 
 
@@ -108,12 +120,54 @@ class TenantSection(_Strict):
     tenant_id: Ident
     reserved_kw: PositiveKw
     headroom_kw: NonNegativeKw = 0.0
+    # Contracted share of reserved_kw a grid emergency may cap (after all mining is shed).
+    flexible_kw: NonNegativeKw = 0.0
+
+    @model_validator(mode="after")
+    def _flexible_within_reserved(self) -> TenantSection:
+        if self.flexible_kw > self.reserved_kw:
+            raise ValueError(
+                f"flexible_kw: must be <= reserved_kw ({self.reserved_kw:g}), got {self.flexible_kw:g}"
+            )
+        return self
+
+
+class TripStageSection(_Strict):
+    stage: Annotated[int, Field(ge=1, le=16)]
+    threshold_hz: Annotated[float, Field(gt=40, lt=70)]
+    shed_kw: PositiveKw
 
 
 class ControlSection(_Strict):
     period_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     telemetry_stale_after_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     max_event_kw_factor: Annotated[float, Field(ge=1, le=100)] = 2.0
+    deadband_kw: NonNegativeKw = 50.0
+    restore_ramp_kw_per_min: PositiveKw = 10_000.0
+    min_on_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    min_off_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    trip_stages: list[TripStageSection] = []
+
+    @model_validator(mode="after")
+    def _stages_ordered(self) -> ControlSection:
+        stages = sorted(self.trip_stages, key=lambda s: s.stage)
+        for a, b in itertools.pairwise(stages):
+            if a.stage == b.stage:
+                raise ValueError(f"trip_stages: duplicate stage {a.stage}")
+            if b.threshold_hz >= a.threshold_hz:
+                raise ValueError(
+                    f"trip_stages: stage {b.stage} must trip below stage {a.stage}'s"
+                    f" {a.threshold_hz:g} Hz, got {b.threshold_hz:g} Hz"
+                )
+        return self
+
+
+class EconomicsSection(_Strict):
+    enabled: bool = False
+    # Mining revenue per TH/s per day; sets each group's break-even $/MWh from its J/TH.
+    hashprice_usd_per_th_day: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    price_deadband_usd_per_mwh: NonNegativeKw = 5.0
+    price_stale_after_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
 
 
 class MetricsSection(_Strict):
@@ -151,6 +205,7 @@ class Config(_Strict):
     groups: Annotated[list[GroupSection], Field(min_length=1)]
     tenants: list[TenantSection] = []
     control: ControlSection = ControlSection()
+    economics: EconomicsSection = EconomicsSection()
     metrics: MetricsSection = MetricsSection()
     journal: JournalSection = JournalSection()
     simulator: SimulatorSection = SimulatorSection()
@@ -184,6 +239,8 @@ class Config(_Strict):
 
     def site_spec(self) -> SiteSpec:
         """The pure-policy view of the site (no I/O settings)."""
+        control = self.control
+        sleep_fraction = self.simulator.sleep_fraction
         return SiteSpec(
             interconnect_kw=self.site.interconnect_kw,
             safety_margin_kw=self.site.safety_margin_kw,
@@ -194,15 +251,34 @@ class Config(_Strict):
                     rated_kw=g.rated_kw,
                     efficiency_j_per_th=g.efficiency_j_per_th,
                     priority=g.priority,
-                    sleep_kw=g.sleep_kw
-                    if g.sleep_kw is not None
-                    else g.rated_kw * self.simulator.sleep_fraction,
+                    sleep_kw=g.sleep_kw if g.sleep_kw is not None else g.rated_kw * sleep_fraction,
+                    supports_power_target=g.supports_power_target,
+                    min_power_kw=g.min_power_kw if g.min_power_kw is not None else g.rated_kw * 0.3,
+                    min_on_s=g.min_on_s if g.min_on_s is not None else control.min_on_s,
+                    min_off_s=g.min_off_s if g.min_off_s is not None else control.min_off_s,
+                    break_even_usd_per_mwh=g.break_even_usd_per_mwh,
                 )
                 for g in self.groups
             ),
             tenants=tuple(
-                TenantSpec(tenant_id=t.tenant_id, reserved_kw=t.reserved_kw, headroom_kw=t.headroom_kw)
+                TenantSpec(
+                    tenant_id=t.tenant_id,
+                    reserved_kw=t.reserved_kw,
+                    headroom_kw=t.headroom_kw,
+                    flexible_kw=t.flexible_kw,
+                )
                 for t in self.tenants
+            ),
+            settings=PolicySettings(
+                deadband_kw=control.deadband_kw,
+                restore_ramp_kw_per_min=control.restore_ramp_kw_per_min,
+                economics_enabled=self.economics.enabled,
+                hashprice_usd_per_th_day=self.economics.hashprice_usd_per_th_day,
+                price_deadband_usd_per_mwh=self.economics.price_deadband_usd_per_mwh,
+                trip_stages=tuple(
+                    TripStage(stage=s.stage, threshold_hz=s.threshold_hz, shed_kw=s.shed_kw)
+                    for s in sorted(control.trip_stages, key=lambda s: s.stage)
+                ),
             ),
         )
 

@@ -48,6 +48,8 @@ def with_free_ports(config: Config, broker_url: str, state_dir: Path) -> Config:
             "pdus": [p.model_copy(update={"host": "127.0.0.1", "port": free_port()}) for p in config.pdus],
             "metrics": config.metrics.model_copy(update={"host": "127.0.0.1", "port": free_port()}),
             "journal": config.journal.model_copy(update={"path": str(state_dir / "journal.sqlite")}),
+            # The demo compresses an event into seconds: so do the anti-flapping times.
+            "control": config.control.model_copy(update={"min_on_s": 3.0, "min_off_s": 3.0}),
         }
     )
 

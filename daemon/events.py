@@ -67,6 +67,7 @@ class ObligationBook:
             end_s=event.end,
             baseline_kw=baseline_kw,
             program=event.program,
+            allows_ai_flex=event.allow_ai_flex,
         )
         return Decision(True, "accepted", obligation=obligation)
 

@@ -72,6 +72,8 @@ class GridEvent(_Payload):
     end: Ts | None = None
     program: Annotated[str, Field(max_length=64)] = "generic"
     source: Annotated[str, Field(max_length=128)] | None = None
+    # The program lets the site cap AI tenants' flexible shares once all mining is shed.
+    allow_ai_flex: bool = False
 
 
 class GridEventAck(_Payload):

@@ -9,6 +9,8 @@ from typing import Literal
 GroupMode = Literal["run", "curtail"]
 ObligationKind = Literal["limit", "reduce"]
 
+NEVER = float("-inf")  # "since" of a group no plan has switched yet: its min on/off times are satisfied
+
 
 @dataclass(frozen=True, slots=True)
 class GroupSpec:
@@ -18,16 +20,51 @@ class GroupSpec:
     priority: int
     # Residual draw while asleep (fans, control boards): a curtailed group is not 0 kW.
     sleep_kw: float
+    supports_power_target: bool = False
+    # Lowest power target the firmware accepts; below it the group sleeps instead.
+    min_power_kw: float = 0.0
+    # Anti-flapping: a group stays on (off) at least this long after a switch, unless a limit forces it.
+    min_on_s: float = 0.0
+    min_off_s: float = 0.0
+    # Economics: curtail when the energy price is above this. None: derived from the hashprice.
+    break_even_usd_per_mwh: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TenantSpec:
     tenant_id: str
-    # Firm power the tenant may draw at any time (SLA); never curtailed.
+    # Power the tenant has contracted and may draw at any time (SLA).
     reserved_kw: float
     # Extra the site keeps free above the tenant's load so it can ramp without waiting for mining,
     # whose firmware needs seconds to shed (design.md section 6).
     headroom_kw: float
+    # Part of reserved_kw the contract lets a grid emergency cap; reserved - flexible is firm.
+    flexible_kw: float = 0.0
+
+    @property
+    def firm_kw(self) -> float:
+        return self.reserved_kw - self.flexible_kw
+
+
+@dataclass(frozen=True, slots=True)
+class TripStage:
+    """An under-frequency stage: groups armed at it shed `shed_kw` between them when it fires."""
+
+    stage: int
+    threshold_hz: float
+    shed_kw: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    # Restore only when the plan still fits with this much to spare (hysteresis against flapping).
+    deadband_kw: float = 0.0
+    # Utilities commonly allow 10-30 MW/min of load ramp (design.md section 6): default the low end.
+    restore_ramp_kw_per_min: float = 10_000.0
+    economics_enabled: bool = False
+    hashprice_usd_per_th_day: float | None = None
+    price_deadband_usd_per_mwh: float = 0.0
+    trip_stages: tuple[TripStage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +74,7 @@ class SiteSpec:
     base_load_kw: float
     groups: tuple[GroupSpec, ...]
     tenants: tuple[TenantSpec, ...]
+    settings: PolicySettings = PolicySettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +88,8 @@ class Obligation:
     end_s: float | None
     baseline_kw: float | None = None
     program: str = "generic"
+    # Whether the program lets the site cap AI tenants' flexible shares once all mining is shed.
+    allows_ai_flex: bool = False
 
     def active(self, now: float) -> bool:
         return self.start_s <= now and (self.end_s is None or now < self.end_s)
@@ -70,8 +110,25 @@ class SiteSnapshot:
 
     site_power_kw: float | None
     tenant_power_kw: Mapping[str, float | None]
-    # Modes commanded by the previous plan; groups absent here are assumed running.
-    commanded_modes: Mapping[str, GroupMode] = field(default_factory=dict)
+    # Groups absent here are unknown too.
+    group_power_kw: Mapping[str, float | None] = field(default_factory=dict)
+    price_usd_per_mwh: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemory:
+    mode: GroupMode
+    power_kw: float | None
+    since_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyMemory:
+    """What one plan hands the next: the commands in force, when they began, recent restores."""
+
+    groups: Mapping[str, GroupMemory] = field(default_factory=dict)
+    # (time, kW) of every load increase the plans commanded in the last minute: the ramp ledger.
+    restores: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +136,14 @@ class GroupDecision:
     group_id: str
     mode: GroupMode
     power_kw: float | None
+    reason: str
+    trip_stage: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantDecision:
+    tenant_id: str
+    power_cap_kw: float | None
     reason: str
 
 
@@ -94,6 +159,8 @@ class Plan:
     active_obligations: tuple[str, ...]
     decisions: tuple[GroupDecision, ...]
     reasons: tuple[str, ...]
+    tenants: tuple[TenantDecision, ...] = ()
+    memory: PolicyMemory = PolicyMemory()
 
     def modes(self) -> dict[str, GroupMode]:
         return {d.group_id: d.mode for d in self.decisions}

@@ -1,57 +1,69 @@
-"""Policy v0: the site budget and the merit order that fits mining load under it.
+"""The policy engine: one pure function from (site, readings, obligations, now, memory) to a plan.
 
-budget = min(interconnect, active obligations) - safety margin - base load - AI allowance.
-Mining groups are curtailed least-efficient first (highest J/TH), then lowest priority, until the
-mining load planned at rated kW fits. Restores happen only when every reading the budget depends on
-is known: a stale reading may justify shedding, never adding load (evcc's rule for a stale meter).
+Order of rules, each explained in the decision it sets:
+1. Budget: the tightest import limit in force, less safety margin, base load and the AI allowance.
+2. Economics (opt-in): groups that lose money at the current price are curtailed.
+3. Shed to fit: least efficient (J/TH) first, then lowest priority; partial power targets where the
+   firmware takes them, so exactly the excess goes; groups inside their minimum on-time go last.
+4. Restore (only with no obligation active and every reading known): most efficient first, within
+   the deadband, minimum off-times and the restore ramp (kW per rolling minute).
+5. AI flexible shares: capped only once all mining is shed, only under an obligation that allows
+   it, and never below a tenant's firm kW.
+6. Arming: under-frequency stages take running groups in merit order until their shed kW is covered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from mullet.policies.budget import site_limit, tenant_allowance_kw
+from mullet.policies.economics import EconomicView, economic_view
 from mullet.policies.model import (
+    NEVER,
     GroupDecision,
+    GroupMemory,
     GroupMode,
     GroupSpec,
     Obligation,
     Plan,
+    PolicyMemory,
     SiteSnapshot,
     SiteSpec,
-    TenantSpec,
+    TenantDecision,
 )
 
+__all__ = ["compute_plan", "merit_order", "site_limit", "tenant_allowance_kw"]
 
-def merit_order(groups: Sequence[GroupSpec]) -> list[GroupSpec]:
-    """Shed order: least efficient (highest J/TH) first, then lowest priority, then id for determinism."""
-    return sorted(groups, key=lambda g: (-g.efficiency_j_per_th, g.priority, g.group_id))
+EPSILON_KW = 1e-6
+LoadFn = Callable[["_Group", GroupMode, float | None], float]
+RAMP_WINDOW_S = 60.0
 
 
-def tenant_allowance_kw(tenant: TenantSpec, power_kw: float | None) -> float:
-    """What the budget keeps for a tenant: its firm reserve or its measured load if above, plus headroom.
+@functools.lru_cache(maxsize=8)
+def merit_order(groups: tuple[GroupSpec, ...]) -> tuple[GroupSpec, ...]:
+    """Shed order: least efficient (highest J/TH) first, then lowest priority, then id for determinism.
 
-    An unknown reading counts as the reserve (the tenant may be drawing it), never as zero.
+    Cached: a site's groups do not change between plans, and sorting 6,000 groups every cycle would
+    dominate the plan's cost.
     """
-    load_kw = tenant.reserved_kw if power_kw is None else max(tenant.reserved_kw, power_kw)
-    return load_kw + tenant.headroom_kw
+    return tuple(sorted(groups, key=lambda g: (-g.efficiency_j_per_th, g.priority, g.group_id)))
 
 
-def site_limit(
-    site: SiteSpec, obligations: Sequence[Obligation], now: float
-) -> tuple[float, str, tuple[str, ...]]:
-    """The tightest import limit in force now, which constraint it is, and the active obligation ids."""
-    limit_kw = site.interconnect_kw
-    binding = "interconnect"
-    active: list[str] = []
-    for obligation in sorted(obligations, key=lambda o: o.event_id):
-        if not obligation.active(now):
-            continue
-        active.append(obligation.event_id)
-        obligation_kw = obligation.site_limit_kw()
-        if obligation_kw < limit_kw:
-            limit_kw = obligation_kw
-            binding = f"{obligation.kind} {obligation.event_id} ({obligation.program})"
-    return limit_kw, binding, tuple(active)
+@dataclass(slots=True)
+class _Group:
+    """Working state of one group while a plan is being made."""
+
+    spec: GroupSpec
+    rank: int
+    mode: GroupMode
+    power_kw: float | None
+    since_s: float
+    known: bool
+    reason: str = ""
+    trip_stage: int | None = None
 
 
 def compute_plan(
@@ -59,74 +71,305 @@ def compute_plan(
     snapshot: SiteSnapshot,
     obligations: Sequence[Obligation],
     now: float,
+    memory: PolicyMemory | None = None,
 ) -> Plan:
+    memory = memory if memory is not None else PolicyMemory()
+    settings = site.settings
     limit_kw, binding, active = site_limit(site, obligations, now)
-    ai_allowance_kw = sum(
-        tenant_allowance_kw(t, snapshot.tenant_power_kw.get(t.tenant_id)) for t in site.tenants
-    )
-    mining_budget_kw = limit_kw - site.safety_margin_kw - site.base_load_kw - ai_allowance_kw
-    reasons = [
-        f"limit {limit_kw:.0f} kW from {binding}",
-        f"mining budget {mining_budget_kw:.0f} kW = limit - margin {site.safety_margin_kw:.0f}"
-        f" - base {site.base_load_kw:.0f} - AI allowance {ai_allowance_kw:.0f}",
-    ]
+    obligation_active = bool(active)
 
-    stale = _stale_inputs(site, snapshot)
-    if stale:
-        reasons.append(f"restores held: {', '.join(stale)} unknown")
+    allowances = {
+        t.tenant_id: tenant_allowance_kw(t, snapshot.tenant_power_kw.get(t.tenant_id)) for t in site.tenants
+    }
+    ai_allowance_kw = sum(allowances.values())
+    fixed_kw = site.safety_margin_kw + site.base_load_kw
+    budget_kw = limit_kw - fixed_kw - ai_allowance_kw
+    reasons = [f"limit {limit_kw:.0f} kW from {binding}"]
 
-    # Start from everything running, then shed in merit order until the plan fits.
-    modes: dict[str, GroupMode] = {g.group_id: "run" for g in site.groups}
-    why: dict[str, str] = {g.group_id: f"fits: mining budget {mining_budget_kw:.0f} kW" for g in site.groups}
-    planned_kw = sum(g.rated_kw for g in site.groups)
-    for group in merit_order(site.groups):
-        if planned_kw <= mining_budget_kw:
-            break
-        modes[group.group_id] = "curtail"
-        over_kw = planned_kw - mining_budget_kw
-        why[group.group_id] = (
-            f"shed: {over_kw:.0f} kW over mining budget under {binding};"
-            f" {group.efficiency_j_per_th:g} J/TH, priority {group.priority}"
+    order = merit_order(site.groups)
+    count = len(order)
+    groups: list[_Group] = []
+    for rank, spec in enumerate(order, start=1):
+        previous = memory.groups.get(spec.group_id)
+        groups.append(
+            _Group(
+                spec=spec,
+                rank=rank,
+                mode=previous.mode if previous else "run",
+                power_kw=previous.power_kw if previous else None,
+                since_s=previous.since_s if previous else NEVER,
+                known=snapshot.group_power_kw.get(spec.group_id) is not None,
+            )
         )
-        planned_kw -= group.rated_kw - group.sleep_kw
 
-    if stale:
-        for group in site.groups:
-            if modes[group.group_id] == "run" and snapshot.commanded_modes.get(group.group_id) == "curtail":
-                modes[group.group_id] = "curtail"
-                why[group.group_id] = f"held curtailed: {', '.join(stale)} unknown, no restore"
-                planned_kw -= group.rated_kw - group.sleep_kw
+    def load_kw(group: _Group, mode: GroupMode, power_kw: float | None) -> float:
+        # Unknown is not zero: during an obligation a group we cannot see counts at rated kW.
+        if obligation_active and not group.known:
+            return group.spec.rated_kw
+        if mode == "curtail":
+            return group.spec.sleep_kw
+        return group.spec.rated_kw if power_kw is None else power_kw
 
-    feasible = planned_kw <= mining_budget_kw + 1e-9
+    unknown = _unknown_inputs(site, snapshot)
+    if unknown:
+        reasons.append(f"no load increase: {_summarise(unknown)} unknown")
+
+    # 2. Economics.
+    views: dict[str, EconomicView | None] = {
+        g.spec.group_id: economic_view(g.spec, settings, snapshot.price_usd_per_mwh) for g in groups
+    }
+    for group in groups:
+        view = views[group.spec.group_id]
+        if view is None or view.wish != "curtail" or group.mode == "curtail":
+            continue
+        if now - group.since_s < group.spec.min_on_s:
+            group.reason = f"run: {view.reason}, but min on holds until {_until(group, now, 'on')}"
+            continue
+        group.mode, group.power_kw, group.reason = "curtail", None, f"curtail: {view.reason}"
+
+    # 3. Shed to fit.
+    planned_kw = sum(load_kw(g, g.mode, g.power_kw) for g in groups)
+    if planned_kw > budget_kw + EPSILON_KW:
+        for forced in (False, True):
+            for group in groups:
+                if planned_kw <= budget_kw + EPSILON_KW:
+                    break
+                if group.mode == "curtail":
+                    continue
+                protected = now - group.since_s < group.spec.min_on_s
+                if protected and not forced:
+                    continue
+                shed_kw, slept = _shed(group, planned_kw - budget_kw, load_kw)
+                planned_kw -= shed_kw
+                where = f"merit order {group.rank}/{count} under {binding} (mining budget {budget_kw:.0f} kW)"
+                if not group.known and obligation_active:
+                    where += ", telemetry unknown: counted at rated"
+                if protected:
+                    where += ", inside its min on-time: nothing else fits"
+                partial = f"run at {group.power_kw or 0:.0f} kW: partial"
+                group.reason = f"curtail: {where}" if slept else f"{partial}, {where}"
+
+    # 4. Restore.
+    recent = tuple((t, kw) for t, kw in memory.restores if t > now - RAMP_WINDOW_S)
+    ramp_left_kw = settings.restore_ramp_kw_per_min - sum(kw for _, kw in recent)
+    restored: list[tuple[float, float]] = []
+    blocker = _restore_blocker(active, unknown)
+    for group in reversed(groups):  # most efficient first
+        if group.reason:
+            continue
+        current_kw = load_kw(group, group.mode, group.power_kw)
+        full_kw = load_kw(group, "run", None)
+        if group.mode == "run" and current_kw >= full_kw - EPSILON_KW:
+            continue
+        label = "curtail" if group.mode == "curtail" else f"run at {current_kw:.0f} kW"
+        view = views[group.spec.group_id]
+        if view is not None and view.wish != "run":
+            group.reason = f"{label}: {view.reason}"
+            continue
+        if blocker:
+            group.reason = f"{label}: held, {blocker}"
+            continue
+        if group.mode == "curtail" and now - group.since_s < group.spec.min_off_s:
+            group.reason = f"curtail: held, min off until {_until(group, now, 'off')}"
+            continue
+        room_kw = budget_kw - settings.deadband_kw - planned_kw
+        step_kw = min(room_kw, ramp_left_kw)
+        needed_kw = full_kw - current_kw
+        partial_ok = group.spec.supports_power_target and step_kw >= 1.0
+        if needed_kw <= step_kw + EPSILON_KW:
+            new_power: float | None = None
+            increase_kw = needed_kw
+        elif partial_ok and current_kw + step_kw >= group.spec.min_power_kw:
+            new_power = float(math.floor(current_kw + step_kw))
+            increase_kw = new_power - current_kw
+        else:
+            group.reason = (
+                f"{label}: restore waits, needs {needed_kw:.0f} kW: room {max(room_kw, 0):.0f} kW"
+                f" (deadband {settings.deadband_kw:.0f}), ramp {max(ramp_left_kw, 0):.0f} kW left this minute"
+            )
+            continue
+        group.mode, group.power_kw = "run", new_power
+        planned_kw += increase_kw
+        ramp_left_kw -= increase_kw
+        restored.append((now, increase_kw))
+        target = "" if new_power is None else f" at {new_power:.0f} kW"
+        group.reason = (
+            f"run{target}: restored, merit order {group.rank}/{count}, fits mining budget {budget_kw:.0f} kW"
+            f" with deadband {settings.deadband_kw:.0f} kW"
+        )
+
+    # 5. AI flexible shares.
+    tenant_decisions, ai_relief_kw = _tenant_caps(
+        site, allowances, groups, active, planned_kw - budget_kw, binding
+    )
+    if ai_relief_kw > 0:
+        ai_allowance_kw -= ai_relief_kw
+        budget_kw += ai_relief_kw
+    reasons.append(
+        f"mining budget {budget_kw:.0f} kW = limit - margin {site.safety_margin_kw:.0f}"
+        f" - base {site.base_load_kw:.0f} - AI allowance {ai_allowance_kw:.0f}"
+    )
+    feasible = planned_kw <= budget_kw + EPSILON_KW
     if not feasible:
         reasons.append(
-            f"infeasible: all mining curtailed and still {planned_kw - mining_budget_kw:.0f} kW over;"
+            f"infeasible: all mining curtailed and still {planned_kw - budget_kw:.0f} kW over;"
             " firm AI load is never curtailed"
         )
 
+    for group in groups:
+        if not group.reason:
+            group.reason = f"run: fits mining budget {budget_kw:.0f} kW (merit order {group.rank}/{count})"
+
+    # 6. Arming.
+    reasons.extend(_arm(site, groups, load_kw))
+
+    new_memory = PolicyMemory(
+        groups={g.spec.group_id: GroupMemory(g.mode, g.power_kw, _since(memory, g, now)) for g in groups},
+        restores=recent + tuple(restored),
+    )
+    by_id = {g.spec.group_id: g for g in groups}
     decisions = tuple(
-        GroupDecision(group_id=g.group_id, mode=modes[g.group_id], power_kw=None, reason=why[g.group_id])
-        for g in site.groups
+        GroupDecision(
+            group_id=spec.group_id,
+            mode=by_id[spec.group_id].mode,
+            power_kw=by_id[spec.group_id].power_kw,
+            reason=by_id[spec.group_id].reason,
+            trip_stage=by_id[spec.group_id].trip_stage,
+        )
+        for spec in site.groups
     )
     return Plan(
         computed_at_s=now,
         site_limit_kw=limit_kw,
         binding_constraint=binding,
         ai_allowance_kw=ai_allowance_kw,
-        mining_budget_kw=mining_budget_kw,
+        mining_budget_kw=budget_kw,
         mining_planned_kw=planned_kw,
         feasible=feasible,
-        active_obligations=active,
+        active_obligations=tuple(o.event_id for o in active),
         decisions=decisions,
         reasons=tuple(reasons),
+        tenants=tenant_decisions,
+        memory=new_memory,
     )
 
 
-def _stale_inputs(site: SiteSpec, snapshot: SiteSnapshot) -> list[str]:
-    stale: list[str] = []
+def _shed(group: _Group, over_kw: float, load_kw: LoadFn) -> tuple[float, bool]:
+    """Take `over_kw` off one running group: a partial target if the firmware allows, else sleep.
+
+    Returns the kW shed and whether the group was put to sleep.
+    """
+    current_kw = load_kw(group, "run", group.power_kw)
+    # Whole kW: a target that wobbles by fractions with AI telemetry would be republished every cycle.
+    target_kw = float(math.floor(current_kw - over_kw))
+    if group.spec.supports_power_target and group.known and target_kw >= group.spec.min_power_kw:
+        group.power_kw = target_kw
+        return current_kw - target_kw, False
+    asleep_kw = load_kw(group, "curtail", None)
+    group.mode, group.power_kw = "curtail", None
+    return current_kw - asleep_kw, True
+
+
+def _since(memory: PolicyMemory, group: _Group, now: float) -> float:
+    """When the group last switched mode: now if this plan switched it."""
+    previous = memory.groups.get(group.spec.group_id)
+    if previous is None:
+        return NEVER if group.mode == "run" else now
+    return now if previous.mode != group.mode else previous.since_s
+
+
+def _until(group: _Group, now: float, which: str) -> str:
+    hold_s = group.spec.min_on_s if which == "on" else group.spec.min_off_s
+    return f"+{group.since_s + hold_s - now:.0f} s"
+
+
+def _unknown_inputs(site: SiteSpec, snapshot: SiteSnapshot) -> list[str]:
+    unknown: list[str] = []
     if snapshot.site_power_kw is None:
-        stale.append("site meter")
+        unknown.append("site meter")
+    unknown.extend(
+        f"tenant {t.tenant_id}" for t in site.tenants if snapshot.tenant_power_kw.get(t.tenant_id) is None
+    )
+    unknown.extend(
+        f"group {g.group_id}" for g in site.groups if snapshot.group_power_kw.get(g.group_id) is None
+    )
+    return unknown
+
+
+def _summarise(items: list[str], most: int = 3) -> str:
+    shown = ", ".join(items[:most])
+    return shown if len(items) <= most else f"{shown} and {len(items) - most} more"
+
+
+def _restore_blocker(active: tuple[Obligation, ...], unknown: list[str]) -> str:
+    """Why nothing may be restored now, or "" when restores may go ahead."""
+    if active:
+        names = ", ".join(f"'{o.event_id}'" for o in active)
+        return f"no restore while obligation {names} is active"
+    if unknown:
+        return f"no restore while {_summarise(unknown)} unknown"
+    return ""
+
+
+def _tenant_caps(
+    site: SiteSpec,
+    allowances: dict[str, float],
+    groups: list[_Group],
+    active: tuple[Obligation, ...],
+    over_kw: float,
+    binding: str,
+) -> tuple[tuple[TenantDecision, ...], float]:
+    """Caps on flexible AI shares, and the kW they free. Firm kW is never capped."""
+    flex_ok = [o.event_id for o in active if o.allows_ai_flex]
+    all_shed = all(g.mode == "curtail" for g in groups)
+    available = {
+        t.tenant_id: allowances[t.tenant_id] - t.firm_kw
+        for t in site.tenants
+        if t.flexible_kw > 0 and allowances[t.tenant_id] > t.firm_kw
+    }
+    total_kw = sum(available.values())
+    if over_kw <= EPSILON_KW or not all_shed or not flex_ok or total_kw <= 0:
+        if over_kw > EPSILON_KW and all_shed and not flex_ok:
+            why = "uncapped: firm power is never curtailed; no active obligation allows AI flex"
+        else:
+            why = "uncapped: firm power is never curtailed"
+        return tuple(TenantDecision(t.tenant_id, None, why) for t in site.tenants), 0.0
+    relief_kw = min(over_kw, total_kw)
+    decisions = []
     for tenant in site.tenants:
-        if snapshot.tenant_power_kw.get(tenant.tenant_id) is None:
-            stale.append(f"tenant {tenant.tenant_id}")
-    return stale
+        share_kw = available.get(tenant.tenant_id, 0.0)
+        if share_kw <= 0:
+            decisions.append(TenantDecision(tenant.tenant_id, None, "uncapped: no flexible share"))
+            continue
+        cap_kw = max(tenant.firm_kw, allowances[tenant.tenant_id] - relief_kw * share_kw / total_kw)
+        decisions.append(
+            TenantDecision(
+                tenant.tenant_id,
+                cap_kw,
+                f"cap {cap_kw:.0f} kW: all mining shed and still over under {binding};"
+                f" {', '.join(flex_ok)} allows AI flex; firm {tenant.firm_kw:.0f} kW kept",
+            )
+        )
+    return tuple(decisions), relief_kw
+
+
+def _arm(site: SiteSpec, groups: list[_Group], load_kw: LoadFn) -> list[str]:
+    """Assign running groups to under-frequency stages, least efficient first; say what falls short."""
+    notes: list[str] = []
+    running = iter([g for g in groups if g.mode == "run"])
+    for stage in sorted(site.settings.trip_stages, key=lambda s: s.stage):
+        covered_kw = 0.0
+        armed = 0
+        while covered_kw < stage.shed_kw - EPSILON_KW:
+            group = next(running, None)
+            if group is None:
+                break
+            group.trip_stage = stage.stage
+            covered_kw += load_kw(group, "run", group.power_kw) - group.spec.sleep_kw
+            armed += 1
+            group.reason += f"; armed at stage {stage.stage} ({stage.threshold_hz:g} Hz)"
+        line = f"stage {stage.stage} ({stage.threshold_hz:g} Hz): {armed} groups arm {covered_kw:.0f} kW"
+        if covered_kw < stage.shed_kw - EPSILON_KW:
+            line += f", {stage.shed_kw - covered_kw:.0f} kW short of {stage.shed_kw:.0f} kW"
+        notes.append(line)
+    return notes

@@ -45,6 +45,7 @@ def site_config(broker_url: str, tmp_path: Path) -> tuple[Config, Path]:
     data["metrics"]["port"] = free_port()
     data["journal"]["path"] = str(tmp_path / "journal.sqlite")
     data["simulator"].update(curtail_s=CURTAIL_S, resume_s=RESUME_S)
+    data["control"].update(min_on_s=0.5, min_off_s=0.5)  # compressed time, like the ramps
     config = parse_config(data)
     path = tmp_path / "site.toml"
     path.write_text(tomli_w.dumps(data))
@@ -319,7 +320,8 @@ async def test_unknown_meter_is_never_zero_and_blocks_restores(running: Running)
     )
     plan = json.loads(plan_raw)
     assert {g for g, d in plan["groups"].items() if d["mode"] == "curtail"} == curtailed
-    assert any("restores held" in reason for reason in plan["reasons"])
+    assert any("no load increase: site meter unknown" in reason for reason in plan["reasons"])
+    assert all("no restore while site meter" in plan["groups"][g]["reason"] for g in curtailed)
     for _ in range(2 * int(config.control.period_s * 10)):  # two control periods
         await asyncio.sleep(0.1)
         assert {g.group_id for g in site.groups.values() if g.mode == "curtail"} == curtailed
@@ -392,7 +394,11 @@ async def test_a_restarted_daemon_recovers_its_obligation_and_never_reuses_a_seq
     assert curtailed
 
     def group_setpoints(since: int = 0) -> list[dict]:
-        return [json.loads(p) for t, p in observer.received[since:] if "/mining/" in t and t.endswith("/set")]
+        return [
+            {**json.loads(p), "group_id": t.split("/")[-2]}
+            for t, p in observer.received[since:]
+            if "/mining/" in t and t.endswith("/set")
+        ]
 
     published_before = {sp["seq"] for sp in group_setpoints()}
     highest_seq = max(published_before)
@@ -416,6 +422,10 @@ async def test_a_restarted_daemon_recovers_its_obligation_and_never_reuses_a_seq
     await observer.send(GridEvent(id="ev-crash", kind="cancel", source="test"))
     assert (await observer.ack("ev-crash"))["accepted"] is True
     await until(lambda: all(g.commanded == "run" for g in site.groups.values()), 5, "restore after cancel")
-    restores = [sp["seq"] for sp in group_setpoints(before_cancel) if sp["mode"] == "run"]
+    restores = [
+        sp["seq"]
+        for sp in group_setpoints(before_cancel)
+        if sp["mode"] == "run" and sp["group_id"] in curtailed
+    ]
     assert len(restores) == len(curtailed)
     assert restores and min(restores) > highest_seq
