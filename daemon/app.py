@@ -439,6 +439,14 @@ class Daemon:
             # Journal decisions, not every budget wobble from AI telemetry.
             if self._published_plan is None or _decision_key(summary) != _decision_key(self._published_plan):
                 self.journal.record("plan", summary)
+                log.info(
+                    "plan",
+                    binding=plan.binding_constraint,
+                    mining_budget_kw=round(plan.mining_budget_kw),
+                    curtailed=len(plan.curtailed()),
+                    feasible=plan.feasible,
+                    reasons=list(plan.reasons),
+                )
             self._published_plan = summary
 
     async def _on_connect(self) -> None:
