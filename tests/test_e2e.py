@@ -34,7 +34,9 @@ MULLETD = Path(sys.executable).with_name("mulletd")
 CURTAIL_S, RESUME_S = 1.0, 2.0
 
 
-def site_config(broker_url: str, tmp_path: Path) -> tuple[Config, Path]:
+def site_config(
+    broker_url: str, tmp_path: Path, mutate: Callable[[dict], None] | None = None
+) -> tuple[Config, Path]:
     """The example site with its own topic root, free ports, short ramps and a private journal."""
     data = tomllib.loads(EXAMPLE.read_text())
     data["site"]["site_id"] = f"e2e-{secrets.token_hex(4)}"
@@ -46,6 +48,8 @@ def site_config(broker_url: str, tmp_path: Path) -> tuple[Config, Path]:
     data["journal"]["path"] = str(tmp_path / "journal.sqlite")
     data["simulator"].update(curtail_s=CURTAIL_S, resume_s=RESUME_S)
     data["control"].update(min_on_s=0.5, min_off_s=0.5)  # compressed time, like the ramps
+    if mutate is not None:
+        mutate(data)
     config = parse_config(data)
     path = tmp_path / "site.toml"
     path.write_text(tomli_w.dumps(data))
@@ -136,8 +140,9 @@ async def start_daemon(config_path: Path, log_path: Path) -> asyncio.subprocess.
 
 
 @pytest.fixture
-async def running(mqtt_broker, tmp_path: Path) -> AsyncIterator[Running]:
-    config, path = site_config(mqtt_broker.url, tmp_path)
+async def running(mqtt_broker, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    """The daemon and the simulated site; `indirect` parametrisation passes a config mutator."""
+    config, path = site_config(mqtt_broker.url, tmp_path, getattr(request, "param", None))
     topics = Topics(config.topic_root)
     site = SimulatedSite(config)
     site_task = asyncio.create_task(site.run())
@@ -429,3 +434,75 @@ async def test_a_restarted_daemon_recovers_its_obligation_and_never_reuses_a_seq
     ]
     assert len(restores) == len(curtailed)
     assert restores and min(restores) > highest_seq
+
+
+def _economics_on(data: dict) -> None:
+    data["economics"].update(enabled=True, hashprice_usd_per_th_day=0.05, price_deadband_usd_per_mwh=5)
+
+
+@pytest.mark.parametrize("running", [_economics_on], indirect=True)
+async def test_a_price_spike_curtails_the_groups_it_makes_unprofitable_and_restores_them_after(
+    running: Running,
+) -> None:
+    site, observer, config = running.site, running.observer, running.config
+    topics = observer.topics
+    # $0.05/TH/day: break-even $70.6/MWh at 29.5 J/TH ... $119/MWh at 17.5 J/TH.
+    price = {"v": 1, "usd_per_mwh": 100.0, "ts": time.time()}
+    await observer.client.publish(topics.grid_price, json.dumps(price).encode(), qos=1, retain=True)
+    losing = {g.group_id for g in config.groups if 0.05 / (g.efficiency_j_per_th * 2.4e-5) < 100.0}
+    assert losing == {"c01", "c02", "c03", "c04", "c05", "c06"}  # 29.5, 26 and 21.5 J/TH
+    await until(
+        lambda: {g.group_id for g in site.groups.values() if g.commanded == "curtail"} == losing,
+        5,
+        "unprofitable groups curtailed",
+    )
+    _, plan = await observer.wait_for(
+        lambda t, p: t == topics.daemon_plan and json.loads(p)["groups"]["c01"]["mode"] == "curtail", 5
+    )
+    assert "economics: $100.00/MWh > break-even $70.62/MWh" in json.loads(plan)["groups"]["c01"]["reason"]
+    assert json.loads(plan)["active_obligations"] == []
+
+    price["usd_per_mwh"], price["ts"] = 30.0, time.time()
+    await observer.client.publish(topics.grid_price, json.dumps(price).encode(), qos=1, retain=True)
+    await until(
+        lambda: all(g.commanded == "run" for g in site.groups.values()), 5, "restored after the spike"
+    )
+
+
+def _flexible_ai(data: dict) -> None:
+    data["control"]["trip_stages"] = []
+
+
+@pytest.mark.parametrize("running", [_flexible_ai], indirect=True)
+async def test_an_emergency_that_allows_ai_flex_caps_only_the_flexible_share_after_all_mining(
+    running: Running,
+) -> None:
+    site, observer, config = running.site, running.observer, running.config
+    topics = observer.topics
+    tenant = next(t for t in config.tenants if t.flexible_kw > 0)
+    firm_kw = tenant.reserved_kw - tenant.flexible_kw
+    # Below what all mining asleep leaves: only capping the flexible AI share can get there.
+    limit_kw = 4000.0
+    seen = len(observer.received)
+    await observer.send(GridEvent(id="eea-1", kind="limit", kw=limit_kw, allow_ai_flex=True, source="test"))
+    assert (await observer.ack("eea-1"))["accepted"] is True
+    _, raw = await observer.wait_for(
+        lambda t, p: t == topics.tenant_set(tenant.tenant_id) and json.loads(p)["power_cap_kw"] is not None,
+        5,
+        since=seen,
+    )
+    cap_kw = json.loads(raw)["power_cap_kw"]
+    assert firm_kw <= cap_kw < tenant.reserved_kw + tenant.headroom_kw
+    assert all(g.commanded == "curtail" for g in site.groups.values())
+    await until(lambda: site.tenants[tenant.tenant_id].cap_kw == cap_kw, 5, "the tenant applied its cap")
+    # Tenants without a flexible share are never capped.
+    for other in config.tenants:
+        if other.flexible_kw == 0:
+            assert all(c is None for c in site.tenants[other.tenant_id].caps_received)
+
+    await observer.send(GridEvent(id="eea-1", kind="cancel", source="test"))
+    await observer.wait_for(
+        lambda t, p: t == topics.tenant_set(tenant.tenant_id) and json.loads(p)["power_cap_kw"] is None,
+        5,
+        since=seen,
+    )
