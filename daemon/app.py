@@ -66,6 +66,7 @@ class Daemon:
         self.state = SiteState(
             meter_stale_after_s=config.meter.stale_after_s,
             telemetry_stale_after_s=config.control.telemetry_stale_after_s,
+            price_stale_after_s=config.economics.price_stale_after_s,
         )
         self.book = ObligationBook(
             interconnect_kw=config.site.interconnect_kw,
@@ -169,7 +170,15 @@ class Daemon:
             self.commanded[group_id] = setpoint
             # The last setpoint's time stands in for the last switch: min on/off can only lengthen.
             memory[group_id] = GroupMemory(setpoint.mode, setpoint.power_kw, setpoint.ts)
-        self.memory = PolicyMemory(groups=memory)
+        window_start_s = time.time() - 60.0
+        ledger = tuple(
+            sorted(
+                (float(data["t"]), float(data["kw"]))
+                for _wall_s, _kind, _subject, data in self.journal.entries("restore")
+                if data["t"] > window_start_s
+            )
+        )
+        self.memory = PolicyMemory(groups=memory, restores=ledger)
 
     # ---- inbound ---------------------------------------------------------------------------
 
@@ -314,6 +323,10 @@ class Daemon:
         plan = compute_plan(self.site, snapshot, list(self.book.obligations.values()), now_s, self.memory)
         self.metrics.plan_seconds.observe(time.perf_counter() - started_s)
         self.plan = plan
+        for restore in set(plan.memory.restores) - set(self.memory.restores):
+            # The ramp ledger must survive a restart, or a restarted daemon could restore a second
+            # minute's worth of load inside the same minute.
+            self.journal.record("restore", {"t": restore[0], "kw": restore[1]})
         self.memory = plan.memory
         await self._publish_setpoints(plan, now_s)
         await self._publish_tenant_caps(plan, now_s)

@@ -227,6 +227,13 @@ class Config(_Strict):
                         f" got {ref.outlet}"
                     )
         _unique("simulator.tenants", "tenant_id", [t.tenant_id for t in self.simulator.tenants])
+        if self.economics.enabled and self.economics.hashprice_usd_per_th_day is None:
+            blind = [i for i, g in enumerate(self.groups) if g.break_even_usd_per_mwh is None]
+            if blind:
+                raise ValueError(
+                    "economics.hashprice_usd_per_th_day: required when economics is enabled and a group"
+                    f" has no break_even_usd_per_mwh (groups[{blind[0]}] has none)"
+                )
         tenant_ids = {t.tenant_id for t in self.tenants}
         for si, sim in enumerate(self.simulator.tenants):
             if sim.tenant_id not in tenant_ids:
@@ -340,7 +347,7 @@ def _format_error(err: Any) -> str:
         path = _format_loc(tuple(err["loc"]))
         head = message.split(": ", 1)[0]
         # Cross-checks already say `path: reason` from the top; field checks say `field: reason`.
-        if re.match(r"^(groups|tenants|pdus|simulator)\b", head):
+        if re.match(r"^(groups|tenants|pdus|simulator|economics)\b", head):
             return message
         if re.fullmatch(r"[a-z_]+", head) and ": " in message:
             return f"{path}.{message}" if path else message

@@ -341,7 +341,10 @@ def _tenant_caps(
         if share_kw <= 0:
             decisions.append(TenantDecision(tenant.tenant_id, None, "uncapped: no flexible share"))
             continue
-        cap_kw = max(tenant.firm_kw, allowances[tenant.tenant_id] - relief_kw * share_kw / total_kw)
+        # Whole kW, rounded down: steadier setpoints, and never less relief than computed.
+        cap_kw = max(
+            tenant.firm_kw, float(math.floor(allowances[tenant.tenant_id] - relief_kw * share_kw / total_kw))
+        )
         decisions.append(
             TenantDecision(
                 tenant.tenant_id,
