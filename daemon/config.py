@@ -144,6 +144,7 @@ class ControlSection(_Strict):
     max_event_kw_factor: Annotated[float, Field(ge=1, le=100)] = 2.0
     deadband_kw: NonNegativeKw = 50.0
     restore_ramp_kw_per_min: PositiveKw = 10_000.0
+    restore_stagger_s: Annotated[float, Field(gt=0, le=60)] = 10.0
     min_on_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     min_off_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     trip_stages: list[TripStageSection] = []
@@ -279,6 +280,7 @@ class Config(_Strict):
             settings=PolicySettings(
                 deadband_kw=control.deadband_kw,
                 restore_ramp_kw_per_min=control.restore_ramp_kw_per_min,
+                restore_stagger_s=control.restore_stagger_s,
                 economics_enabled=self.economics.enabled,
                 hashprice_usd_per_th_day=self.economics.hashprice_usd_per_th_day,
                 price_deadband_usd_per_mwh=self.economics.price_deadband_usd_per_mwh,

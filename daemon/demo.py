@@ -49,7 +49,9 @@ def with_free_ports(config: Config, broker_url: str, state_dir: Path) -> Config:
             "metrics": config.metrics.model_copy(update={"host": "127.0.0.1", "port": free_port()}),
             "journal": config.journal.model_copy(update={"path": str(state_dir / "journal.sqlite")}),
             # The demo compresses an event into seconds: so do the anti-flapping times.
-            "control": config.control.model_copy(update={"min_on_s": 3.0, "min_off_s": 3.0}),
+            "control": config.control.model_copy(
+                update={"min_on_s": 3.0, "min_off_s": 3.0, "restore_stagger_s": 2.0}
+            ),
         }
     )
 

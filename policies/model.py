@@ -61,6 +61,8 @@ class PolicySettings:
     deadband_kw: float = 0.0
     # Utilities commonly allow 10-30 MW/min of load ramp (design.md section 6): default the low end.
     restore_ramp_kw_per_min: float = 10_000.0
+    # Restores are spread: at most restore_stagger_s / 60 of the minute's ramp in any such window.
+    restore_stagger_s: float = 10.0
     economics_enabled: bool = False
     hashprice_usd_per_th_day: float | None = None
     price_deadband_usd_per_mwh: float = 0.0

@@ -14,7 +14,6 @@ Order of rules, each explained in the decision it sets:
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,14 +41,28 @@ LoadFn = Callable[["_Group", GroupMode, float | None], float]
 RAMP_WINDOW_S = 60.0
 
 
-@functools.lru_cache(maxsize=8)
 def merit_order(groups: tuple[GroupSpec, ...]) -> tuple[GroupSpec, ...]:
-    """Shed order: least efficient (highest J/TH) first, then lowest priority, then id for determinism.
+    """Shed order: least efficient (highest J/TH) first, then lowest priority, then id for determinism."""
+    return _ranked(groups)[0]
 
-    Cached: a site's groups do not change between plans, and sorting 6,000 groups every cycle would
-    dominate the plan's cost.
-    """
-    return tuple(sorted(groups, key=lambda g: (-g.efficiency_j_per_th, g.priority, g.group_id)))
+
+# A site's groups do not change between plans: sort once per groups tuple. Keyed by identity, since
+# hashing 6,000 frozen specs (what lru_cache would do) costs more than the plan itself.
+_RANKED: dict[int, tuple[tuple[GroupSpec, ...], tuple[tuple[GroupSpec, ...], tuple[int, ...]]]] = {}
+
+
+def _ranked(groups: tuple[GroupSpec, ...]) -> tuple[tuple[GroupSpec, ...], tuple[int, ...]]:
+    """The merit order, and for each entry of it the group's index in `groups` (the site's order)."""
+    cached = _RANKED.get(id(groups))
+    if cached is not None and cached[0] is groups:
+        return cached[1]
+    index_of = {id(g): i for i, g in enumerate(groups)}
+    order = tuple(sorted(groups, key=lambda g: (-g.efficiency_j_per_th, g.priority, g.group_id)))
+    ranked = (order, tuple(index_of[id(g)] for g in order))
+    if len(_RANKED) >= 8:
+        _RANKED.clear()
+    _RANKED[id(groups)] = (groups, ranked)
+    return ranked
 
 
 @dataclass(slots=True)
@@ -86,21 +99,18 @@ def compute_plan(
     budget_kw = limit_kw - fixed_kw - ai_allowance_kw
     reasons = [f"limit {limit_kw:.0f} kW from {binding}"]
 
-    order = merit_order(site.groups)
+    order, site_index = _ranked(site.groups)
     count = len(order)
+    remembered = memory.groups.get
+    readings = snapshot.group_power_kw.get
     groups: list[_Group] = []
     for rank, spec in enumerate(order, start=1):
-        previous = memory.groups.get(spec.group_id)
-        groups.append(
-            _Group(
-                spec=spec,
-                rank=rank,
-                mode=previous.mode if previous else "run",
-                power_kw=previous.power_kw if previous else None,
-                since_s=previous.since_s if previous else NEVER,
-                known=snapshot.group_power_kw.get(spec.group_id) is not None,
-            )
-        )
+        previous = remembered(spec.group_id)
+        known = readings(spec.group_id) is not None
+        if previous is None:
+            groups.append(_Group(spec, rank, "run", None, NEVER, known))
+        else:
+            groups.append(_Group(spec, rank, previous.mode, previous.power_kw, previous.since_s, known))
 
     def load_kw(group: _Group, mode: GroupMode, power_kw: float | None) -> float:
         # Unknown is not zero: during an obligation a group we cannot see counts at rated kW.
@@ -115,11 +125,13 @@ def compute_plan(
         reasons.append(f"no load increase: {_summarise(unknown)} unknown")
 
     # 2. Economics.
-    views: dict[str, EconomicView | None] = {
-        g.spec.group_id: economic_view(g.spec, settings, snapshot.price_usd_per_mwh) for g in groups
-    }
+    views: dict[str, EconomicView | None] = (
+        {g.spec.group_id: economic_view(g.spec, settings, snapshot.price_usd_per_mwh) for g in groups}
+        if settings.economics_enabled
+        else {}
+    )
     for group in groups:
-        view = views[group.spec.group_id]
+        view = views.get(group.spec.group_id)
         if view is None or view.wish != "curtail" or group.mode == "curtail":
             continue
         if now - group.since_s < group.spec.min_on_s:
@@ -152,6 +164,13 @@ def compute_plan(
     # 4. Restore.
     recent = tuple((t, kw) for t, kw in memory.restores if t > now - RAMP_WINDOW_S)
     ramp_left_kw = settings.restore_ramp_kw_per_min - sum(kw for _, kw in recent)
+    # Stagger: within any `restore_stagger_s` only that slice of the minute's ramp, so a 10 MW/min
+    # ramp restores ~1.7 MW every 10 s rather than 10 MW at once and nothing for a minute. A group
+    # bigger than the slice may go alone once its window is empty (the minute's limit still holds).
+    stagger_s = settings.restore_stagger_s
+    slice_kw = settings.restore_ramp_kw_per_min * stagger_s / RAMP_WINDOW_S
+    slice_left_kw = slice_kw - sum(kw for t, kw in recent if t > now - stagger_s)
+    slice_empty = slice_left_kw >= slice_kw - EPSILON_KW
     restored: list[tuple[float, float]] = []
     blocker = _restore_blocker(active, unknown)
     for group in reversed(groups):  # most efficient first
@@ -162,7 +181,7 @@ def compute_plan(
         if group.mode == "run" and current_kw >= full_kw - EPSILON_KW:
             continue
         label = "curtail" if group.mode == "curtail" else f"run at {current_kw:.0f} kW"
-        view = views[group.spec.group_id]
+        view = views.get(group.spec.group_id)
         if view is not None and view.wish != "run":
             group.reason = f"{label}: {view.reason}"
             continue
@@ -173,8 +192,9 @@ def compute_plan(
             group.reason = f"curtail: held, min off until {_until(group, now, 'off')}"
             continue
         room_kw = budget_kw - settings.deadband_kw - planned_kw
-        step_kw = min(room_kw, ramp_left_kw)
         needed_kw = full_kw - current_kw
+        lone_ok = slice_empty and needed_kw > slice_kw
+        step_kw = min(room_kw, ramp_left_kw, needed_kw if lone_ok else slice_left_kw)
         partial_ok = group.spec.supports_power_target and step_kw >= 1.0
         if needed_kw <= step_kw + EPSILON_KW:
             new_power: float | None = None
@@ -185,12 +205,15 @@ def compute_plan(
         else:
             group.reason = (
                 f"{label}: restore waits, needs {needed_kw:.0f} kW: room {max(room_kw, 0):.0f} kW"
-                f" (deadband {settings.deadband_kw:.0f}), ramp {max(ramp_left_kw, 0):.0f} kW left this minute"
+                f" (deadband {settings.deadband_kw:.0f}), ramp {max(ramp_left_kw, 0):.0f} kW left"
+                f" this minute, {max(slice_left_kw, 0):.0f} kW this {stagger_s:g} s"
             )
             continue
         group.mode, group.power_kw = "run", new_power
         planned_kw += increase_kw
         ramp_left_kw -= increase_kw
+        slice_left_kw -= increase_kw
+        slice_empty = False
         restored.append((now, increase_kw))
         target = "" if new_power is None else f" at {new_power:.0f} kW"
         group.reason = (
@@ -224,20 +247,14 @@ def compute_plan(
     reasons.extend(_arm(site, groups, load_kw))
 
     new_memory = PolicyMemory(
-        groups={g.spec.group_id: GroupMemory(g.mode, g.power_kw, _since(memory, g, now)) for g in groups},
+        groups={g.spec.group_id: _remember(remembered(g.spec.group_id), g, now) for g in groups},
         restores=recent + tuple(restored),
     )
-    by_id = {g.spec.group_id: g for g in groups}
-    decisions = tuple(
-        GroupDecision(
-            group_id=spec.group_id,
-            mode=by_id[spec.group_id].mode,
-            power_kw=by_id[spec.group_id].power_kw,
-            reason=by_id[spec.group_id].reason,
-            trip_stage=by_id[spec.group_id].trip_stage,
+    decisions: list[GroupDecision | None] = [None] * count
+    for group, index in zip(groups, site_index, strict=True):
+        decisions[index] = GroupDecision(
+            group.spec.group_id, group.mode, group.power_kw, group.reason, group.trip_stage
         )
-        for spec in site.groups
-    )
     return Plan(
         computed_at_s=now,
         site_limit_kw=limit_kw,
@@ -247,7 +264,7 @@ def compute_plan(
         mining_planned_kw=planned_kw,
         feasible=feasible,
         active_obligations=tuple(o.event_id for o in active),
-        decisions=decisions,
+        decisions=tuple(d for d in decisions if d is not None),
         reasons=tuple(reasons),
         tenants=tenant_decisions,
         memory=new_memory,
@@ -270,12 +287,15 @@ def _shed(group: _Group, over_kw: float, load_kw: LoadFn) -> tuple[float, bool]:
     return current_kw - asleep_kw, True
 
 
-def _since(memory: PolicyMemory, group: _Group, now: float) -> float:
-    """When the group last switched mode: now if this plan switched it."""
-    previous = memory.groups.get(group.spec.group_id)
+def _remember(previous: GroupMemory | None, group: _Group, now: float) -> GroupMemory:
+    """The group's memory for the next plan; `since` moves only when this plan switched its mode."""
     if previous is None:
-        return NEVER if group.mode == "run" else now
-    return now if previous.mode != group.mode else previous.since_s
+        return GroupMemory(group.mode, group.power_kw, NEVER if group.mode == "run" else now)
+    if previous.mode != group.mode:
+        return GroupMemory(group.mode, group.power_kw, now)
+    if previous.power_kw == group.power_kw:
+        return previous  # unchanged: no new object
+    return GroupMemory(group.mode, group.power_kw, previous.since_s)
 
 
 def _until(group: _Group, now: float, which: str) -> str:

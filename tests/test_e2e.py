@@ -47,7 +47,9 @@ def site_config(
     data["metrics"]["port"] = free_port()
     data["journal"]["path"] = str(tmp_path / "journal.sqlite")
     data["simulator"].update(curtail_s=CURTAIL_S, resume_s=RESUME_S)
-    data["control"].update(min_on_s=0.5, min_off_s=0.5)  # compressed time, like the ramps
+    data["control"].update(
+        min_on_s=0.5, min_off_s=0.5, restore_stagger_s=0.5
+    )  # compressed time, like the ramps
     if mutate is not None:
         mutate(data)
     config = parse_config(data)
@@ -432,7 +434,8 @@ async def test_a_restarted_daemon_recovers_its_obligation_and_never_reuses_a_seq
         for sp in group_setpoints(before_cancel)
         if sp["mode"] == "run" and sp["group_id"] in curtailed
     ]
-    assert len(restores) == len(curtailed)
+    restored = {sp["group_id"] for sp in group_setpoints(before_cancel) if sp["mode"] == "run"}
+    assert curtailed <= restored
     assert restores and min(restores) > highest_seq
 
 
@@ -464,8 +467,9 @@ async def test_a_price_spike_curtails_the_groups_it_makes_unprofitable_and_resto
 
     price["usd_per_mwh"], price["ts"] = 30.0, time.time()
     await observer.client.publish(topics.grid_price, json.dumps(price).encode(), qos=1, retain=True)
+    # Staggered: about one container per control period (each is bigger than a 0.5 s slice of the ramp).
     await until(
-        lambda: all(g.commanded == "run" for g in site.groups.values()), 5, "restored after the spike"
+        lambda: all(g.commanded == "run" for g in site.groups.values()), 12, "restored after the spike"
     )
 
 
