@@ -14,6 +14,7 @@ Order of rules, each explained in the decision it sets:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -174,8 +175,8 @@ def compute_plan(
     restored: list[tuple[float, float]] = []
     blocker = _restore_blocker(active, unknown)
     for group in reversed(groups):  # most efficient first
-        if group.reason:
-            continue
+        if group.reason or (group.mode == "run" and group.power_kw is None):
+            continue  # decided already, or running at full power: nothing to restore
         current_kw = load_kw(group, group.mode, group.power_kw)
         full_kw = load_kw(group, "run", None)
         if group.mode == "run" and current_kw >= full_kw - EPSILON_KW:
@@ -239,17 +240,28 @@ def compute_plan(
             " firm AI load is never curtailed"
         )
 
+    fits = f"run: fits mining budget {budget_kw:.0f} kW (merit order "
+    rank_labels = _rank_labels(count)
     for group in groups:
         if not group.reason:
-            group.reason = f"run: fits mining budget {budget_kw:.0f} kW (merit order {group.rank}/{count})"
+            group.reason = fits + rank_labels[group.rank - 1]
 
     # 6. Arming.
     reasons.extend(_arm(site, groups, load_kw))
 
-    new_memory = PolicyMemory(
-        groups={g.spec.group_id: _remember(remembered(g.spec.group_id), g, now) for g in groups},
-        restores=recent + tuple(restored),
-    )
+    # Most groups keep their command from one plan to the next: copy the mapping (C speed) and
+    # replace only what changed, instead of rebuilding thousands of entries per cycle.
+    changed = {}
+    for group in groups:
+        group_id = group.spec.group_id
+        previous = remembered(group_id)
+        if previous is None or previous.mode != group.mode or previous.power_kw != group.power_kw:
+            changed[group_id] = _remember(previous, group, now)
+    next_groups = dict(memory.groups) if len(memory.groups) == count else {}
+    if not next_groups:
+        changed = {g.spec.group_id: _remember(remembered(g.spec.group_id), g, now) for g in groups}
+    next_groups.update(changed)
+    new_memory = PolicyMemory(groups=next_groups, restores=recent + tuple(restored))
     decisions: list[GroupDecision | None] = [None] * count
     for group, index in zip(groups, site_index, strict=True):
         decisions[index] = GroupDecision(
@@ -285,6 +297,12 @@ def _shed(group: _Group, over_kw: float, load_kw: LoadFn) -> tuple[float, bool]:
     asleep_kw = load_kw(group, "curtail", None)
     group.mode, group.power_kw = "curtail", None
     return current_kw - asleep_kw, True
+
+
+@functools.lru_cache(maxsize=8)
+def _rank_labels(count: int) -> tuple[str, ...]:
+    """"k/n)" for every rank: the tail of thousands of reasons, formatted once per site size."""
+    return tuple(f"{rank}/{count})" for rank in range(1, count + 1))
 
 
 def _remember(previous: GroupMemory | None, group: _Group, now: float) -> GroupMemory:
