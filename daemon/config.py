@@ -228,6 +228,19 @@ class Config(_Strict):
                         f" got {ref.outlet}"
                     )
         _unique("simulator.tenants", "tenant_id", [t.tenant_id for t in self.simulator.tenants])
+        ramp_kw = self.control.restore_ramp_kw_per_min
+        for index, group in enumerate(self.groups):
+            sleep_kw = (
+                group.sleep_kw
+                if group.sleep_kw is not None
+                else group.rated_kw * self.simulator.sleep_fraction
+            )
+            if not group.supports_power_target and group.rated_kw - sleep_kw > ramp_kw:
+                raise ValueError(
+                    f"control.restore_ramp_kw_per_min: groups[{index}] needs {group.rated_kw - sleep_kw:g}"
+                    f" kW to restart, more than the ramp allows in a minute ({ramp_kw:g});"
+                    " it would never restore"
+                )
         if self.economics.enabled and self.economics.hashprice_usd_per_th_day is None:
             blind = [i for i, g in enumerate(self.groups) if g.break_even_usd_per_mwh is None]
             if blind:
@@ -349,7 +362,7 @@ def _format_error(err: Any) -> str:
         path = _format_loc(tuple(err["loc"]))
         head = message.split(": ", 1)[0]
         # Cross-checks already say `path: reason` from the top; field checks say `field: reason`.
-        if re.match(r"^(groups|tenants|pdus|simulator|economics)\b", head):
+        if re.match(r"^(groups|tenants|pdus|simulator|economics|control)\b", head):
             return message
         if re.fullmatch(r"[a-z_]+", head) and ": " in message:
             return f"{path}.{message}" if path else message

@@ -131,6 +131,9 @@ class PolicyMemory:
     groups: Mapping[str, GroupMemory] = field(default_factory=dict)
     # (time, kW) of every load increase the plans commanded in the last minute: the ramp ledger.
     restores: tuple[tuple[float, float], ...] = ()
+    # AI caps in force (kW by tenant): held while an obligation or an unknown reading lasts, then
+    # lifted within the restore ramp like any other load increase.
+    caps: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

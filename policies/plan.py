@@ -92,9 +92,13 @@ def compute_plan(
     limit_kw, binding, active = site_limit(site, obligations, now)
     obligation_active = bool(active)
 
-    allowances = {
+    full_allowances = {
         t.tenant_id: tenant_allowance_kw(t, snapshot.tenant_power_kw.get(t.tenant_id)) for t in site.tenants
     }
+    # A cap at or above what the tenant would be allowed anyway constrains nothing: it just ends.
+    caps = {t: kw for t, kw in memory.caps.items() if t in full_allowances and kw < full_allowances[t]}
+    allowances = {t: min(kw, caps.get(t, kw)) for t, kw in full_allowances.items()}
+    cap_reasons: dict[str, str] = {}
     ai_allowance_kw = sum(allowances.values())
     fixed_kw = site.safety_margin_kw + site.base_load_kw
     budget_kw = limit_kw - fixed_kw - ai_allowance_kw
@@ -174,6 +178,37 @@ def compute_plan(
     slice_empty = slice_left_kw >= slice_kw - EPSILON_KW
     restored: list[tuple[float, float]] = []
     blocker = _restore_blocker(active, unknown)
+    # AI first: the front of the mullet gets its flexible share back before any miner restarts.
+    for tenant_id in [t.tenant_id for t in site.tenants if t.tenant_id in caps]:
+        cap_kw = caps[tenant_id]
+        if blocker:
+            cap_reasons[tenant_id] = f"cap {cap_kw:.0f} kW: held, {blocker}"
+            continue
+        room_kw = budget_kw - settings.deadband_kw - planned_kw
+        needed_kw = full_allowances[tenant_id] - cap_kw
+        lone_ok = slice_empty and needed_kw > slice_kw
+        step_kw = min(room_kw, ramp_left_kw, needed_kw if lone_ok else slice_left_kw)
+        if needed_kw <= step_kw + EPSILON_KW:
+            del caps[tenant_id]
+            increase_kw = needed_kw
+            cap_reasons[tenant_id] = "uncapped: cap lifted within the restore ramp"
+        elif step_kw >= 1.0:
+            caps[tenant_id] = float(math.floor(cap_kw + step_kw))
+            increase_kw = caps[tenant_id] - cap_kw
+            cap_reasons[tenant_id] = f"cap {caps[tenant_id]:.0f} kW: lifting within the restore ramp"
+        else:
+            cap_reasons[tenant_id] = (
+                f"cap {cap_kw:.0f} kW: lifting waits, room {max(room_kw, 0):.0f} kW,"
+                f" ramp {max(ramp_left_kw, 0):.0f} kW left"
+            )
+            continue
+        allowances[tenant_id] += increase_kw
+        ai_allowance_kw += increase_kw
+        budget_kw -= increase_kw
+        ramp_left_kw -= increase_kw
+        slice_left_kw -= increase_kw
+        slice_empty = False
+        restored.append((now, increase_kw))
     for group in reversed(groups):  # most efficient first
         if group.reason or (group.mode == "run" and group.power_kw is None):
             continue  # decided already, or running at full power: nothing to restore
@@ -200,7 +235,7 @@ def compute_plan(
         if needed_kw <= step_kw + EPSILON_KW:
             new_power: float | None = None
             increase_kw = needed_kw
-        elif partial_ok and current_kw + step_kw >= group.spec.min_power_kw:
+        elif partial_ok and math.floor(current_kw + step_kw) >= group.spec.min_power_kw:
             new_power = float(math.floor(current_kw + step_kw))
             increase_kw = new_power - current_kw
         else:
@@ -224,7 +259,7 @@ def compute_plan(
 
     # 5. AI flexible shares.
     tenant_decisions, ai_relief_kw = _tenant_caps(
-        site, allowances, groups, active, planned_kw - budget_kw, binding
+        site, allowances, caps, cap_reasons, groups, active, planned_kw - budget_kw, binding
     )
     if ai_relief_kw > 0:
         ai_allowance_kw -= ai_relief_kw
@@ -261,7 +296,7 @@ def compute_plan(
     if not next_groups:
         changed = {g.spec.group_id: _remember(remembered(g.spec.group_id), g, now) for g in groups}
     next_groups.update(changed)
-    new_memory = PolicyMemory(groups=next_groups, restores=recent + tuple(restored))
+    new_memory = PolicyMemory(groups=next_groups, restores=recent + tuple(restored), caps=caps)
     decisions: list[GroupDecision | None] = [None] * count
     for group, index in zip(groups, site_index, strict=True):
         decisions[index] = GroupDecision(
@@ -301,7 +336,7 @@ def _shed(group: _Group, over_kw: float, load_kw: LoadFn) -> tuple[float, bool]:
 
 @functools.lru_cache(maxsize=8)
 def _rank_labels(count: int) -> tuple[str, ...]:
-    """"k/n)" for every rank: the tail of thousands of reasons, formatted once per site size."""
+    """ "k/n)" for every rank: the tail of thousands of reasons, formatted once per site size."""
     return tuple(f"{rank}/{count})" for rank in range(1, count + 1))
 
 
@@ -352,12 +387,16 @@ def _restore_blocker(active: tuple[Obligation, ...], unknown: list[str]) -> str:
 def _tenant_caps(
     site: SiteSpec,
     allowances: dict[str, float],
+    caps: dict[str, float],
+    cap_reasons: dict[str, str],
     groups: list[_Group],
     active: tuple[Obligation, ...],
     over_kw: float,
     binding: str,
 ) -> tuple[tuple[TenantDecision, ...], float]:
-    """Caps on flexible AI shares, and the kW they free. Firm kW is never capped."""
+    """Tighten caps on flexible AI shares if all mining is shed and the plan is still over, and say
+    why each tenant is (un)capped. Returns the decisions and the kW newly freed; `caps` is updated.
+    Firm kW is never capped."""
     flex_ok = [o.event_id for o in active if o.allows_ai_flex]
     all_shed = all(g.mode == "curtail" for g in groups)
     available = {
@@ -366,31 +405,33 @@ def _tenant_caps(
         if t.flexible_kw > 0 and allowances[t.tenant_id] > t.firm_kw
     }
     total_kw = sum(available.values())
-    if over_kw <= EPSILON_KW or not all_shed or not flex_ok or total_kw <= 0:
-        if over_kw > EPSILON_KW and all_shed and not flex_ok:
-            why = "uncapped: firm power is never curtailed; no active obligation allows AI flex"
-        else:
-            why = "uncapped: firm power is never curtailed"
-        return tuple(TenantDecision(t.tenant_id, None, why) for t in site.tenants), 0.0
-    relief_kw = min(over_kw, total_kw)
+    relief_kw = 0.0
+    if over_kw > EPSILON_KW and all_shed and flex_ok and total_kw > 0:
+        relief_kw = min(over_kw, total_kw)
+        for tenant in site.tenants:
+            share_kw = available.get(tenant.tenant_id, 0.0)
+            if share_kw <= 0:
+                continue
+            # Whole kW, rounded down: steadier setpoints, and never less relief than computed.
+            uncapped_kw = allowances[tenant.tenant_id] - relief_kw * share_kw / total_kw
+            caps[tenant.tenant_id] = max(tenant.firm_kw, float(math.floor(uncapped_kw)))
+            cap_reasons[tenant.tenant_id] = (
+                f"cap {caps[tenant.tenant_id]:.0f} kW: all mining shed and still over under {binding};"
+                f" {', '.join(flex_ok)} allows AI flex; firm {tenant.firm_kw:.0f} kW kept"
+            )
+    if over_kw > EPSILON_KW and all_shed and not flex_ok:
+        default = "uncapped: firm power is never curtailed; no active obligation allows AI flex"
+    else:
+        default = "uncapped: firm power is never curtailed"
     decisions = []
     for tenant in site.tenants:
-        share_kw = available.get(tenant.tenant_id, 0.0)
-        if share_kw <= 0:
-            decisions.append(TenantDecision(tenant.tenant_id, None, "uncapped: no flexible share"))
-            continue
-        # Whole kW, rounded down: steadier setpoints, and never less relief than computed.
-        cap_kw = max(
-            tenant.firm_kw, float(math.floor(allowances[tenant.tenant_id] - relief_kw * share_kw / total_kw))
+        cap_kw = caps.get(tenant.tenant_id)
+        reason = cap_reasons.get(tenant.tenant_id) or (
+            f"cap {cap_kw:.0f} kW: held; firm {tenant.firm_kw:.0f} kW kept" if cap_kw is not None else default
         )
-        decisions.append(
-            TenantDecision(
-                tenant.tenant_id,
-                cap_kw,
-                f"cap {cap_kw:.0f} kW: all mining shed and still over under {binding};"
-                f" {', '.join(flex_ok)} allows AI flex; firm {tenant.firm_kw:.0f} kW kept",
-            )
-        )
+        if cap_kw is not None and "firm" not in reason:
+            reason += f"; firm {tenant.firm_kw:.0f} kW kept"
+        decisions.append(TenantDecision(tenant.tenant_id, cap_kw, reason))
     return tuple(decisions), relief_kw
 
 
