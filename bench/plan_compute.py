@@ -80,7 +80,11 @@ def build_site(groups: int, tenants: int, seed: int) -> tuple[SiteSpec, SiteSnap
         tenants=tuple(tenant_specs),
     )
     site_power_kw = base_kw + mining_kw + sum(v for v in tenant_power.values() if v is not None)
-    snapshot = SiteSnapshot(site_power_kw=site_power_kw, tenant_power_kw=tenant_power, commanded_modes={})
+    snapshot = SiteSnapshot(
+        site_power_kw=site_power_kw,
+        tenant_power_kw=tenant_power,
+        group_power_kw={g.group_id: g.rated_kw for g in specs},
+    )
     limit = Obligation(
         event_id="ev-bench-limit",
         kind="limit",

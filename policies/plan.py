@@ -52,6 +52,9 @@ def merit_order(groups: tuple[GroupSpec, ...]) -> tuple[GroupSpec, ...]:
 _RANKED: dict[int, tuple[tuple[GroupSpec, ...], tuple[tuple[GroupSpec, ...], tuple[int, ...]]]] = {}
 
 
+_LAST_DECISIONS: dict[int, list[GroupDecision | None]] = {}
+
+
 def _ranked(groups: tuple[GroupSpec, ...]) -> tuple[tuple[GroupSpec, ...], tuple[int, ...]]:
     """The merit order, and for each entry of it the group's index in `groups` (the site's order)."""
     cached = _RANKED.get(id(groups))
@@ -76,6 +79,7 @@ class _Group:
     power_kw: float | None
     since_s: float
     known: bool
+    previous: GroupMemory | None  # what the last plan left for this group
     reason: str = ""
     trip_stage: int | None = None
 
@@ -109,13 +113,18 @@ def compute_plan(
     remembered = memory.groups.get
     readings = snapshot.group_power_kw.get
     groups: list[_Group] = []
+    unknown_groups: list[str] = []
     for rank, spec in enumerate(order, start=1):
         previous = remembered(spec.group_id)
         known = readings(spec.group_id) is not None
+        if not known:
+            unknown_groups.append(spec.group_id)
         if previous is None:
-            groups.append(_Group(spec, rank, "run", None, NEVER, known))
+            groups.append(_Group(spec, rank, "run", None, NEVER, known, None))
         else:
-            groups.append(_Group(spec, rank, previous.mode, previous.power_kw, previous.since_s, known))
+            groups.append(
+                _Group(spec, rank, previous.mode, previous.power_kw, previous.since_s, known, previous)
+            )
 
     def load_kw(group: _Group, mode: GroupMode, power_kw: float | None) -> float:
         # Unknown is not zero: during an obligation a group we cannot see counts at rated kW.
@@ -125,7 +134,7 @@ def compute_plan(
             return group.spec.sleep_kw
         return group.spec.rated_kw if power_kw is None else power_kw
 
-    unknown = _unknown_inputs(site, snapshot)
+    unknown = _unknown_inputs(site, snapshot, unknown_groups)
     if unknown:
         reasons.append(f"no load increase: {_summarise(unknown)} unknown")
 
@@ -275,11 +284,10 @@ def compute_plan(
             " firm AI load is never curtailed"
         )
 
-    fits = f"run: fits mining budget {budget_kw:.0f} kW (merit order "
-    rank_labels = _rank_labels(count)
+    fits = _fits_reasons(count)
     for group in groups:
         if not group.reason:
-            group.reason = fits + rank_labels[group.rank - 1]
+            group.reason = fits[group.rank - 1]
 
     # 6. Arming.
     reasons.extend(_arm(site, groups, load_kw))
@@ -288,20 +296,38 @@ def compute_plan(
     # replace only what changed, instead of rebuilding thousands of entries per cycle.
     changed = {}
     for group in groups:
-        group_id = group.spec.group_id
-        previous = remembered(group_id)
+        previous = group.previous
         if previous is None or previous.mode != group.mode or previous.power_kw != group.power_kw:
-            changed[group_id] = _remember(previous, group, now)
+            changed[group.spec.group_id] = _remember(previous, group, now)
     next_groups = dict(memory.groups) if len(memory.groups) == count else {}
     if not next_groups:
-        changed = {g.spec.group_id: _remember(remembered(g.spec.group_id), g, now) for g in groups}
+        changed = {g.spec.group_id: _remember(g.previous, g, now) for g in groups}
     next_groups.update(changed)
     new_memory = PolicyMemory(groups=next_groups, restores=recent + tuple(restored), caps=caps)
+    # Unchanged decisions are the previous plan's objects: a big site's plan then allocates only for
+    # what changed. Pure memoisation: the plan is equal either way.
+    previous_decisions = _LAST_DECISIONS.get(id(site.groups))
+    if previous_decisions is None or len(previous_decisions) != count:
+        previous_decisions = [None] * count
     decisions: list[GroupDecision | None] = [None] * count
     for group, index in zip(groups, site_index, strict=True):
-        decisions[index] = GroupDecision(
-            group.spec.group_id, group.mode, group.power_kw, group.reason, group.trip_stage
-        )
+        last = previous_decisions[index]
+        if (
+            last is not None
+            and last.reason == group.reason
+            and last.mode == group.mode
+            and last.power_kw == group.power_kw
+            and last.trip_stage == group.trip_stage
+            and last.group_id == group.spec.group_id
+        ):
+            decisions[index] = last
+        else:
+            decisions[index] = GroupDecision(
+                group.spec.group_id, group.mode, group.power_kw, group.reason, group.trip_stage
+            )
+    if len(_LAST_DECISIONS) >= 8:
+        _LAST_DECISIONS.clear()
+    _LAST_DECISIONS[id(site.groups)] = decisions
     return Plan(
         computed_at_s=now,
         site_limit_kw=limit_kw,
@@ -335,9 +361,16 @@ def _shed(group: _Group, over_kw: float, load_kw: LoadFn) -> tuple[float, bool]:
 
 
 @functools.lru_cache(maxsize=8)
-def _rank_labels(count: int) -> tuple[str, ...]:
-    """ "k/n)" for every rank: the tail of thousands of reasons, formatted once per site size."""
-    return tuple(f"{rank}/{count})" for rank in range(1, count + 1))
+def _fits_reasons(count: int) -> tuple[str, ...]:
+    """The reason of every group that simply keeps running, by rank: formatted once per site size,
+    so the thousands of unchanged groups of a big site cost no string building per plan (the budget
+    figure is in the plan's own reasons)."""
+    return tuple(f"run: fits the mining budget (merit order {rank}/{count})" for rank in range(1, count + 1))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _armed(reason: str, stage: int, threshold_hz: float) -> str:
+    return f"{reason}; armed at stage {stage} ({threshold_hz:g} Hz)"
 
 
 def _remember(previous: GroupMemory | None, group: _Group, now: float) -> GroupMemory:
@@ -356,17 +389,22 @@ def _until(group: _Group, now: float, which: str) -> str:
     return f"+{group.since_s + hold_s - now:.0f} s"
 
 
-def _unknown_inputs(site: SiteSpec, snapshot: SiteSnapshot) -> list[str]:
+def _unknown_inputs(site: SiteSpec, snapshot: SiteSnapshot, unknown_groups: list[str]) -> list[str]:
     unknown: list[str] = []
     if snapshot.site_power_kw is None:
         unknown.append("site meter")
     unknown.extend(
         f"tenant {t.tenant_id}" for t in site.tenants if snapshot.tenant_power_kw.get(t.tenant_id) is None
     )
-    unknown.extend(
-        f"group {g.group_id}" for g in site.groups if snapshot.group_power_kw.get(g.group_id) is None
-    )
+    unknown.extend(f"group {group_id}" for group_id in sorted(unknown_groups, key=_site_order(site)))
     return unknown
+
+
+def _site_order(site: SiteSpec) -> Callable[[str], int]:
+    """Sort key: a group's position in the site's own order, so reasons list groups as configured."""
+    order, site_index = _ranked(site.groups)
+    position = {spec.group_id: index for spec, index in zip(order, site_index, strict=True)}
+    return position.__getitem__
 
 
 def _summarise(items: list[str], most: int = 3) -> str:
@@ -449,7 +487,7 @@ def _arm(site: SiteSpec, groups: list[_Group], load_kw: LoadFn) -> list[str]:
             group.trip_stage = stage.stage
             covered_kw += load_kw(group, "run", group.power_kw) - group.spec.sleep_kw
             armed += 1
-            group.reason += f"; armed at stage {stage.stage} ({stage.threshold_hz:g} Hz)"
+            group.reason = _armed(group.reason, stage.stage, stage.threshold_hz)
         line = f"stage {stage.stage} ({stage.threshold_hz:g} Hz): {armed} groups arm {covered_kw:.0f} kW"
         if covered_kw < stage.shed_kw - EPSILON_KW:
             line += f", {stage.shed_kw - covered_kw:.0f} kW short of {stage.shed_kw:.0f} kW"

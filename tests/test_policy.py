@@ -266,7 +266,7 @@ def test_a_limit_sheds_the_least_efficient_groups_first_then_the_lower_priority_
     reasons = _reasons(plan)
     assert reasons["old"].startswith("curtail: merit order 1/4 under limit 'ev-1' (generic)")
     assert "merit order 3/4" in reasons["new-lo"]
-    assert reasons["new-hi"].startswith("run: fits mining budget 1400 kW (merit order 4/4)")
+    assert reasons["new-hi"].startswith("run: fits the mining budget (merit order 4/4)")
 
 
 def test_a_10_minute_ers_event_on_a_site_at_80pct_load_sheds_the_two_worst_groups_and_a_partial_third() -> (
@@ -705,7 +705,7 @@ def test_break_even_from_the_hashprice_sleeps_an_s21_at_130_usd_per_mwh_but_not_
     )
     plan = compute_plan(site, _readings(site, price=130.0), [], now=1.0)
     assert plan.curtailed() == ("s21",)
-    assert _reasons(plan)["s21-xp"].startswith("run: fits mining budget")
+    assert _reasons(plan)["s21-xp"].startswith("run: fits the mining budget")
 
 
 def test_a_price_inside_the_deadband_keeps_an_uneconomic_group_off_and_a_cheaper_price_brings_it_back() -> (
@@ -825,7 +825,7 @@ def test_every_decision_names_its_rule_the_merit_order_rank_and_the_binding_limi
         "mid": "curtail: merit order 2/4 under limit 'ercot-ers-10 #42' (ERS-10) (mining budget 1400 kW)",
         "new-lo": "run at 675 kW: partial, merit order 3/4 under limit 'ercot-ers-10 #42' (ERS-10)"
         " (mining budget 1400 kW)",
-        "new-hi": "run: fits mining budget 1400 kW (merit order 4/4)",
+        "new-hi": "run: fits the mining budget (merit order 4/4)",
     }
     assert all(t.reason for t in plan.tenants)
     assert plan.reasons[0] == "limit 4000 kW from limit 'ercot-ers-10 #42' (ERS-10)"
