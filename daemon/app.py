@@ -370,20 +370,7 @@ class Daemon:
                 return
             self.commanded[decision.group_id] = setpoint
             self.metrics.setpoints.inc()
-            self.journal.record(
-                "setpoint",
-                {**setpoint.model_dump(exclude={"v"}), "reason": decision.reason},
-                subject=decision.group_id,
-            )
-            log.info(
-                "setpoint",
-                group_id=decision.group_id,
-                seq=setpoint.seq,
-                mode=decision.mode,
-                power_kw=decision.power_kw,
-                trip_stage=decision.trip_stage,
-                reason=decision.reason,
-            )
+            self._record_delivery("setpoint", "group_id", decision.group_id, setpoint, decision.reason)
 
         async with self._publishing:
             await asyncio.gather(*(send(d) for d in changed))
@@ -404,18 +391,18 @@ class Daemon:
                 if not await self.link.publish(topic, encode(setpoint), qos=1, retain=True):
                     return
                 self.tenant_setpoints[decision.tenant_id] = setpoint
-                self.journal.record(
-                    "tenant_setpoint",
-                    {**setpoint.model_dump(exclude={"v"}), "reason": decision.reason},
-                    subject=decision.tenant_id,
+                self._record_delivery(
+                    "tenant_setpoint", "tenant_id", decision.tenant_id, setpoint, decision.reason
                 )
-                log.info(
-                    "tenant setpoint",
-                    tenant_id=decision.tenant_id,
-                    seq=setpoint.seq,
-                    power_cap_kw=decision.power_cap_kw,
-                    reason=decision.reason,
-                )
+
+    def _record_delivery(
+        self, kind: str, id_key: str, subject: str, setpoint: GroupSetpoint | TenantSetpoint, reason: str
+    ) -> None:
+        """Journal and log a setpoint the broker accepted, with the rule that set it."""
+        fields = setpoint.model_dump(exclude={"v"})
+        self.journal.record(kind, {**fields, "reason": reason}, subject=subject)
+        fields.pop("ts")
+        log.info(kind.replace("_", " "), **{id_key: subject}, **fields, reason=reason)
 
     def _plan_summary(self, plan: Plan) -> dict[str, Any]:
         return {
