@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import time
@@ -13,6 +14,7 @@ import structlog
 
 from mullet.daemon.config import Config
 from mullet.daemon.events import Decision, ObligationBook
+from mullet.daemon.fastpath import FastPath, TripRecord
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.state import SiteState
@@ -35,6 +37,7 @@ from mullet.drivers.wire import (
 )
 from mullet.policies.model import GroupDecision, GroupMemory, Obligation, Plan, PolicyMemory
 from mullet.policies.plan import compute_plan
+from mullet.policies.trigger import FrequencyTrigger, TriggerSettings
 
 log = structlog.get_logger("mullet.daemon")
 
@@ -94,6 +97,24 @@ class Daemon:
             on_sample=self._on_meter_sample,
             on_reject=self._on_meter_reject,
             on_round_trip=self.metrics.modbus_seconds.labels(device=meter_device).observe,
+        )
+        self.fastpath = FastPath(
+            trigger=FrequencyTrigger(
+                config.trip_stages(),
+                TriggerSettings(
+                    confirm_samples=config.control.trip_confirm_samples,
+                    max_rocof_hz_per_s=config.control.max_rocof_hz_per_s,
+                    release_hz=config.control.release_hz,
+                    release_after_s=config.control.release_after_s,
+                ),
+            ),
+            stages=config.trip_stages(),
+            outlets_by_group={g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups},
+            publish_trip=lambda payload: self.link.publish(self.topics.trip, payload, qos=1),
+            next_seq=self._next_seq,
+            on_fired=self._on_trip,
+            on_released=self._on_trip_released,
+            on_reject=lambda reason: self.metrics.frequency_rejected.labels(reason=reason).inc(),
         )
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
@@ -249,9 +270,21 @@ class Daemon:
             await self._handle_grid_event(item)
 
     async def _handle_grid_event(self, event: GridEvent) -> None:
-        decision = self.book.decide(
-            event, now_s=time.time(), site_power_kw=self.state.site_power_kw(time.monotonic())
-        )
+        received_mono_s = time.monotonic()
+        if event.trip_stage is not None and event.trip_stage not in self.fastpath.stages:
+            decision = Decision(False, f"trip_stage {event.trip_stage} is not an armed stage of this site")
+        else:
+            decision = self.book.decide(
+                event, now_s=time.time(), site_power_kw=self.state.site_power_kw(received_mono_s)
+            )
+        if (
+            decision.accepted
+            and not decision.duplicate
+            and event.trip_stage is not None
+            and event.kind != "cancel"
+        ):
+            # Immediate deployment: the armed trip goes out first; journal and ack follow.
+            self.fastpath.fire(event.trip_stage, received_mono_s, cause=event.id)
         if decision.accepted and not decision.duplicate:
             entry = {
                 "event": event.model_dump(),
@@ -287,6 +320,7 @@ class Daemon:
         await self.link.publish(self.topics.grid_event_ack, encode(ack), qos=1)
 
     def _on_meter_sample(self, sample: MeterSample) -> None:
+        self.fastpath.on_sample(sample.frequency_hz, sample.monotonic_s)  # first: the trip cannot wait
         was_stale = self.state.site_power_kw(sample.monotonic_s) is None
         self.state.meter = sample
         if was_stale:
@@ -328,11 +362,71 @@ class Daemon:
             # minute's worth of load inside the same minute.
             self.journal.record("restore", {"t": restore[0], "kw": restore[1]})
         self.memory = plan.memory
+        self.fastpath.arm(plan)
         await self._publish_setpoints(plan, now_s)
         await self._publish_tenant_caps(plan, now_s)
         await self._publish_plan(plan)
         self._update_metrics(plan, now_mono_s)
         self.ready.set()
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _on_trip(self, record: TripRecord) -> None:
+        """After a trip's commands are out: remember the shed groups, hold restores, record it all."""
+        now_s = time.time()
+        groups = dict(self.memory.groups)
+        for group_id in record.groups:
+            groups[group_id] = GroupMemory("curtail", None, now_s)
+        self.memory = dataclasses.replace(self.memory, groups=groups)
+        if record.cause == "frequency":
+            # Restores wait for the frequency to recover (the trigger's release), like an obligation.
+            event_id = f"ufr-{record.seq}"
+            self.book.obligations[event_id] = Obligation(
+                event_id=event_id,
+                kind="limit",
+                kw=self.site.interconnect_kw,
+                start_s=now_s,
+                end_s=None,
+                program=f"under-frequency stage {record.stage}",
+            )
+        cause = "frequency" if record.cause == "frequency" else "grid_event"
+        self.metrics.trips.labels(stage=str(record.stage), cause=cause).inc()
+        self.metrics.trip_seconds.observe(record.added_latency_s)
+        self.journal.record(
+            "trip",
+            {
+                "seq": record.seq,
+                "stage": record.stage,
+                "cause": record.cause,
+                "groups": list(record.groups),
+                "outlets": [list(o) for o in record.outlets],
+                "published": record.published,
+                "added_latency_s": record.added_latency_s,
+                "cut": repr(record.cut_result)[:500],
+            },
+            subject=str(record.stage),
+        )
+        log.warning(
+            "trip fired",
+            stage=record.stage,
+            seq=record.seq,
+            cause=record.cause,
+            groups=len(record.groups),
+            outlets=len(record.outlets),
+            published=record.published,
+            added_latency_ms=round(record.added_latency_s * 1000, 3),
+        )
+        self.wake.set()
+
+    def _on_trip_released(self) -> None:
+        released = [event_id for event_id in self.book.obligations if event_id.startswith("ufr-")]
+        for event_id in released:
+            del self.book.obligations[event_id]
+        self.journal.record("trip_released", {"obligations": released})
+        log.info("under-frequency trip released", obligations=released)
+        self.wake.set()
 
     def _settled(self, now_mono_s: float) -> bool:
         """Whether to plan yet. Controllers' retained state arrives just after (re)subscribing; planning

@@ -136,6 +136,7 @@ class TripStageSection(_Strict):
     stage: Annotated[int, Field(ge=1, le=16)]
     threshold_hz: Annotated[float, Field(gt=40, lt=70)]
     shed_kw: PositiveKw
+    hard_cut: bool = False
 
 
 class ControlSection(_Strict):
@@ -148,6 +149,12 @@ class ControlSection(_Strict):
     min_on_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     min_off_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     trip_stages: list[TripStageSection] = []
+    # Fast path: consecutive samples at or below a stage's threshold before it fires.
+    trip_confirm_samples: Annotated[int, Field(ge=1, le=20)] = 2
+    max_rocof_hz_per_s: Annotated[float, Field(gt=0, le=100)] = 5.0
+    # A fired stage holds restores until the frequency is back at or above this for release_after_s.
+    release_hz: Annotated[float, Field(gt=40, lt=70)] = 59.95
+    release_after_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
 
     @model_validator(mode="after")
     def _stages_ordered(self) -> ControlSection:
@@ -297,11 +304,14 @@ class Config(_Strict):
                 economics_enabled=self.economics.enabled,
                 hashprice_usd_per_th_day=self.economics.hashprice_usd_per_th_day,
                 price_deadband_usd_per_mwh=self.economics.price_deadband_usd_per_mwh,
-                trip_stages=tuple(
-                    TripStage(stage=s.stage, threshold_hz=s.threshold_hz, shed_kw=s.shed_kw)
-                    for s in sorted(control.trip_stages, key=lambda s: s.stage)
-                ),
+                trip_stages=self.trip_stages(),
             ),
+        )
+
+    def trip_stages(self) -> tuple[TripStage, ...]:
+        return tuple(
+            TripStage(stage=s.stage, threshold_hz=s.threshold_hz, shed_kw=s.shed_kw, hard_cut=s.hard_cut)
+            for s in sorted(self.control.trip_stages, key=lambda s: s.stage)
         )
 
     def summary(self) -> str:

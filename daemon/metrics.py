@@ -70,6 +70,21 @@ class Metrics:
             buckets=_FAST_BUCKETS_S,
             registry=r,
         )
+        self.frequency_rejected = Counter(
+            "mullet_frequency_samples_rejected_total",
+            "Frequency samples the trip trigger refused, by reason (never trip).",
+            ["reason"],
+            registry=r,
+        )
+        self.trips = Counter(
+            "mullet_trips_total", "Armed trips fired, by stage and cause.", ["stage", "cause"], registry=r
+        )
+        self.trip_seconds = Histogram(
+            "mullet_trip_fire_seconds",
+            "Frequency sample (or event) to trip broadcast and PDU writes done: the daemon's own cost.",
+            buckets=_FAST_BUCKETS_S,
+            registry=r,
+        )
         self.mqtt_connected = Gauge("mullet_mqtt_connected", "1 while the broker session is up.", registry=r)
         self.mqtt_connections = Counter(
             "mullet_mqtt_connections_total", "Broker sessions established (reconnects included).", registry=r

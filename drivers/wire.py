@@ -74,6 +74,8 @@ class GridEvent(_Payload):
     source: Annotated[str, Field(max_length=128)] | None = None
     # The program lets the site cap AI tenants' flexible shares once all mining is shed.
     allow_ai_flex: bool = False
+    # Immediate deployment (e.g. ERCOT FFR): fire this armed under-frequency stage on the fast path.
+    trip_stage: Annotated[int, Field(ge=1, le=16)] | None = None
 
 
 class GridEventAck(_Payload):

@@ -53,6 +53,8 @@ class TripStage:
     stage: int
     threshold_hz: float
     shed_kw: float
+    # Cut the armed groups' PDU outlets too: for deadlines shorter than firmware sleep (seconds).
+    hard_cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -510,3 +510,75 @@ async def test_an_emergency_that_allows_ai_flex_caps_only_the_flexible_share_aft
         5,
         since=seen,
     )
+
+
+def _quick_release(data: dict) -> None:
+    data["control"].update(release_after_s=1.0)
+
+
+@pytest.mark.parametrize("running", [_quick_release], indirect=True)
+async def test_an_under_frequency_dip_trips_the_groups_armed_at_that_stage_and_only_them(
+    running: Running,
+) -> None:
+    from mullet.simulators.meter import FrequencyScript
+
+    site, observer, config = running.site, running.observer, running.config
+    topics = observer.topics
+    _, raw = await observer.wait_for(
+        lambda t, p: (
+            t == topics.daemon_plan and any(g["trip_stage"] == 1 for g in json.loads(p)["groups"].values())
+        ),
+        10,
+    )
+    plan = json.loads(raw)
+    stage_1 = {g for g, d in plan["groups"].items() if d["trip_stage"] == 1}
+    assert stage_1 and len(stage_1) < len(config.groups)
+    await until(lambda: all(site.groups[g].trip_stage == 1 for g in stage_1), 5, "controllers armed")
+
+    seen = len(observer.received)
+    site.frequency = FrequencyScript(59.8)  # below 59.85 Hz (stage 1), above 59.7 Hz (stage 2)
+    _, trip = await observer.wait_for(lambda t, p: t == topics.trip, 3, since=seen)
+    assert json.loads(trip)["stage"] == 1
+    await until(
+        lambda: {g.group_id for g in site.groups.values() if g.commanded == "curtail"} == stage_1, 2, "shed"
+    )
+    assert 'mullet_trips_total{cause="frequency",stage="1"} 1.0' in running.metrics()
+    # The supervisor takes over: the tripped groups are now commanded to curtail, and stay so.
+    await observer.wait_for(
+        lambda t, p: (
+            t == topics.daemon_plan
+            and {g for g, d in json.loads(p)["groups"].items() if d["mode"] == "curtail"} == stage_1
+        ),
+        5,
+        since=seen,
+    )
+
+    site.frequency = FrequencyScript(60.0)
+    await until(lambda: all(g.commanded == "run" for g in site.groups.values()), 10, "restored after release")
+
+
+async def test_an_immediate_grid_event_fires_the_armed_stage_on_the_fast_path(running: Running) -> None:
+    site, observer = running.site, running.observer
+    topics = observer.topics
+    _, raw = await observer.wait_for(
+        lambda t, p: (
+            t == topics.daemon_plan and any(g["trip_stage"] == 1 for g in json.loads(p)["groups"].values())
+        ),
+        10,
+    )
+    stage_1 = {g for g, d in json.loads(raw)["groups"].items() if d["trip_stage"] == 1}
+    await until(lambda: all(site.groups[g].trip_stage == 1 for g in stage_1), 5, "controllers armed")
+    seen = len(observer.received)
+    await observer.send(
+        GridEvent(id="ffr-1", kind="limit", kw=13_000, trip_stage=1, program="FFR", source="test")
+    )
+    _, trip = await observer.wait_for(lambda t, p: t == topics.trip, 3, since=seen)
+    assert json.loads(trip)["stage"] == 1
+    assert (await observer.ack("ffr-1"))["accepted"] is True
+    await until(
+        lambda: {g.group_id for g in site.groups.values() if g.commanded == "curtail"} == stage_1, 2, "shed"
+    )
+    assert 'mullet_trips_total{cause="grid_event",stage="1"} 1.0' in running.metrics()
+    # A stage the site has not armed is refused, and nothing fires.
+    await observer.send(GridEvent(id="ffr-9", kind="limit", kw=13_000, trip_stage=9, source="test"))
+    assert "not an armed stage" in (await observer.ack("ffr-9"))["reason"]
