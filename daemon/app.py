@@ -17,7 +17,9 @@ from mullet.daemon.events import Decision, ObligationBook
 from mullet.daemon.fastpath import FastPath, TripRecord
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
+from mullet.daemon.outlets import OutletSwitch
 from mullet.daemon.state import SiteState
+from mullet.daemon.verify import PendingShed, ShedVerifier
 from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.meter import MeterSample, ModbusMeter
 from mullet.drivers.mqtt import MqttLink
@@ -110,12 +112,24 @@ class Daemon:
             ),
             stages=config.trip_stages(),
             outlets_by_group={g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups},
+            cut=self._cut_outlets,
             publish_trip=lambda payload: self.link.publish(self.topics.trip, payload, qos=1),
             next_seq=self._next_seq,
             on_fired=self._on_trip,
             on_released=self._on_trip_released,
             on_reject=lambda reason: self.metrics.frequency_rejected.labels(reason=reason).inc(),
         )
+        self.outlets_by_group = {g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups}
+        self.verifier = ShedVerifier(
+            deadline_s=config.control.shed_deadline_s,
+            threshold_kw={
+                g.group_id: g.sleep_kw + config.control.shed_confirm_fraction * (g.rated_kw - g.sleep_kw)
+                for g in self.site.groups
+            },
+        )
+        # Groups whose outlets the daemon cut: they get power back before their next run setpoint.
+        self.hard_cut: set[str] = set()
+        self.pdus: OutletSwitch | None = None
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -363,11 +377,65 @@ class Daemon:
             self.journal.record("restore", {"t": restore[0], "kw": restore[1]})
         self.memory = plan.memory
         self.fastpath.arm(plan)
+        await self._restore_outlets(plan)
         await self._publish_setpoints(plan, now_s)
         await self._publish_tenant_caps(plan, now_s)
         await self._publish_plan(plan)
         self._update_metrics(plan, now_mono_s)
+        await self._verify_sheds(time.monotonic())
         self.ready.set()
+
+    async def _verify_sheds(self, now_mono_s: float) -> None:
+        confirmed, overdue = self.verifier.check(
+            now_mono_s, lambda g: self.state.group_power_kw(g, now_mono_s)
+        )
+        for item in confirmed:
+            self.metrics.shed_confirm_seconds.labels(via=item.via).observe(item.after_s)
+        for pending in overdue:
+            await self._escalate(pending, now_mono_s)
+
+    async def _escalate(self, pending: PendingShed, now_mono_s: float) -> None:
+        """Firmware did not shed in time: cut the group's outlets (design: firmware sleep -> PDU cut)."""
+        outlets = self.outlets_by_group.get(pending.group_id, [])
+        started_s = time.monotonic()
+        if not outlets:
+            result, detail = "no_outlets", "group has no PDU outlets configured"
+        elif self.pdus is None:
+            result, detail = "no_pdu_driver", "no PDU driver running"
+        else:
+            outcome = await self.pdus.cut(outlets)
+            result = "ok" if outcome.ok else "failed"
+            detail = outcome.detail
+            if outcome.ok:
+                self.hard_cut.add(pending.group_id)
+        self.metrics.escalations.labels(result=result).inc()
+        entry = {
+            "group_id": pending.group_id,
+            "via": pending.via,
+            "waited_s": round(now_mono_s - pending.since_mono_s, 3),
+            "outlets": [list(o) for o in outlets],
+            "result": result,
+            "detail": detail,
+            "cut_s": round(time.monotonic() - started_s, 4),
+        }
+        self.journal.record("escalation", entry, subject=pending.group_id)
+        log.error("shed not confirmed in time, escalated", **entry)
+
+    async def _cut_outlets(self, outlets: list[tuple[str, int]]) -> object:
+        if self.pdus is None:
+            return "no PDU driver running"
+        return await self.pdus.cut(outlets)
+
+    async def _restore_outlets(self, plan: Plan) -> None:
+        """A hard-cut group the plan restores gets its outlets back first; its run setpoint waits for that."""
+        if not self.hard_cut or self.pdus is None:
+            return
+        for decision in plan.decisions:
+            if decision.mode == "run" and decision.group_id in self.hard_cut:
+                outcome = await self.pdus.restore(self.outlets_by_group[decision.group_id])
+                if outcome.ok:
+                    self.hard_cut.discard(decision.group_id)
+                    self.journal.record("outlets_restored", {"group_id": decision.group_id})
 
     def _next_seq(self) -> int:
         self.seq += 1
@@ -380,6 +448,13 @@ class Daemon:
         for group_id in record.groups:
             groups[group_id] = GroupMemory("curtail", None, now_s)
         self.memory = dataclasses.replace(self.memory, groups=groups)
+        cut = set(record.outlets)
+        for group_id in record.groups:
+            outlets = self.outlets_by_group.get(group_id, [])
+            if outlets and all(o in cut for o in outlets):
+                self.hard_cut.add(group_id)
+            else:
+                self.verifier.expect(group_id, record.sample_mono_s, "trip")
         if record.cause == "frequency":
             # Restores wait for the frequency to recover (the trigger's release), like an obligation.
             event_id = f"ufr-{record.seq}"
@@ -464,6 +539,10 @@ class Daemon:
                 return
             self.commanded[decision.group_id] = setpoint
             self.metrics.setpoints.inc()
+            if decision.mode == "curtail":
+                self.verifier.expect(decision.group_id, time.monotonic(), "setpoint")
+            else:
+                self.verifier.forget(decision.group_id)
             self._record_delivery("setpoint", "group_id", decision.group_id, setpoint, decision.reason)
 
         async with self._publishing:

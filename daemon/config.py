@@ -149,6 +149,10 @@ class ControlSection(_Strict):
     min_on_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     min_off_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     trip_stages: list[TripStageSection] = []
+    # Verification: a shed group must show power_kw <= sleep + fraction x (rated - sleep) within the
+    # deadline, or its PDU outlets are cut (firmware sleep takes ~5 s; design.md section 6).
+    shed_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    shed_confirm_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     # Fast path: consecutive samples at or below a stage's threshold before it fires.
     trip_confirm_samples: Annotated[int, Field(ge=1, le=20)] = 2
     max_rocof_hz_per_s: Annotated[float, Field(gt=0, le=100)] = 5.0

@@ -85,6 +85,19 @@ class Metrics:
             buckets=_FAST_BUCKETS_S,
             registry=r,
         )
+        self.shed_confirm_seconds = Histogram(
+            "mullet_shed_confirm_seconds",
+            "Shed command to the group's telemetry confirming it, by how it was told.",
+            ["via"],
+            buckets=(0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.escalations = Counter(
+            "mullet_escalations_total",
+            "Groups that did not confirm a shed in time and were escalated to a PDU cut, by result.",
+            ["result"],
+            registry=r,
+        )
         self.mqtt_connected = Gauge("mullet_mqtt_connected", "1 while the broker session is up.", registry=r)
         self.mqtt_connections = Counter(
             "mullet_mqtt_connections_total", "Broker sessions established (reconnects included).", registry=r
