@@ -17,12 +17,12 @@ from mullet.daemon.events import Decision, ObligationBook
 from mullet.daemon.fastpath import FastPath, TripRecord
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
-from mullet.daemon.outlets import OutletSwitch
 from mullet.daemon.state import SiteState
 from mullet.daemon.verify import PendingShed, ShedVerifier
 from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.meter import MeterSample, ModbusMeter
 from mullet.drivers.mqtt import MqttLink
+from mullet.drivers.pdu import PduPool, PoolResult
 from mullet.drivers.wire import (
     GridEvent,
     GridEventAck,
@@ -129,7 +129,8 @@ class Daemon:
         )
         # Groups whose outlets the daemon cut: they get power back before their next run setpoint.
         self.hard_cut: set[str] = set()
-        self.pdus: OutletSwitch | None = None
+        # A warm connection to every PDU, so a cut is one round trip (design.md section 3).
+        self.pdus: PduPool | None = PduPool.from_config(config.pdus) if config.pdus else None
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -167,6 +168,8 @@ class Daemon:
                 tg.create_task(self.journal.run(), name="journal")
                 tg.create_task(self.link.run(), name="mqtt")
                 tg.create_task(self.meter.run(), name="meter")
+                if self.pdus is not None:
+                    tg.create_task(self.pdus.start(), name="pdus")
                 tg.create_task(self._grid_events(), name="grid-events")
                 tg.create_task(self._supervise(), name="supervisor")
                 await self._stop.wait()
@@ -176,6 +179,8 @@ class Daemon:
         except* _Stopped:
             pass
         finally:
+            if self.pdus is not None:
+                await self.pdus.close()
             await self.journal.flush()
             self.journal.close()
             self.metrics.close()
@@ -405,7 +410,7 @@ class Daemon:
         else:
             outcome = await self.pdus.cut(outlets)
             result = "ok" if outcome.ok else "failed"
-            detail = outcome.detail
+            detail = _pool_detail(outcome)
             if outcome.ok:
                 self.hard_cut.add(pending.group_id)
         self.metrics.escalations.labels(result=result).inc()
@@ -424,7 +429,7 @@ class Daemon:
     async def _cut_outlets(self, outlets: list[tuple[str, int]]) -> object:
         if self.pdus is None:
             return "no PDU driver running"
-        return await self.pdus.cut(outlets)
+        return _pool_detail(await self.pdus.cut(outlets))
 
     async def _restore_outlets(self, plan: Plan) -> None:
         """A hard-cut group the plan restores gets its outlets back first; its run setpoint waits for that."""
@@ -432,7 +437,7 @@ class Daemon:
             return
         for decision in plan.decisions:
             if decision.mode == "run" and decision.group_id in self.hard_cut:
-                outcome = await self.pdus.restore(self.outlets_by_group[decision.group_id])
+                outcome = await self.pdus.switch(self.outlets_by_group[decision.group_id], on=True)
                 if outcome.ok:
                     self.hard_cut.discard(decision.group_id)
                     self.journal.record("outlets_restored", {"group_id": decision.group_id})
@@ -676,6 +681,12 @@ class Daemon:
             "groups": len(self.group_ids),
             "obligations": list(plan.active_obligations) if plan else [],
         }
+
+
+def _pool_detail(result: PoolResult) -> str:
+    """One line on a PDU switch: how long, and which outlets failed why."""
+    failures = [f"{r.pdu_id}:{list(r.failed)} {r.reason}" for r in result.results.values() if r.failed]
+    return f"{result.elapsed_s * 1000:.1f} ms" + (f"; failed {', '.join(failures)}" if failures else "")
 
 
 def _decision_key(summary: dict[str, Any]) -> tuple[Any, ...]:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import structlog
 
-from mullet.daemon.outlets import Outlet
 from mullet.drivers.wire import Trip, encode
 from mullet.policies.model import Plan, TripStage
 from mullet.policies.trigger import FrequencyTrigger
 
 log = structlog.get_logger("mullet.fastpath")
+
+Outlet = tuple[str, int]  # (pdu_id, outlet)
 
 PublishTrip = Callable[[bytes], Awaitable[bool]]
 CutOutlets = Callable[[list[Outlet]], Awaitable[object]]

@@ -3,6 +3,7 @@ is a new file, not new code."""
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -44,15 +45,146 @@ class MeterProfile:
         return start, end - start
 
 
+SwitchStyle = Literal["coil", "holding"]
+RegisterTable = Literal["input", "holding"]
+WordOrder = Literal["big", "little"]
+
+MAX_READ_REGISTERS = 125  # Modbus limit for one FC 03/04 read
+MAX_OUTLETS = 256  # config.pdus[].outlets upper bound
+_ADDRESS_MAX = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class PduLogin:
+    """A write the PDU needs before it accepts outlet writes: `value` to holding register `register`
+    (FC 06). The session ends after `idle_s` without a write (reads do not keep it alive)."""
+
+    register: int
+    value: int
+    idle_s: float
+
+    def __post_init__(self) -> None:
+        _check_address("login.register", self.register)
+        if not 0 <= self.value <= 0xFFFF:
+            raise ProfileError(f"login.value must be 0..65535, got {self.value}")
+        if not (math.isfinite(self.idle_s) and self.idle_s > 0):
+            raise ProfileError(f"login.idle_s must be > 0, got {self.idle_s}")
+
+
 @dataclass(frozen=True, slots=True)
 class PduProfile:
+    """How one PDU model switches outlets and reports their power (see drivers/profiles/*.toml).
+
+    Outlet `n` (1-based) is switched at `switch_base + n`: a coil (FC 05 / FC 15; set = on) for
+    `switch = "coil"`, a holding register (FC 06 / FC 16) written with `on_code` / `off_code` for
+    `switch = "holding"`. Its power is `power_type` at `power_base + power_stride * n` in
+    `power_table`, times `power_scale_w`. Construction validates (ProfileError), so a profile built
+    in code or with `dataclasses.replace` is checked like a loaded one.
+    """
+
     name: str
-    switch: Literal["coil"]
-    coil_base: int
-    power_table: Literal["input", "holding"]
+    switch: SwitchStyle
+    switch_base: int
+    power_table: RegisterTable
     power_base: int
     power_type: PointType
     power_scale_w: float
+    power_word_order: WordOrder = "big"
+    power_stride: int = 0  # 0: the size of power_type
+    on_code: int = 1  # coil style: always 1 (set) / 0 (cleared)
+    off_code: int = 0
+    multi_write: bool = False  # FC 15 / FC 16 across contiguous outlets
+    login: PduLogin | None = None
+
+    def __post_init__(self) -> None:
+        where = f"pdu profile {self.name!r}"
+        if self.switch not in ("coil", "holding"):
+            raise ProfileError(f"{where}: switch must be 'coil' or 'holding', got {self.switch!r}")
+        if self.power_table not in ("input", "holding"):
+            raise ProfileError(f"{where}: power_table must be 'input' or 'holding', got {self.power_table!r}")
+        if self.power_type not in _REGISTERS_PER_TYPE:
+            raise ProfileError(
+                f"{where}: power_type must be one of {sorted(_REGISTERS_PER_TYPE)}, got {self.power_type!r}"
+            )
+        if self.power_word_order not in ("big", "little"):
+            raise ProfileError(f"{where}: power_word_order must be 'big' or 'little'")
+        _check_address(f"{where}: switch_base", self.switch_base)
+        _check_address(f"{where}: power_base", self.power_base)
+        if not (math.isfinite(self.power_scale_w) and self.power_scale_w > 0):
+            raise ProfileError(f"{where}: power_scale_w must be > 0, got {self.power_scale_w}")
+        size = _REGISTERS_PER_TYPE[self.power_type]
+        if self.power_stride == 0:
+            object.__setattr__(self, "power_stride", size)
+        if not size <= self.power_stride <= MAX_READ_REGISTERS:
+            raise ProfileError(
+                f"{where}: power_stride must be {size}..{MAX_READ_REGISTERS} for {self.power_type},"
+                f" got {self.power_stride}"
+            )
+        if self.switch == "coil":
+            if (self.on_code, self.off_code) != (1, 0):
+                raise ProfileError(f"{where}: on_code/off_code apply to switch = 'holding' only")
+        else:
+            for key, code in (("on_code", self.on_code), ("off_code", self.off_code)):
+                if not 0 <= code <= 0xFFFF:
+                    raise ProfileError(f"{where}: {key} must be 0..65535, got {code}")
+            if self.on_code == self.off_code:
+                raise ProfileError(f"{where}: on_code and off_code must differ")
+
+    @property
+    def power_size(self) -> int:
+        """Registers of one power value (1 or 2)."""
+        return _REGISTERS_PER_TYPE[self.power_type]
+
+    @property
+    def coil_base(self) -> int:
+        """`switch_base` under its coil-style name."""
+        return self.switch_base
+
+    def switch_address(self, outlet: int) -> int:
+        return self.switch_base + outlet
+
+    def power_address(self, outlet: int) -> int:
+        return self.power_base + self.power_stride * outlet
+
+    def code(self, on: bool) -> int:
+        return self.on_code if on else self.off_code
+
+    def power_reads(self, outlets: int) -> list[tuple[int, int, int]]:
+        """Reads covering outlets 1..`outlets`: `(first outlet, start address, register count)`, each
+        at most 125 registers."""
+        per_read = MAX_READ_REGISTERS // self.power_stride
+        reads = []
+        for first in range(1, outlets + 1, per_read):
+            last = min(first + per_read - 1, outlets)
+            reads.append((first, self.power_address(first), self.power_stride * (last - first + 1)))
+        return reads
+
+    def check_outlets(self, outlets: int) -> None:
+        """ProfileError unless a PDU with `outlets` outlets fits this map: every address within
+        0..65535 and, in the holding table, switch, power and login registers apart."""
+        where = f"pdu profile {self.name!r} with {outlets} outlets"
+        if not 1 <= outlets <= MAX_OUTLETS:
+            raise ProfileError(f"{where}: outlets must be 1..{MAX_OUTLETS}")
+        switch = range(self.switch_address(1), self.switch_address(outlets) + 1)
+        power = range(self.power_address(1), self.power_address(outlets) + self.power_stride)
+        if switch.stop - 1 > _ADDRESS_MAX or power.stop - 1 > _ADDRESS_MAX:
+            raise ProfileError(f"{where}: addresses beyond {_ADDRESS_MAX}")
+        holding: list[tuple[str, range]] = []
+        if self.switch == "holding":
+            holding.append(("switch registers", switch))
+        if self.power_table == "holding":
+            holding.append(("power registers", power))
+        if self.login is not None:
+            holding.append(("login register", range(self.login.register, self.login.register + 1)))
+        for i, (name_a, a) in enumerate(holding):
+            for name_b, b in holding[i + 1 :]:
+                if a.start < b.stop and b.start < a.stop:
+                    raise ProfileError(f"{where}: {name_a} overlap {name_b}")
+
+
+def _check_address(what: str, address: int) -> None:
+    if not 0 <= address <= _ADDRESS_MAX:
+        raise ProfileError(f"{what} must be 0..{_ADDRESS_MAX}, got {address}")
 
 
 def _read(name: str) -> dict[str, Any]:
@@ -79,16 +211,90 @@ def load_meter_profile(name: str) -> MeterProfile:
     return MeterProfile(name=data["name"], table=data["table"], word_order=data["word_order"], points=points)
 
 
+_PDU_KEYS = frozenset(
+    {
+        "name",
+        "kind",
+        "switch",
+        "switch_base",
+        "on_code",
+        "off_code",
+        "multi_write",
+        "power_table",
+        "power_base",
+        "power_stride",
+        "power_type",
+        "power_scale_w",
+        "power_word_order",
+        "login",
+    }
+)
+_LOGIN_KEYS = frozenset({"register", "value", "idle_s"})
+_MISSING: Any = object()
+
+
+def _get(
+    data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = _MISSING
+) -> Any:
+    """`data[key]` checked against `kind` (bool is never an int here), as ProfileError."""
+    if key not in data:
+        if default is _MISSING:
+            raise ProfileError(f"{where}: missing key {key!r}")
+        return default
+    value = data[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ProfileError(f"{where}: {key} must be {_kind_name(kinds)}, got {value!r}")
+    return value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    return " or ".join(
+        {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(k, k.__name__)
+        for k in kinds
+    )
+
+
+def _unknown(data: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise ProfileError(f"{where}: unknown keys {extra}")
+
+
 def load_pdu_profile(name: str) -> PduProfile:
     data = _read(name)
     if data.get("kind") != "pdu":
         raise ProfileError(f"profile {name!r} is not a PDU profile")
+    where = f"pdu profile {name!r}"
+    _unknown(data, _PDU_KEYS, where)
+    switch = _get(data, "switch", str, where)
+    holding = switch == "holding"
+    login_data = _get(data, "login", dict, where, None)
+    login = None
+    if login_data is not None:
+        login_where = f"{where} [login]"
+        _unknown(login_data, _LOGIN_KEYS, login_where)
+        login = PduLogin(
+            register=_get(login_data, "register", int, login_where),
+            value=_get(login_data, "value", int, login_where),
+            idle_s=float(_get(login_data, "idle_s", (int, float), login_where)),
+        )
+    if not holding:
+        for key in ("on_code", "off_code"):
+            if key in data:
+                raise ProfileError(f"{where}: {key} applies to switch = 'holding' only")
     return PduProfile(
-        name=data["name"],
-        switch=data["switch"],
-        coil_base=int(data["coil_base"]),
-        power_table=data["power_table"],
-        power_base=int(data["power_base"]),
-        power_type=data["power_type"],
-        power_scale_w=float(data["power_scale_w"]),
+        name=_get(data, "name", str, where),
+        switch=switch,
+        switch_base=_get(data, "switch_base", int, where),
+        on_code=_get(data, "on_code", int, where) if holding else 1,
+        off_code=_get(data, "off_code", int, where) if holding else 0,
+        multi_write=_get(data, "multi_write", bool, where, False),
+        login=login,
+        power_table=_get(data, "power_table", str, where),
+        power_base=_get(data, "power_base", int, where),
+        power_stride=_get(data, "power_stride", int, where, 0),
+        power_type=_get(data, "power_type", str, where),
+        power_scale_w=float(_get(data, "power_scale_w", (int, float), where)),
+        power_word_order=_get(data, "power_word_order", str, where, "big"),
     )

@@ -20,7 +20,7 @@ from mullet.simulators.ai import DEFAULT_DEMAND_FRACTION, AiController, DemandTr
 from mullet.simulators.meter import FrequencyScript, MeterSim
 from mullet.simulators.mining import MiningController, MiningGroup
 from mullet.simulators.mqtt_link import Broker, DeviceLink
-from mullet.simulators.pdu import PduSim
+from mullet.simulators.pdu import PduSimBase, make_pdu_sim
 
 _log = structlog.get_logger()
 
@@ -81,8 +81,9 @@ class SimulatedSite:
                 self._feeds[(ref.pdu, ref.outlet)] = self.groups[g.group_id]
         self._outlets_of = {g.group_id: [(r.pdu, r.outlet) for r in g.outlets] for g in config.groups}
         ports = pdu_ports or {}
-        self.pdus: dict[str, PduSim] = {
-            p.pdu_id: PduSim(
+        # The simulator class follows the profile's switching style (coils or holding-register codes).
+        self.pdus: dict[str, PduSimBase] = {
+            p.pdu_id: make_pdu_sim(
                 p.pdu_id,
                 p.outlets,
                 outlet_power_w=self._outlet_power_fn(p.pdu_id),

@@ -582,3 +582,36 @@ async def test_an_immediate_grid_event_fires_the_armed_stage_on_the_fast_path(ru
     # A stage the site has not armed is refused, and nothing fires.
     await observer.send(GridEvent(id="ffr-9", kind="limit", kw=13_000, trip_stage=9, source="test"))
     assert "not an armed stage" in (await observer.ack("ffr-9"))["reason"]
+
+
+def _short_deadline(data: dict) -> None:
+    data["control"].update(shed_deadline_s=2.0)
+
+
+@pytest.mark.parametrize("running", [_short_deadline], indirect=True)
+async def test_a_group_whose_firmware_ignores_the_shed_is_cut_at_its_pdu_within_the_deadline(
+    running: Running,
+) -> None:
+    site, observer = running.site, running.observer
+    await until(
+        lambda: site.mining_power_kw() >= 0.99 * sum(g.rated_kw for g in running.config.groups), 10, "load"
+    )
+    liar = site.groups["c01"]  # the least efficient: shed first
+    liar.stuck = True  # answers OK, keeps hashing
+    sent_s = time.monotonic()
+    await observer.send(GridEvent(id="ev-liar", kind="limit", kw=11_500, source="test"))
+    assert (await observer.ack("ev-liar"))["accepted"] is True
+    await until(lambda: liar.commanded == "curtail", 3, "c01 told to curtail")
+    assert liar.power_kw == liar.rated_kw  # the lie
+    waited_s = await until(lambda: not liar.powered, 2.0 + 3.0, "c01 cut at its PDU")
+    assert time.monotonic() - sent_s >= 2.0  # firmware got its deadline first
+    assert liar.power_kw == 0.0
+    assert all(not site.pdus["pdu-a"].is_on(outlet) for outlet in (1, 2))
+    assert 'mullet_escalations_total{result="ok"} 1.0' in running.metrics()
+    assert waited_s < 5.0
+
+    # After the event the group gets its outlets back before its run command: a cold start, ramped.
+    liar.stuck = False
+    await observer.send(GridEvent(id="ev-liar", kind="cancel", source="test"))
+    await until(lambda: liar.powered and liar.commanded == "run", 10, "c01 back")
+    assert all(site.pdus["pdu-a"].is_on(outlet) for outlet in (1, 2))

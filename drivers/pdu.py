@@ -1,0 +1,674 @@
+"""PDU outlets over Modbus TCP, for hard cuts: one warm connection per PDU and bounded waits.
+
+A `PduClient` keeps ONE `AsyncModbusTcpClient` open to its PDU (connected by `start()`, kept alive by
+a power read every `keepalive_s`, reconnected with exponential backoff). That read doubles as the
+per-outlet power readback: a cache with monotonic timestamps, where a value older than
+`stale_after_s` (or never read) is `None`, unknown and never 0 W. For profiles with a login the
+keep-alive also renews the session before it can expire, so a hard cut is one round trip per request.
+
+`switch()` issues every write for that PDU back to back, on the open connection: one FC 15 / FC 16
+per contiguous run of outlets when the profile allows multi writes, else one FC 05 / FC 06 per outlet;
+the login write first when the session may have expired, and once more if the PDU refuses a write
+(a session lost behind our back, e.g. a reboot). Requests use a small timeout and no retries
+(design.md section 5: pymodbus' defaults block ~12 s on a dead device); after a timeout the remaining
+writes to that PDU are abandoned instead of each waiting out its own timeout. pymodbus serialises the
+requests of one connection, so a switch may first wait for an in-flight keep-alive read (at most one
+timeout on a silent PDU).
+
+`PduPool` holds one client per configured PDU and switches outlets on several PDUs concurrently.
+Device errors never raise into the caller: results carry the outlets that were not acknowledged and a
+reason from `FAILURE_REASONS`, and each client counts its failures by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import structlog
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.pdu import ModbusPDU
+
+from mullet.drivers.device_profiles import PduProfile, load_pdu_profile
+
+log = structlog.get_logger("mullet.pdu")
+
+# Bounded label values (metrics): why a request, or an outlet of a switch, failed.
+FAILURE_REASONS = (
+    "unreachable",  # no TCP connection (refused, reset, connect timed out)
+    "timeout",  # connected, but no answer within timeout_s
+    "modbus_error",  # a read answered with a Modbus exception, or too short
+    "refused",  # an outlet write answered with a Modbus exception (e.g. not logged in)
+    "login_failed",  # the login write answered with a Modbus exception (wrong key?)
+    "implausible",  # a power reading that is not finite or negative (not cached)
+    "bad_outlet",  # an outlet number the PDU does not have
+    "unknown_pdu",  # PduPool: an outlet on a PDU the pool does not hold
+    "closed",  # the client was closed
+    "internal_error",  # a bug, caught so that the caller still gets its result
+)
+PduState = Literal["new", "connecting", "up", "unresponsive", "down", "closed"]
+
+_MAX_COILS_PER_WRITE = 1968  # FC 15
+_MAX_REGISTERS_PER_WRITE = 123  # FC 16
+_DEVICE_ERRORS = (ModbusException, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchResult:
+    """What one PDU did with one `switch()`; times are `time.monotonic()` seconds.
+
+    `failed` are the requested outlets whose write was not acknowledged (their state is unknown),
+    `reason` the first failure's reason (None when all were acknowledged, even after a re-login).
+    `writes` counts the Modbus write requests sent, logins included; `logged_in` says whether a login
+    write was among them. `issued_s` is when the first outlet write went out (None if none did).
+    """
+
+    pdu_id: str
+    on: bool
+    outlets: tuple[int, ...]
+    failed: tuple[int, ...]
+    reason: str | None
+    writes: int
+    logged_in: bool
+    started_s: float
+    issued_s: float | None
+    done_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.done_s - self.started_s
+
+
+@dataclass(frozen=True, slots=True)
+class PoolResult:
+    """Per-PDU results of one `PduPool` switch, all started together (`started_s`/`done_s` monotonic)."""
+
+    on: bool
+    results: Mapping[str, SwitchResult]
+    started_s: float
+    done_s: float
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.results.values())
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.done_s - self.started_s
+
+    @property
+    def failed(self) -> list[tuple[str, int]]:
+        return [(pdu_id, outlet) for pdu_id, result in self.results.items() for outlet in result.failed]
+
+
+class PduSpec(Protocol):
+    """What a client needs from `config.pdus[]` (daemon.config.PduSection)."""
+
+    @property
+    def pdu_id(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def device_id(self) -> int: ...
+    @property
+    def profile(self) -> str: ...
+    @property
+    def outlets(self) -> int: ...
+
+
+class OutletRefLike(Protocol):
+    """An outlet as configured (daemon.config.OutletRef): `pdu` id and 1-based `outlet`."""
+
+    @property
+    def pdu(self) -> str: ...
+    @property
+    def outlet(self) -> int: ...
+
+
+OutletRefs = Iterable[OutletRefLike | tuple[str, int]]
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionException | OSError):
+        return "unreachable"
+    if isinstance(exc, TimeoutError | ModbusException):
+        # pymodbus reports a missing answer as ModbusIOException (a ModbusException)
+        return "timeout"
+    return "modbus_error"
+
+
+class PduClient:
+    """One PDU: a warm Modbus TCP connection, outlet switching and a per-outlet power cache."""
+
+    def __init__(
+        self,
+        pdu_id: str,
+        host: str,
+        port: int,
+        *,
+        outlets: int,
+        profile: PduProfile | str = "netio-coils",
+        device_id: int = 1,
+        timeout_s: float = 0.2,
+        keepalive_s: float = 1.0,
+        stale_after_s: float = 3.0,
+        reconnect_min_s: float = 0.1,
+        reconnect_max_s: float = 5.0,
+        keep_login: bool = True,
+    ) -> None:
+        """ProfileError for a profile that cannot serve `outlets`, ValueError for bad timings: both are
+        configuration errors, raised here rather than at the first cut."""
+        for name, value in (
+            ("timeout_s", timeout_s),
+            ("keepalive_s", keepalive_s),
+            ("stale_after_s", stale_after_s),
+            ("reconnect_min_s", reconnect_min_s),
+            ("reconnect_max_s", reconnect_max_s),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"pdu {pdu_id}: {name} must be > 0, got {value}")
+        self.pdu_id = pdu_id
+        self.host = host
+        self.port = port
+        self.outlets = outlets
+        self.profile = load_pdu_profile(profile) if isinstance(profile, str) else profile
+        self.profile.check_outlets(outlets)
+        self.device_id = device_id
+        self.timeout_s = timeout_s
+        self.keepalive_s = keepalive_s
+        self.stale_after_s = stale_after_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = max(reconnect_min_s, reconnect_max_s)
+        self.keep_login = keep_login
+        self.failures: Counter[str] = Counter()
+        self.logins = 0
+        self.power_reads = 0
+        self.last_read_s: float | None = None
+        self._client = AsyncModbusTcpClient(
+            host,
+            port=port,
+            timeout=timeout_s,
+            retries=0,
+            reconnect_delay=0,  # reconnects are ours, with backoff, from the keep-alive
+            trace_connect=self._on_connection,
+        )
+        self._state: PduState = "new"
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[bool] | None = None
+        self._session_until_s = 0.0
+        self._power_w: list[float | None] = [None] * (outlets + 1)
+        self._power_at_s: list[float] = [0.0] * (outlets + 1)
+        self._reads = self.profile.power_reads(outlets)
+        self._power_datatype = getattr(AsyncModbusTcpClient.DATATYPE, self.profile.power_type.upper())
+        login = self.profile.login
+        # Renew a session this long before the PDU would end it (network delay, clock skew).
+        self._login_margin_s = (
+            min(login.idle_s / 2, max(timeout_s, 0.1 * login.idle_s)) if login is not None else 0.0
+        )
+
+    @classmethod
+    def from_spec(cls, spec: PduSpec, **options: Any) -> PduClient:
+        """A client for one `config.pdus[]` entry; `options` are the keyword arguments of `__init__`."""
+        return cls(
+            spec.pdu_id,
+            spec.host,
+            spec.port,
+            outlets=spec.outlets,
+            profile=spec.profile,
+            device_id=spec.device_id,
+            **options,
+        )
+
+    # status
+
+    @property
+    def state(self) -> PduState:
+        """`up`: connected and the last request answered; `unresponsive`: connected but the last
+        request timed out; `down`: no connection (reconnecting); `new` / `connecting` before the
+        first connection; `closed` after `close()`."""
+        return self._state
+
+    @property
+    def connected(self) -> bool:
+        return self._client.connected
+
+    @property
+    def stale(self) -> bool:
+        """True while no complete power readback is younger than `stale_after_s`."""
+        return self.last_read_s is None or time.monotonic() - self.last_read_s > self.stale_after_s
+
+    def outlet_power_w(self, outlet: int) -> float | None:
+        """Last read power of `outlet` in W; None when never read, older than `stale_after_s`, or no
+        such outlet. Unknown is not 0."""
+        if not 1 <= outlet <= self.outlets:
+            return None
+        value = self._power_w[outlet]
+        if value is None or time.monotonic() - self._power_at_s[outlet] > self.stale_after_s:
+            return None
+        return value
+
+    def outlets_power_w(self, outlets: Iterable[int]) -> float | None:
+        """Sum over `outlets`, or None if any of them is unknown."""
+        total = 0.0
+        for outlet in outlets:
+            value = self.outlet_power_w(outlet)
+            if value is None:
+                return None
+            total += value
+        return total
+
+    def outlet_read_s(self, outlet: int) -> float | None:
+        """When `outlet`'s cached power was read (monotonic s), or None."""
+        if not 1 <= outlet <= self.outlets or self._power_w[outlet] is None:
+            return None
+        return self._power_at_s[outlet]
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Connect, read power (and log in) once, then keep the connection warm in the background.
+        Returns within about two timeouts whatever the PDU does; a PDU that is down is retried."""
+        if self._task is not None or self._closed:
+            return
+        connected = await self._connect()
+        if connected:
+            await self._tick()
+        first_delay_s = self.keepalive_s if connected else self.reconnect_min_s
+        self._task = asyncio.create_task(self._keepalive(first_delay_s), name=f"pdu-{self.pdu_id}")
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in (self._task, self._connecting):
+            # Python 3.11's asyncio.wait_for (inside pymodbus) swallows a cancel that arrives as its
+            # answer does: cancel until the task has really ended (the loop also checks _closed).
+            while task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=self.timeout_s)
+            if task is not None and not task.cancelled():
+                with contextlib.suppress(Exception):
+                    task.result()
+        self._task = self._connecting = None
+        self._client.close()
+        self._set_state("closed")
+
+    async def _keepalive(self, delay_s: float) -> None:
+        backoff_s = self.reconnect_min_s
+        while not self._closed:
+            await asyncio.sleep(delay_s)
+            if await self._connect():
+                backoff_s = self.reconnect_min_s
+                await self._tick()
+                delay_s = self.keepalive_s
+            else:
+                delay_s = backoff_s
+                backoff_s = min(backoff_s * 2, self.reconnect_max_s)
+
+    async def _tick(self) -> None:
+        """The keep-alive: read power; renew the login session if it would lapse before next time."""
+        try:
+            await self.read_power()
+            login = self.profile.login
+            if (
+                self.keep_login
+                and login is not None
+                and self._client.connected
+                # two periods ahead, so a late tick never leaves a switch facing a lapsed session
+                and time.monotonic() + 2 * self.keepalive_s >= self._session_until_s - self._login_margin_s
+            ):
+                await self._login()
+        except Exception:  # never let the keep-alive die on a bug; count it and go on
+            log.exception("pdu keep-alive failed", pdu=self.pdu_id)
+            self.failures["internal_error"] += 1
+
+    async def _connect(self) -> bool:
+        """Connected now, or after one bounded attempt (shared by concurrent callers)."""
+        if self._client.connected:
+            return True
+        if self._closed:
+            return False
+        task = self._connecting
+        if task is None or task.done():
+            task = self._connecting = asyncio.create_task(self._open(), name=f"pdu-connect-{self.pdu_id}")
+        return await asyncio.shield(task)
+
+    async def _open(self) -> bool:
+        if self._state == "new":
+            self._set_state("connecting")
+        try:
+            async with asyncio.timeout(self.timeout_s * 2):
+                await self._client.connect()
+        except _DEVICE_ERRORS:
+            pass
+        if not self._client.connected:
+            self._fail("unreachable")
+            return False
+        self._set_state("up")
+        return True
+
+    def _on_connection(self, connected: bool) -> None:
+        """pymodbus' connect/disconnect callback, also for connects it makes on its own."""
+        if connected:
+            # A fresh connection may be a fresh session (or a rebooted PDU): log in before switching.
+            self._session_until_s = 0.0
+        elif not self._closed:
+            self._set_state("down")
+
+    # power readback
+
+    async def read_power(self) -> bool:
+        """Read every outlet's power now (what the keep-alive does); False if any read failed."""
+        if not self._client.connected:
+            self._fail("unreachable")
+            return False
+        read = (
+            self._client.read_input_registers
+            if self.profile.power_table == "input"
+            else self._client.read_holding_registers
+        )
+        stride, size, scale = self.profile.power_stride, self.profile.power_size, self.profile.power_scale_w
+        for first, start, count in self._reads:
+            try:
+                response = await read(start, count=count, device_id=self.device_id)
+            except _DEVICE_ERRORS as exc:
+                self._fail(_reason(exc))
+                return False
+            registers = response.registers
+            if response.isError() or len(registers) < count:
+                self._fail("modbus_error")
+                return False
+            now_s = time.monotonic()
+            for index in range(count // stride):
+                raw = self._client.convert_from_registers(
+                    registers[index * stride : index * stride + size],
+                    data_type=self._power_datatype,
+                    word_order=self.profile.power_word_order,
+                )
+                assert isinstance(raw, int | float)
+                watts = float(raw) * scale
+                if not math.isfinite(watts) or watts < 0:
+                    self.failures["implausible"] += 1  # the old value is left to go stale
+                    continue
+                self._power_w[first + index] = watts
+                self._power_at_s[first + index] = now_s
+        self.last_read_s = time.monotonic()
+        self.power_reads += 1
+        self._set_state("up")
+        return True
+
+    # switching
+
+    async def switch(self, outlets: Iterable[int], on: bool) -> SwitchResult:
+        """Switch `outlets` on or off with as few round trips as the profile allows. Never raises for
+        device errors: see the result's `failed` and `reason`."""
+        started_s = time.monotonic()
+        wanted = tuple(sorted(set(outlets)))
+        valid = [outlet for outlet in wanted if 1 <= outlet <= self.outlets]
+        failed = [outlet for outlet in wanted if not 1 <= outlet <= self.outlets]
+        reason: str | None = "bad_outlet" if failed else None
+        if failed:
+            self.failures["bad_outlet"] += 1
+        progress = _Progress()
+        try:
+            why = await self._switch(valid, on, progress)
+            if why is not None:
+                reason = reason or why
+        except Exception:
+            log.exception("pdu switch failed", pdu=self.pdu_id)
+            self.failures["internal_error"] += 1
+            reason = reason or "internal_error"
+            progress.failed.extend(o for o in valid if o not in progress.done and o not in progress.failed)
+        failed.extend(progress.failed)
+        result = SwitchResult(
+            pdu_id=self.pdu_id,
+            on=on,
+            outlets=wanted,
+            failed=tuple(sorted(failed)),
+            reason=reason if failed else None,
+            writes=progress.writes,
+            logged_in=progress.logged_in,
+            started_s=started_s,
+            issued_s=progress.issued_s,
+            done_s=time.monotonic(),
+        )
+        if failed:
+            log.warning(
+                "pdu switch incomplete",
+                pdu=self.pdu_id,
+                on=on,
+                failed=result.failed,
+                reason=result.reason,
+                elapsed_ms=round(result.elapsed_s * 1000, 2),
+            )
+        return result
+
+    async def _switch(self, outlets: list[int], on: bool, progress: _Progress) -> str | None:
+        """Write `outlets`, recording progress; the first failure's reason, or None."""
+        if not outlets:
+            return None
+        if self._closed or not await self._connect():
+            progress.failed.extend(outlets)
+            return "closed" if self._closed else "unreachable"
+        login = self.profile.login
+        if login is not None and time.monotonic() >= self._session_until_s - self._login_margin_s:
+            progress.writes += 1
+            progress.logged_in = True
+            why = await self._login()
+            if why is not None:
+                progress.failed.extend(outlets)
+                return why
+        batches = self._batches(outlets)
+        reason: str | None = None
+        relogged = False
+        for index, (first, count) in enumerate(batches):
+            progress.writes += 1
+            why = await self._write(first, count, on, progress)
+            if why == "refused" and login is not None and not relogged:
+                # Maybe the PDU ended the session early (reboot, its own clock): log in once more.
+                relogged = True
+                progress.writes += 1
+                progress.logged_in = True
+                why = await self._login()
+                if why is None:
+                    progress.writes += 1
+                    why = await self._write(first, count, on, progress)
+            batch = range(first, first + count)
+            if why is None:
+                progress.done.extend(batch)
+                continue
+            reason = reason or why
+            progress.failed.extend(batch)
+            if why in ("timeout", "unreachable"):
+                # The PDU is not answering: do not spend a timeout on each remaining write.
+                for rest_first, rest_count in batches[index + 1 :]:
+                    progress.failed.extend(range(rest_first, rest_first + rest_count))
+                break
+        return reason
+
+    def _batches(self, outlets: list[int]) -> list[tuple[int, int]]:
+        """(first outlet, count) per write request: contiguous runs when multi writes are allowed."""
+        if not self.profile.multi_write:
+            return [(outlet, 1) for outlet in outlets]
+        limit = _MAX_COILS_PER_WRITE if self.profile.switch == "coil" else _MAX_REGISTERS_PER_WRITE
+        runs: list[tuple[int, int]] = []
+        for outlet in outlets:
+            if runs and runs[-1][0] + runs[-1][1] == outlet and runs[-1][1] < limit:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+            else:
+                runs.append((outlet, 1))
+        return runs
+
+    async def _write(self, first: int, count: int, on: bool, progress: _Progress) -> str | None:
+        address = self.profile.switch_address(first)
+        client = self._client
+        sent_s = time.monotonic()
+        if progress.issued_s is None:
+            progress.issued_s = sent_s
+        try:
+            response: ModbusPDU
+            if self.profile.switch == "coil":
+                if count == 1:
+                    response = await client.write_coil(address, on, device_id=self.device_id)
+                else:
+                    response = await client.write_coils(address, [on] * count, device_id=self.device_id)
+            else:
+                code = self.profile.code(on)
+                if count == 1:
+                    response = await client.write_register(address, code, device_id=self.device_id)
+                else:
+                    response = await client.write_registers(address, [code] * count, device_id=self.device_id)
+        except _DEVICE_ERRORS as exc:
+            return self._fail(_reason(exc))
+        if response.isError():
+            return self._fail("refused")
+        self._renewed(sent_s)
+        self._set_state("up")
+        return None
+
+    async def _login(self) -> str | None:
+        login = self.profile.login
+        assert login is not None
+        sent_s = time.monotonic()
+        try:
+            response = await self._client.write_register(
+                login.register, login.value, device_id=self.device_id
+            )
+        except _DEVICE_ERRORS as exc:
+            return self._fail(_reason(exc))
+        if response.isError():
+            self._session_until_s = 0.0
+            return self._fail("login_failed")
+        self.logins += 1
+        self._renewed(sent_s)
+        self._set_state("up")
+        return None
+
+    def _renewed(self, sent_s: float) -> None:
+        """An acknowledged write sent at `sent_s` keeps the login session open from then on."""
+        login = self.profile.login
+        if login is not None:
+            self._session_until_s = max(self._session_until_s, sent_s + login.idle_s)
+
+    def _fail(self, reason: str) -> str:
+        self.failures[reason] += 1
+        if reason == "timeout":
+            self._set_state("unresponsive")
+        elif reason == "unreachable":
+            self._set_state("down")
+        return reason
+
+    def _set_state(self, state: PduState) -> None:
+        if state != self._state:
+            level = log.info if state in ("up", "closed", "connecting") else log.warning
+            level("pdu state", pdu=self.pdu_id, state=state, was=self._state)
+            self._state = state
+
+
+@dataclass(slots=True)
+class _Progress:
+    writes: int = 0
+    logged_in: bool = False
+    issued_s: float | None = None
+    done: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+class PduPool:
+    """A `PduClient` per configured PDU; switches outlets on all of them concurrently."""
+
+    def __init__(self, clients: Iterable[PduClient]) -> None:
+        self.clients: dict[str, PduClient] = {}
+        for client in clients:
+            if client.pdu_id in self.clients:
+                raise ValueError(f"duplicate pdu_id {client.pdu_id!r}")
+            self.clients[client.pdu_id] = client
+
+    @classmethod
+    def from_config(cls, pdus: Iterable[PduSpec], **options: Any) -> PduPool:
+        """One client per `config.pdus[]` entry; `options` go to every `PduClient`."""
+        return cls(PduClient.from_spec(spec, **options) for spec in pdus)
+
+    async def start(self) -> None:
+        """Connect to every PDU at once; returns within about two timeouts even if some are down."""
+        await asyncio.gather(*(client.start() for client in self.clients.values()))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(client.close() for client in self.clients.values()))
+
+    @staticmethod
+    def group(outlet_refs: OutletRefs) -> dict[str, tuple[int, ...]]:
+        """Outlets by PDU id, e.g. to arm a cut ahead of time and fire it with `switch_grouped`."""
+        grouped: dict[str, list[int]] = {}
+        for ref in outlet_refs:
+            pdu_id, outlet = ref if isinstance(ref, tuple) else (ref.pdu, ref.outlet)
+            grouped.setdefault(pdu_id, []).append(outlet)
+        return {pdu_id: tuple(outlets) for pdu_id, outlets in grouped.items()}
+
+    async def cut(self, outlet_refs: OutletRefs) -> PoolResult:
+        """Switch `outlet_refs` off: every PDU's writes at once."""
+        return await self.switch_grouped(self.group(outlet_refs), on=False)
+
+    async def switch(self, outlet_refs: OutletRefs, on: bool) -> PoolResult:
+        return await self.switch_grouped(self.group(outlet_refs), on)
+
+    async def switch_grouped(self, by_pdu: Mapping[str, Sequence[int]], on: bool) -> PoolResult:
+        """Switch outlets already grouped by PDU, all PDUs concurrently; never raises for device errors
+        (an unknown PDU id is a result with reason `unknown_pdu`)."""
+        started_s = time.monotonic()
+        known = [(pdu_id, outlets) for pdu_id, outlets in by_pdu.items() if pdu_id in self.clients]
+        switched = await asyncio.gather(
+            *(self.clients[pdu_id].switch(outlets, on) for pdu_id, outlets in known)
+        )
+        results = {result.pdu_id: result for result in switched}
+        for pdu_id, outlets in by_pdu.items():
+            if pdu_id not in self.clients:
+                wanted = tuple(sorted(set(outlets)))
+                results[pdu_id] = SwitchResult(
+                    pdu_id=pdu_id,
+                    on=on,
+                    outlets=wanted,
+                    failed=wanted,
+                    reason="unknown_pdu",
+                    writes=0,
+                    logged_in=False,
+                    started_s=started_s,
+                    issued_s=None,
+                    done_s=started_s,
+                )
+        return PoolResult(on=on, results=results, started_s=started_s, done_s=time.monotonic())
+
+    def outlet_power_w(self, pdu_id: str, outlet: int) -> float | None:
+        client = self.clients.get(pdu_id)
+        return None if client is None else client.outlet_power_w(outlet)
+
+    def power_w(self, outlet_refs: OutletRefs) -> float | None:
+        """Total cached power of `outlet_refs` in W, or None if any of them is unknown or stale."""
+        total = 0.0
+        for pdu_id, outlets in self.group(outlet_refs).items():
+            client = self.clients.get(pdu_id)
+            value = None if client is None else client.outlets_power_w(outlets)
+            if value is None:
+                return None
+            total += value
+        return total
+
+    async def read_power(self, pdu_ids: Iterable[str] | None = None) -> dict[str, bool]:
+        """Read power now on the given PDUs (default all), concurrently; whether each read succeeded."""
+        chosen = [
+            self.clients[p] for p in (self.clients if pdu_ids is None else pdu_ids) if p in self.clients
+        ]
+        done = await asyncio.gather(*(client.read_power() for client in chosen))
+        return {client.pdu_id: ok for client, ok in zip(chosen, done, strict=True)}
