@@ -615,3 +615,41 @@ async def test_a_group_whose_firmware_ignores_the_shed_is_cut_at_its_pdu_within_
     await observer.send(GridEvent(id="ev-liar", kind="cancel", source="test"))
     await until(lambda: liar.powered and liar.commanded == "run", 10, "c01 back")
     assert all(site.pdus["pdu-a"].is_on(outlet) for outlet in (1, 2))
+
+
+def _hard_cut_stage_2(data: dict) -> None:
+    data["control"].update(release_after_s=1.0)
+    data["control"]["trip_stages"][1]["hard_cut"] = True
+
+
+@pytest.mark.parametrize("running", [_hard_cut_stage_2], indirect=True)
+async def test_a_deep_dip_fires_both_stages_and_cuts_the_outlets_of_the_hard_cut_stage(
+    running: Running,
+) -> None:
+    from mullet.simulators.meter import FrequencyScript
+
+    site, observer, config = running.site, running.observer, running.config
+    topics = observer.topics
+    _, raw = await observer.wait_for(
+        lambda t, p: (
+            t == topics.daemon_plan and {1, 2} <= {g["trip_stage"] for g in json.loads(p)["groups"].values()}
+        ),
+        10,
+    )
+    stages = {g: d["trip_stage"] for g, d in json.loads(raw)["groups"].items()}
+    stage_2 = {g for g, s in stages.items() if s == 2}
+    armed = {g for g, s in stages.items() if s is not None}
+    await until(lambda: all(site.groups[g].trip_stage == stages[g] for g in armed), 5, "controllers armed")
+
+    site.frequency = FrequencyScript(59.65)  # below both 59.85 and 59.7 Hz
+    await until(lambda: all(not site.groups[g].powered for g in stage_2), 2, "stage 2 outlets cut")
+    await until(
+        lambda: all(site.groups[g].commanded == "curtail" for g in armed - stage_2), 2, "stage 1 shed"
+    )
+    assert all(site.groups[g].commanded == "run" for g in set(stages) - armed)  # unarmed: untouched
+    outlets = {(o.pdu, o.outlet) for g in config.groups if g.group_id in stage_2 for o in g.outlets}
+    assert all(not site.pdus[pdu].is_on(outlet) for pdu, outlet in outlets)
+
+    site.frequency = FrequencyScript(60.0)
+    await until(lambda: all(site.groups[g].powered for g in stage_2), 15, "outlets back after release")
+    await until(lambda: all(g.commanded == "run" for g in site.groups.values()), 15, "all restored")
