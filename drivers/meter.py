@@ -17,6 +17,7 @@ import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from mullet.drivers.cancel import reraise_swallowed_cancel
 from mullet.drivers.device_profiles import MeterProfile, Point
 
 log = structlog.get_logger("mullet.meter")
@@ -84,6 +85,7 @@ class ModbusMeter:
         try:
             while True:
                 await self._poll_once(client)
+                reraise_swallowed_cancel()  # pymodbus awaits through wait_for (Python 3.11)
                 # Fixed-rate schedule; after a long stall skip missed slots instead of bursting.
                 next_s += self.period_s
                 now_s = time.monotonic()

@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 import structlog
 
+from mullet.drivers.cancel import reraise_swallowed_cancel
+
 log = structlog.get_logger("mullet.mqtt")
 
 # Nagle's algorithm plus Linux's 40 ms delayed ACK held a small ack or setpoint back ~40 ms per hop
@@ -51,18 +53,6 @@ class BrokerAddress:
 
     def __repr__(self) -> str:  # never print the password
         return f"BrokerAddress({self.host}:{self.port}, tls={self.tls}, user={self.username!r})"
-
-
-def reraise_swallowed_cancel() -> None:
-    """Call after each awaited aiomqtt call.
-
-    Python 3.11's `asyncio.wait_for`, which aiomqtt's connect/publish/subscribe use, can drop a
-    cancellation that races with the reply (gh-86296, fixed in 3.12): the task carries on as if never
-    cancelled and a TaskGroup shutdown hangs.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def backoff_delays(min_s: float, max_s: float, rng: random.Random | None = None) -> Callable[[int], float]:

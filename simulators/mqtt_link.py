@@ -20,7 +20,8 @@ import aiomqtt
 import structlog
 
 from mullet.daemon.config import MqttSection
-from mullet.drivers.mqtt import NO_DELAY, BrokerAddress, backoff_delays, reraise_swallowed_cancel
+from mullet.drivers.cancel import reraise_swallowed_cancel
+from mullet.drivers.mqtt import NO_DELAY, BrokerAddress, backoff_delays
 
 _log = structlog.get_logger()
 
