@@ -290,7 +290,9 @@ class Daemon:
 
     async def _handle_grid_event(self, event: GridEvent) -> None:
         received_mono_s = time.monotonic()
-        if event.trip_stage is not None and event.trip_stage not in self.fastpath.stages:
+        if event.id.startswith("ufr-"):
+            decision = Decision(False, "ids starting with 'ufr-' are reserved for under-frequency holds")
+        elif event.trip_stage is not None and event.trip_stage not in self.fastpath.stages:
             decision = Decision(False, f"trip_stage {event.trip_stage} is not an armed stage of this site")
         else:
             decision = self.book.decide(
@@ -397,6 +399,8 @@ class Daemon:
         for item in confirmed:
             self.metrics.shed_confirm_seconds.labels(via=item.via).observe(item.after_s)
         for pending in overdue:
+            if pending.group_id in self.hard_cut:
+                continue  # already cut at its PDU: silence from a dark controller is expected
             await self._escalate(pending, now_mono_s)
 
     async def _escalate(self, pending: PendingShed, now_mono_s: float) -> None:
@@ -521,6 +525,8 @@ class Daemon:
     async def _publish_setpoints(self, plan: Plan, now_s: float) -> None:
         changed = []
         for decision in plan.decisions:
+            if decision.mode == "run" and decision.group_id in self.hard_cut:
+                continue  # its outlets are still off: the run setpoint waits for them
             previous = self.commanded.get(decision.group_id)
             wanted = (decision.mode, decision.power_kw, decision.trip_stage)
             if previous is None or (previous.mode, previous.power_kw, previous.trip_stage) != wanted:

@@ -163,6 +163,12 @@ class ControlSection(_Strict):
     @model_validator(mode="after")
     def _stages_ordered(self) -> ControlSection:
         stages = sorted(self.trip_stages, key=lambda s: s.stage)
+        for stage in stages:
+            if self.release_hz <= stage.threshold_hz:
+                raise ValueError(
+                    f"release_hz: must be above every trip threshold (stage {stage.stage} trips at"
+                    f" {stage.threshold_hz:g} Hz), got {self.release_hz:g}"
+                )
         for a, b in itertools.pairwise(stages):
             if a.stage == b.stage:
                 raise ValueError(f"trip_stages: duplicate stage {a.stage}")

@@ -106,8 +106,12 @@ class FastPath:
         groups, outlets = self._armed.get(stage, ((), ()))
         seq = self.next_seq()
         payload = encode(Trip(seq=seq, stage=stage, ts=time.time()))
+        publish = asyncio.ensure_future(self.publish_trip(payload))
+        # One loop turn for the PUBLISH to reach the broker's socket before 50 PDU writes queue up
+        # behind it: the broadcast reaches the first controllers in ~0.5 ms instead of ~5 ms.
+        await asyncio.sleep(0)
         cut = self.cut(list(outlets)) if outlets and self.cut is not None else _nothing()
-        published, cut_result = await asyncio.gather(self.publish_trip(payload), cut, return_exceptions=True)
+        published, cut_result = await asyncio.gather(publish, cut, return_exceptions=True)
         out_s = time.monotonic()
         record = TripRecord(
             stage=stage,
@@ -120,7 +124,10 @@ class FastPath:
             outlets=outlets,
             cut_result=cut_result,
         )
-        self.on_fired(record)
+        try:
+            self.on_fired(record)
+        except Exception:  # this task runs outside the TaskGroup: say so rather than lose it
+            log.exception("recording a trip failed", stage=stage, seq=seq)
 
 
 async def _nothing() -> None:
