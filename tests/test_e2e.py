@@ -512,6 +512,22 @@ async def test_an_emergency_that_allows_ai_flex_caps_only_the_flexible_share_aft
     )
 
 
+async def armed_stages(running: Running, wanted: set[int]) -> dict[str, int | None]:
+    """Each group's trip stage, once the daemon's plan arms every stage in `wanted` and the controllers
+    have applied it."""
+    topics = running.observer.topics
+    _, raw = await running.observer.wait_for(
+        lambda t, p: (
+            t == topics.daemon_plan and wanted <= {g["trip_stage"] for g in json.loads(p)["groups"].values()}
+        ),
+        10,
+    )
+    stages: dict[str, int | None] = {g: d["trip_stage"] for g, d in json.loads(raw)["groups"].items()}
+    armed = [g for g, stage in stages.items() if stage is not None]
+    await until(lambda: all(running.site.groups[g].trip_stage == stages[g] for g in armed), 5, "armed")
+    return stages
+
+
 def _quick_release(data: dict) -> None:
     data["control"].update(release_after_s=1.0)
 
@@ -524,16 +540,8 @@ async def test_an_under_frequency_dip_trips_the_groups_armed_at_that_stage_and_o
 
     site, observer, config = running.site, running.observer, running.config
     topics = observer.topics
-    _, raw = await observer.wait_for(
-        lambda t, p: (
-            t == topics.daemon_plan and any(g["trip_stage"] == 1 for g in json.loads(p)["groups"].values())
-        ),
-        10,
-    )
-    plan = json.loads(raw)
-    stage_1 = {g for g, d in plan["groups"].items() if d["trip_stage"] == 1}
+    stage_1 = {g for g, stage in (await armed_stages(running, {1})).items() if stage == 1}
     assert stage_1 and len(stage_1) < len(config.groups)
-    await until(lambda: all(site.groups[g].trip_stage == 1 for g in stage_1), 5, "controllers armed")
 
     seen = len(observer.received)
     site.frequency = FrequencyScript(59.8)  # below 59.85 Hz (stage 1), above 59.7 Hz (stage 2)
@@ -560,14 +568,7 @@ async def test_an_under_frequency_dip_trips_the_groups_armed_at_that_stage_and_o
 async def test_an_immediate_grid_event_fires_the_armed_stage_on_the_fast_path(running: Running) -> None:
     site, observer = running.site, running.observer
     topics = observer.topics
-    _, raw = await observer.wait_for(
-        lambda t, p: (
-            t == topics.daemon_plan and any(g["trip_stage"] == 1 for g in json.loads(p)["groups"].values())
-        ),
-        10,
-    )
-    stage_1 = {g for g, d in json.loads(raw)["groups"].items() if d["trip_stage"] == 1}
-    await until(lambda: all(site.groups[g].trip_stage == 1 for g in stage_1), 5, "controllers armed")
+    stage_1 = {g for g, stage in (await armed_stages(running, {1})).items() if stage == 1}
     seen = len(observer.received)
     await observer.send(
         GridEvent(id="ffr-1", kind="limit", kw=13_000, trip_stage=1, program="FFR", source="test")
@@ -628,18 +629,10 @@ async def test_a_deep_dip_fires_both_stages_and_cuts_the_outlets_of_the_hard_cut
 ) -> None:
     from mullet.simulators.meter import FrequencyScript
 
-    site, observer, config = running.site, running.observer, running.config
-    topics = observer.topics
-    _, raw = await observer.wait_for(
-        lambda t, p: (
-            t == topics.daemon_plan and {1, 2} <= {g["trip_stage"] for g in json.loads(p)["groups"].values()}
-        ),
-        10,
-    )
-    stages = {g: d["trip_stage"] for g, d in json.loads(raw)["groups"].items()}
+    site, config = running.site, running.config
+    stages = await armed_stages(running, {1, 2})
     stage_2 = {g for g, s in stages.items() if s == 2}
     armed = {g for g, s in stages.items() if s is not None}
-    await until(lambda: all(site.groups[g].trip_stage == stages[g] for g in armed), 5, "controllers armed")
 
     site.frequency = FrequencyScript(59.65)  # below both 59.85 and 59.7 Hz
     await until(lambda: all(not site.groups[g].powered for g in stage_2), 2, "stage 2 outlets cut")
