@@ -534,15 +534,28 @@ class Daemon:
         if not changed or not self.link.connected.is_set():
             return
 
-        async def send(decision: GroupDecision) -> None:
+        setpoints = []
+        for decision in changed:
             self.seq += 1
-            setpoint = GroupSetpoint(
-                seq=self.seq,
-                mode=decision.mode,
-                power_kw=decision.power_kw,
-                trip_stage=decision.trip_stage,
-                ts=now_s,
+            setpoints.append(
+                GroupSetpoint(
+                    seq=self.seq,
+                    mode=decision.mode,
+                    power_kw=decision.power_kw,
+                    trip_stage=decision.trip_stage,
+                    ts=now_s,
+                )
             )
+        # Journaled before they go out: after a crash, the newest command per group is on disk, so a
+        # restarted daemon never re-sends an older one over it (one commit per cycle, not per group).
+        await self.journal.durable_many(
+            [
+                ("setpoint", {**sp.model_dump(exclude={"v"}), "reason": d.reason}, d.group_id)
+                for d, sp in zip(changed, setpoints, strict=True)
+            ]
+        )
+
+        async def send(decision: GroupDecision, setpoint: GroupSetpoint) -> None:
             sent = await self.link.publish(
                 self.topics.group_set(decision.group_id), encode(setpoint), qos=1, retain=True
             )
@@ -554,10 +567,15 @@ class Daemon:
                 self.verifier.expect(decision.group_id, time.monotonic(), "setpoint")
             else:
                 self.verifier.forget(decision.group_id)
-            self._record_delivery("setpoint", "group_id", decision.group_id, setpoint, decision.reason)
+            log.info(
+                "setpoint",
+                group_id=decision.group_id,
+                **setpoint.model_dump(exclude={"v", "ts"}),
+                reason=decision.reason,
+            )
 
         async with self._publishing:
-            await asyncio.gather(*(send(d) for d in changed))
+            await asyncio.gather(*(send(d, sp) for d, sp in zip(changed, setpoints, strict=True)))
 
     async def _publish_tenant_caps(self, plan: Plan, now_s: float) -> None:
         """Tell each tenant its cap when it changes; uncapped (null) unless the plan caps a flexible

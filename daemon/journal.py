@@ -64,10 +64,16 @@ class Journal:
 
     async def durable(self, kind: str, data: dict[str, Any], subject: str | None = None) -> None:
         """Return only once the entry is committed to disk."""
-        entry = _entry(kind, subject, data)
-        entry.committed = asyncio.get_running_loop().create_future()
-        await self._queue.put(entry)
-        await entry.committed
+        await self.durable_many([(kind, data, subject)])
+
+    async def durable_many(self, items: list[tuple[str, dict[str, Any], str | None]]) -> None:
+        """Commit several entries (normally in one transaction) and return once all are on disk."""
+        loop = asyncio.get_running_loop()
+        entries = [_entry(kind, subject, data) for kind, data, subject in items]
+        for entry in entries:
+            entry.committed = loop.create_future()
+            await self._queue.put(entry)
+        await asyncio.gather(*(entry.committed for entry in entries if entry.committed is not None))
 
     async def run(self) -> None:
         try:
