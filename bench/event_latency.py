@@ -161,6 +161,12 @@ def site_config(
     data["metrics"]["port"] = free_port(HOST)
     data["journal"]["path"] = str(workdir / "journal.sqlite")
     data["simulator"].update(curtail_s=curtail_s, resume_s=resume_s, tick_hz=tick_hz)
+    # Compressed time like the ramps: anti-flapping holds and the restore stagger in fractions of a
+    # second, and a ramp that rounds a few seconds apart do not exhaust (this measures events, not the
+    # restore policy).
+    data["control"].update(
+        min_on_s=0.5, min_off_s=0.5, restore_stagger_s=0.5, restore_ramp_kw_per_min=100_000
+    )
     config = parse_config(data)
     path = workdir / "site.toml"
     path.write_text(tomli_w.dumps(data))
@@ -304,7 +310,7 @@ async def one_round(
         raise RuntimeError(f"round {index}: cancel not accepted: {cancel_ack}")
     restored_ns = await until(
         lambda: site.mining_power_kw() >= 0.98 * mining_rated_kw,
-        args.resume_s + 5,
+        args.resume_s + 15,  # restores are staggered: about one group per control period here
         "mining load back",
         poll_s,
     )
