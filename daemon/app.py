@@ -593,18 +593,17 @@ class Daemon:
                 if not await self.link.publish(topic, encode(setpoint), qos=1, retain=True):
                     return
                 self.tenant_setpoints[decision.tenant_id] = setpoint
-                self._record_delivery(
-                    "tenant_setpoint", "tenant_id", decision.tenant_id, setpoint, decision.reason
+                fields = setpoint.model_dump(exclude={"v"})
+                self.journal.record(
+                    "tenant_setpoint", {**fields, "reason": decision.reason}, subject=decision.tenant_id
                 )
-
-    def _record_delivery(
-        self, kind: str, id_key: str, subject: str, setpoint: GroupSetpoint | TenantSetpoint, reason: str
-    ) -> None:
-        """Journal and log a setpoint the broker accepted, with the rule that set it."""
-        fields = setpoint.model_dump(exclude={"v"})
-        self.journal.record(kind, {**fields, "reason": reason}, subject=subject)
-        fields.pop("ts")
-        log.info(kind.replace("_", " "), **{id_key: subject}, **fields, reason=reason)
+                log.info(
+                    "tenant setpoint",
+                    tenant_id=decision.tenant_id,
+                    seq=setpoint.seq,
+                    power_cap_kw=setpoint.power_cap_kw,
+                    reason=decision.reason,
+                )
 
     def _plan_summary(self, plan: Plan) -> dict[str, Any]:
         return {
