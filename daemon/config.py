@@ -155,6 +155,9 @@ class ControlSection(_Strict):
     shed_confirm_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     # Fast path: consecutive samples at or below a stage's threshold before it fires.
     trip_confirm_samples: Annotated[int, Field(ge=1, le=20)] = 2
+    # Wait before each confirming read (0: at once). Set it to the meter's refresh period for the
+    # confirmation to see a new measurement rather than the same one read again.
+    trip_confirm_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     max_rocof_hz_per_s: Annotated[float, Field(gt=0, le=100)] = 5.0
     # A fired stage holds restores until the frequency is back at or above this for release_after_s.
     release_hz: Annotated[float, Field(gt=40, lt=70)] = 59.95

@@ -63,7 +63,13 @@ class ModbusMeter:
         on_sample: SampleHandler,
         on_reject: RejectHandler,
         on_round_trip: Callable[[float], None] | None = None,
+        confirm_now: Callable[[], bool] | None = None,
+        confirm_delay_s: float = 0.0,
+        max_confirm_reads: int = 4,
     ) -> None:
+        """`confirm_now` is asked after each sample; while it says yes the meter reads again after
+        `confirm_delay_s` instead of waiting for the next slot (at most `max_confirm_reads` extra
+        reads per slot), so a trip's confirming samples do not each cost a poll period."""
         self.host = host
         self.port = port
         self.device_id = device_id
@@ -73,6 +79,10 @@ class ModbusMeter:
         self.on_sample = on_sample
         self.on_reject = on_reject
         self.on_round_trip = on_round_trip
+        self.confirm_now = confirm_now
+        self.confirm_delay_s = confirm_delay_s
+        self.max_confirm_reads = max_confirm_reads
+        self.confirm_reads = 0
         self._start, self._count = profile.block(("power_w", "frequency_hz"))
         self._power = profile.points["power_w"]
         self._frequency = profile.points["frequency_hz"]
@@ -86,6 +96,14 @@ class ModbusMeter:
             while True:
                 await self._poll_once(client)
                 reraise_swallowed_cancel()  # pymodbus awaits through wait_for (Python 3.11)
+                for _ in range(self.max_confirm_reads):
+                    if self.confirm_now is None or not self.confirm_now():
+                        break
+                    # Off the schedule: the next slot stays where it was.
+                    await asyncio.sleep(self.confirm_delay_s)
+                    self.confirm_reads += 1
+                    await self._poll_once(client)
+                    reraise_swallowed_cancel()
                 # Fixed-rate schedule; after a long stall skip missed slots instead of bursting.
                 next_s += self.period_s
                 now_s = time.monotonic()

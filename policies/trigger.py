@@ -24,6 +24,10 @@ class TriggerSettings:
     # Grid frequency does not move faster than a few Hz/s even after a large unit trips; a jump beyond
     # this between two samples is a meter or transport fault.
     max_rocof_hz_per_s: float = 5.0
+    # A meter recomputes frequency over a window of cycles and refreshes it a few times a second, so
+    # two reads close together can show a whole window's change: a jump is judged against the rate
+    # over at least this long (5 Hz/s x 0.2 s = 1 Hz between any two reads).
+    rocof_window_s: float = 0.2
     release_hz: float = 59.95
     release_after_s: float = 60.0
 
@@ -65,6 +69,11 @@ class FrequencyTrigger:
     def latched(self) -> frozenset[int]:
         return frozenset(self._latched)
 
+    @property
+    def confirming(self) -> bool:
+        """A streak below some stage's threshold has begun but not yet fired that stage."""
+        return any(streak and stage not in self._latched for stage, streak in self._streaks.items())
+
     def _implausible(self, hz: float, t_s: float) -> str | None:
         if not math.isfinite(hz):
             return "not_finite"
@@ -75,7 +84,7 @@ class FrequencyTrigger:
             dt_s = t_s - last_t_s
             if dt_s <= 0:
                 return "out_of_order"
-            if abs(hz - last_hz) / dt_s > self.settings.max_rocof_hz_per_s:
+            if abs(hz - last_hz) / max(dt_s, self.settings.rocof_window_s) > self.settings.max_rocof_hz_per_s:
                 return "implausible_rocof"
         return None
 

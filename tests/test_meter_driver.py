@@ -64,6 +64,32 @@ def _driver(
     )
 
 
+async def test_a_confirming_read_goes_out_at_once_not_at_the_next_slot(meter_sim: MeterSim) -> None:
+    recorder = Recorder()
+    # A 10 s poll period: without the confirming read the second sample would come 10 s later.
+    driver = ModbusMeter(
+        "127.0.0.1",
+        meter_sim.port,
+        device_id=1,
+        profile=PROFILE,
+        poll_hz=0.1,
+        timeout_s=0.1,
+        on_sample=recorder.sample,
+        on_reject=recorder.reject,
+        confirm_now=lambda: len(recorder.samples) < 3,
+        max_confirm_reads=2,
+    )
+    task = asyncio.create_task(driver.run())
+    try:
+        await recorder.until(lambda: len(recorder.samples) >= 3, timeout_s=3.0)
+        assert driver.confirm_reads == 2
+        # at most max_confirm_reads extra reads per slot, whatever confirm_now says
+        assert len(recorder.samples) == 3
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_reads_power_and_frequency_in_kw_and_hz(meter_sim: MeterSim) -> None:
     recorder = Recorder()
     task = asyncio.create_task(_driver(meter_sim, recorder).run())

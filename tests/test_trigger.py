@@ -68,3 +68,22 @@ def test_a_fired_stage_stays_latched_until_the_frequency_has_recovered_for_the_r
     assert trigger.latched == frozenset()
     # Latched stages do not re-fire during the event; after release they can.
     assert [v.fire for v in _feed(trigger, [59.8, 59.8], start_s=10.0)] == [None, 1]
+
+
+def test_confirming_is_true_only_between_the_first_low_sample_and_the_fire() -> None:
+    trigger = _trigger(confirm_samples=3)
+    seen = []
+    for i, hz in enumerate([60.0, 59.84, 59.84, 59.84, 59.83]):
+        trigger.observe(hz, i * 0.1)
+        seen.append(trigger.confirming)
+    # streak 1 and 2 wait for more; the third fires stage 1 and stage 2 is not below its threshold
+    assert seen == [False, True, True, False, False]
+
+
+def test_close_reads_are_judged_over_the_meters_refresh_window_not_the_gap_between_them() -> None:
+    trigger = _trigger(max_rocof_hz_per_s=5.0, rocof_window_s=0.2)
+    assert trigger.observe(60.0, 0.0).rejected is None
+    # 0.3 Hz between reads 2 ms apart is a new meter value, not a 150 Hz/s grid: accepted
+    assert trigger.observe(59.7, 0.002).rejected is None
+    # 1.5 Hz within the window is beyond 5 Hz/s x 0.2 s even so
+    assert trigger.observe(58.2, 0.004).rejected == "implausible_rocof"
