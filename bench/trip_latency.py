@@ -184,6 +184,7 @@ async def stop_child(proc: asyncio.subprocess.Process | None) -> list[dict]:
 class Results:
     added: list[float] = field(default_factory=list)
     to_publish: list[float] = field(default_factory=list)
+    published: list[float] = field(default_factory=list)
     pdu_issued: list[float] = field(default_factory=list)
     puback: list[float] = field(default_factory=list)
     pdu_done: list[float] = field(default_factory=list)
@@ -201,14 +202,12 @@ def ms(a_ns: int, b_ns: int) -> float:
 
 
 async def bench(args: argparse.Namespace) -> int:
-    import aiomqtt
-
     from mullet.daemon.fastpath import FastPath, TripRecord
     from mullet.daemon.logs import configure_logging
     from mullet.drivers.device_profiles import load_meter_profile
     from mullet.drivers.meter import MeterSample, ModbusMeter
-    from mullet.drivers.mqtt import NO_DELAY
-    from mullet.drivers.pdu import PduClient, PduPool
+    from mullet.drivers.mqtt import MqttLink
+    from mullet.drivers.pdu import PduClient, PduPool, PoolResult
     from mullet.drivers.wire import Topics, Trip, encode
     from mullet.policies.model import GroupDecision, Plan, TripStage
     from mullet.policies.trigger import FrequencyTrigger, TriggerSettings
@@ -301,16 +300,26 @@ async def bench(args: argparse.Namespace) -> int:
             reasons=(),
         )
 
-        async with aiomqtt.Client(
-            broker.host, broker.port, identifier=f"bench-daemon-{root}", socket_options=NO_DELAY
-        ) as client:
+        link = MqttLink(
+            f"mqtt://{broker.host}:{broker.port}",
+            client_id=f"bench-daemon-{root}",
+            subscriptions=[],
+            on_message=lambda _topic, _payload: None,
+        )
+        link_task = asyncio.create_task(link.run())
+        await asyncio.wait_for(link.connected.wait(), 10)
+        try:
             marks: dict[str, float] = {}
 
-            async def publish_trip(payload: bytes) -> bool:
-                marks["publish_enter"] = time.monotonic()
-                await client.publish(topics.trip, payload, qos=1, timeout=2)
+            def stamp_puback(_ack: asyncio.Future[bool]) -> None:
                 marks["puback"] = time.monotonic()
-                return True
+
+            def publish_trip(payload: bytes) -> asyncio.Future[bool] | None:
+                marks["publish_enter"] = time.monotonic()
+                ack = link.publish_now(topics.trip, payload, qos=1)
+                if ack is not None:
+                    ack.add_done_callback(stamp_puback)
+                return ack
 
             seq_counter = iter(range(1, 10**9))
             fired: asyncio.Queue[TripRecord] = asyncio.Queue()
@@ -323,7 +332,7 @@ async def bench(args: argparse.Namespace) -> int:
                 on_fired=fired.put_nowait,
                 on_released=lambda: None,
                 on_reject=lambda reason: print(f"  sample rejected: {reason}"),
-                cut=pool.cut,
+                cut=lambda by_pdu: pool.switch_soon(by_pdu, on=False),
             )
             fast.arm(plan)
             print(
@@ -395,12 +404,12 @@ async def bench(args: argparse.Namespace) -> int:
                     s_ns = int(sample_s * 1e9)
                     res.added.append(record.added_latency_s * 1000)
                     res.to_publish.append((marks["publish_enter"] - sample_s) * 1000)
+                    res.published.append((record.published_s - sample_s) * 1000)
                     res.puback.append((marks["puback"] - sample_s) * 1000)
-                    if hasattr(cut, "done_s"):
+                    if isinstance(cut, PoolResult):
                         res.pdu_done.append((cut.done_s - sample_s) * 1000)
-                        issued = [r.issued_s for r in cut.results.values() if r.issued_s is not None]
-                        if issued:
-                            res.pdu_issued.append((max(issued) - sample_s) * 1000)
+                        if record.issued_s is not None:
+                            res.pdu_issued.append((record.issued_s - sample_s) * 1000)
                         res.pdu_failed += len(cut.failed)
                     else:
                         res.pdu_failed += len(all_outlets)
@@ -453,6 +462,7 @@ async def bench(args: argparse.Namespace) -> int:
                     timeout_s=0.2,
                     on_sample=on_meter_sample,
                     on_reject=rejects.append,
+                    confirm_now=lambda: fast.confirming,
                 )
                 polling = asyncio.create_task(poller.run())
                 chain_first: list[float] = []
@@ -500,6 +510,9 @@ async def bench(args: argparse.Namespace) -> int:
 
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+        finally:
+            link_task.cancel()
+            await asyncio.gather(link_task, return_exceptions=True)
     finally:
         if floor_proc is not None:
             with contextlib.suppress(Exception):

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -99,7 +100,11 @@ class Daemon:
             on_sample=self._on_meter_sample,
             on_reject=self._on_meter_reject,
             on_round_trip=self.metrics.modbus_seconds.labels(device=meter_device).observe,
+            confirm_now=lambda: self.fastpath.confirming,
+            confirm_delay_s=config.control.trip_confirm_delay_ms / 1000.0,
         )
+        # A warm connection to every PDU, so a cut is one round trip (design.md section 3).
+        self.pdus: PduPool | None = PduPool.from_config(config.pdus) if config.pdus else None
         self.fastpath = FastPath(
             trigger=FrequencyTrigger(
                 config.trip_stages(),
@@ -112,8 +117,8 @@ class Daemon:
             ),
             stages=config.trip_stages(),
             outlets_by_group={g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups},
-            cut=self._cut_outlets,
-            publish_trip=lambda payload: self.link.publish(self.topics.trip, payload, qos=1),
+            cut=self._cut_soon if self.pdus is not None else None,
+            publish_trip=lambda payload: self.link.publish_now(self.topics.trip, payload, qos=1),
             next_seq=self._next_seq,
             on_fired=self._on_trip,
             on_released=self._on_trip_released,
@@ -129,8 +134,6 @@ class Daemon:
         )
         # Groups whose outlets the daemon cut: they get power back before their next run setpoint.
         self.hard_cut: set[str] = set()
-        # A warm connection to every PDU, so a cut is one round trip (design.md section 3).
-        self.pdus: PduPool | None = PduPool.from_config(config.pdus) if config.pdus else None
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -430,10 +433,9 @@ class Daemon:
         self.journal.record("escalation", entry, subject=pending.group_id)
         log.error("shed not confirmed in time, escalated", **entry)
 
-    async def _cut_outlets(self, outlets: list[tuple[str, int]]) -> object:
-        if self.pdus is None:
-            return "no PDU driver running"
-        return _pool_detail(await self.pdus.cut(outlets))
+    def _cut_soon(self, by_pdu: Mapping[str, Sequence[int]]) -> asyncio.Task[PoolResult]:
+        assert self.pdus is not None
+        return self.pdus.switch_soon(by_pdu, on=False)
 
     async def _restore_outlets(self, plan: Plan) -> None:
         """A hard-cut group the plan restores gets its outlets back first; its run setpoint waits for that."""
@@ -478,6 +480,7 @@ class Daemon:
         cause = "frequency" if record.cause == "frequency" else "grid_event"
         self.metrics.trips.labels(stage=str(record.stage), cause=cause).inc()
         self.metrics.trip_seconds.observe(record.added_latency_s)
+        self.metrics.trip_settled_seconds.observe(record.settled_latency_s)
         self.journal.record(
             "trip",
             {
@@ -488,7 +491,8 @@ class Daemon:
                 "outlets": [list(o) for o in record.outlets],
                 "published": record.published,
                 "added_latency_s": record.added_latency_s,
-                "cut": repr(record.cut_result)[:500],
+                "settled_latency_s": record.settled_latency_s,
+                "cut": _cut_detail(record.cut_result),
             },
             subject=str(record.stage),
         )
@@ -501,6 +505,7 @@ class Daemon:
             outlets=len(record.outlets),
             published=record.published,
             added_latency_ms=round(record.added_latency_s * 1000, 3),
+            settled_latency_ms=round(record.settled_latency_s * 1000, 3),
         )
         self.wake.set()
 
@@ -710,6 +715,12 @@ def _pool_detail(result: PoolResult) -> str:
     """One line on a PDU switch: how long, and which outlets failed why."""
     failures = [f"{r.pdu_id}:{list(r.failed)} {r.reason}" for r in result.results.values() if r.failed]
     return f"{result.elapsed_s * 1000:.1f} ms" + (f"; failed {', '.join(failures)}" if failures else "")
+
+
+def _cut_detail(result: PoolResult | BaseException | None) -> str | None:
+    if isinstance(result, PoolResult):
+        return _pool_detail(result)
+    return None if result is None else f"error: {result!r}"[:500]
 
 
 def _decision_key(summary: dict[str, Any]) -> tuple[Any, ...]:

@@ -1,20 +1,22 @@
 """The fast path: fire a pre-armed trip in milliseconds.
 
 Between the frequency sample and the commands there is no planning, no per-group fan-out and no disk
-I/O: one `mining/trip` broadcast (every controller armed at or below the stage sheds at once) and,
-for stages armed with `hard_cut`, the armed PDU outlets, all started together. What happened is handed
-to `on_fired` after the commands are out; journaling and metrics happen there, not before.
+I/O: one `mining/trip` broadcast (every controller armed at or below the stage sheds at once) written
+to the broker's socket before `fire` returns, and, for stages armed with `hard_cut`, one task per PDU
+whose outlet write goes out in the very next loop turn. What happened is handed to `on_fired` once
+the acknowledgements are back; journaling and metrics happen there, never before the commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
 
+from mullet.drivers.pdu import PoolResult
 from mullet.drivers.wire import Trip, encode
 from mullet.policies.model import Plan, TripStage
 from mullet.policies.trigger import FrequencyTrigger
@@ -23,25 +25,55 @@ log = structlog.get_logger("mullet.fastpath")
 
 Outlet = tuple[str, int]  # (pdu_id, outlet)
 
-PublishTrip = Callable[[bytes], Awaitable[bool]]
-CutOutlets = Callable[[list[Outlet]], Awaitable[object]]
+# Both return at once: the PUBLISH is on the socket / every PDU's first write is scheduled ahead of
+# anything else. PublishNow gives None when nothing could be sent (not connected).
+PublishNow = Callable[[bytes], "asyncio.Future[bool] | None"]
+CutSoon = Callable[[Mapping[str, Sequence[int]]], Awaitable[PoolResult]]
 
 
 @dataclass(frozen=True, slots=True)
 class TripRecord:
+    """One trip, times in `time.monotonic()` seconds.
+
+    `published_s`: the PUBLISH was written to the broker's socket (or found no session).
+    `issued_s`: every armed PDU's first outlet write was handed to its socket (None: no PDU armed).
+    `settled_s`: the PUBACK and every PDU acknowledgement (or failure) are back.
+    """
+
     stage: int
     seq: int
     cause: str  # "frequency" or the id of the grid event that asked for it
     sample_mono_s: float
-    commands_out_mono_s: float
-    published: bool
+    published_s: float
+    issued_s: float | None
+    settled_s: float
+    published: bool  # the broker acknowledged the trip (QoS 1 PUBACK)
     groups: tuple[str, ...]
     outlets: tuple[Outlet, ...]
-    cut_result: object
+    cut_result: PoolResult | BaseException | None
+
+    @property
+    def commands_out_s(self) -> float:
+        return self.published_s if self.issued_s is None else max(self.published_s, self.issued_s)
 
     @property
     def added_latency_s(self) -> float:
-        return self.commands_out_mono_s - self.sample_mono_s
+        """The daemon's own cost: sample -> broadcast written and all armed PDU writes issued."""
+        return self.commands_out_s - self.sample_mono_s
+
+    @property
+    def settled_latency_s(self) -> float:
+        return self.settled_s - self.sample_mono_s
+
+
+@dataclass(frozen=True, slots=True)
+class _Armed:
+    groups: tuple[str, ...]
+    outlets: tuple[Outlet, ...]
+    by_pdu: Mapping[str, tuple[int, ...]]
+
+
+_UNARMED = _Armed((), (), {})
 
 
 class FastPath:
@@ -51,12 +83,12 @@ class FastPath:
         trigger: FrequencyTrigger,
         stages: tuple[TripStage, ...],
         outlets_by_group: dict[str, list[Outlet]],
-        publish_trip: PublishTrip,
+        publish_trip: PublishNow,
         next_seq: Callable[[], int],
         on_fired: Callable[[TripRecord], None],
         on_released: Callable[[], None],
         on_reject: Callable[[str], None],
-        cut: CutOutlets | None = None,
+        cut: CutSoon | None = None,
     ) -> None:
         self.trigger = trigger
         self.stages = {s.stage: s for s in stages}
@@ -67,13 +99,12 @@ class FastPath:
         self.on_released = on_released
         self.on_reject = on_reject
         self.cut = cut
-        # stage -> groups armed at that stage or below, and the hard-cut outlets among them
-        self._armed: dict[int, tuple[tuple[str, ...], tuple[Outlet, ...]]] = {}
+        self._armed: dict[int, _Armed] = {}  # stage -> what a trip at that stage touches
         self._tasks: set[asyncio.Task[None]] = set()
 
     def arm(self, plan: Plan) -> None:
         """Precompute, per stage, what a trip must touch: the hot path only looks it up."""
-        armed: dict[int, tuple[tuple[str, ...], tuple[Outlet, ...]]] = {}
+        armed: dict[int, _Armed] = {}
         for number in sorted(self.stages):
             groups = tuple(
                 d.group_id for d in plan.decisions if d.trip_stage is not None and d.trip_stage <= number
@@ -84,8 +115,16 @@ class FastPath:
                 if d.trip_stage is not None and d.trip_stage <= number and self.stages[d.trip_stage].hard_cut
                 for outlet in self.outlets_by_group.get(d.group_id, ())
             )
-            armed[number] = (groups, outlets)
+            by_pdu: dict[str, list[int]] = {}
+            for pdu_id, outlet in outlets:
+                by_pdu.setdefault(pdu_id, []).append(outlet)
+            armed[number] = _Armed(groups, outlets, {p: tuple(o) for p, o in by_pdu.items()})
         self._armed = armed
+
+    @property
+    def confirming(self) -> bool:
+        """A sample is at or below an unfired stage's threshold: the meter should read again now."""
+        return self.trigger.confirming
 
     def on_sample(self, hz: float, sample_mono_s: float) -> None:
         """Called by the meter driver for every decoded sample; must stay cheap."""
@@ -98,31 +137,61 @@ class FastPath:
             self.on_released()
 
     def fire(self, stage: int, sample_mono_s: float, *, cause: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._fire(stage, sample_mono_s, cause))
+        """Send the armed trip before returning: the broadcast is on the socket and every armed PDU's
+        write is queued ahead of anything else; acknowledgements and records follow in a task."""
+        armed = self._armed.get(stage, _UNARMED)
+        seq = self.next_seq()
+        ack = self.publish_trip(encode(Trip(seq=seq, stage=stage, ts=time.time())))
+        published_s = time.monotonic()
+        cut = self.cut(armed.by_pdu) if armed.by_pdu and self.cut is not None else None
+        loop = asyncio.get_running_loop()
+        issued: asyncio.Future[float] | None = None
+        if cut is not None:
+            # Scheduled after every PDU task's first step, so it runs once their writes are out.
+            issued = loop.create_future()
+            loop.call_soon(_stamp, issued)
+        task = loop.create_task(
+            self._settle(stage, seq, cause, sample_mono_s, published_s, armed, ack, cut, issued)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _fire(self, stage: int, sample_mono_s: float, cause: str) -> None:
-        groups, outlets = self._armed.get(stage, ((), ()))
-        seq = self.next_seq()
-        payload = encode(Trip(seq=seq, stage=stage, ts=time.time()))
-        publish = asyncio.ensure_future(self.publish_trip(payload))
-        # One loop turn for the PUBLISH to reach the broker's socket before 50 PDU writes queue up
-        # behind it: the broadcast reaches the first controllers in ~0.5 ms instead of ~5 ms.
-        await asyncio.sleep(0)
-        cut = self.cut(list(outlets)) if outlets and self.cut is not None else _nothing()
-        published, cut_result = await asyncio.gather(publish, cut, return_exceptions=True)
-        out_s = time.monotonic()
+    async def _settle(
+        self,
+        stage: int,
+        seq: int,
+        cause: str,
+        sample_mono_s: float,
+        published_s: float,
+        armed: _Armed,
+        ack: asyncio.Future[bool] | None,
+        cut: Awaitable[PoolResult] | None,
+        issued: asyncio.Future[float] | None,
+    ) -> None:
+        published, cut_result = await asyncio.gather(
+            ack if ack is not None else _value(False),
+            cut if cut is not None else _value(None),
+            return_exceptions=True,
+        )
+        issued_s: float | None = None
+        if issued is not None:
+            issued_s = await issued
+            if isinstance(cut_result, PoolResult):
+                # A PDU that had to connect or log in first issued its outlet write later than that.
+                late = [r.issued_s for r in cut_result.results.values() if r.issued_s is not None]
+                issued_s = max([issued_s, *late])
         record = TripRecord(
             stage=stage,
             seq=seq,
             cause=cause,
             sample_mono_s=sample_mono_s,
-            commands_out_mono_s=out_s,
+            published_s=published_s,
+            issued_s=issued_s,
+            settled_s=time.monotonic(),
             published=published is True,
-            groups=groups,
-            outlets=outlets,
-            cut_result=cut_result,
+            groups=armed.groups,
+            outlets=armed.outlets,
+            cut_result=cut_result if isinstance(cut_result, PoolResult | BaseException) else None,
         )
         try:
             self.on_fired(record)
@@ -130,5 +199,10 @@ class FastPath:
             log.exception("recording a trip failed", stage=stage, seq=seq)
 
 
-async def _nothing() -> None:
-    return None
+def _stamp(future: asyncio.Future[float]) -> None:
+    if not future.done():
+        future.set_result(time.monotonic())
+
+
+async def _value(value: object) -> object:
+    return value

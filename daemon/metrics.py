@@ -81,7 +81,14 @@ class Metrics:
         )
         self.trip_seconds = Histogram(
             "mullet_trip_fire_seconds",
-            "Frequency sample (or event) to trip broadcast and PDU writes done: the daemon's own cost.",
+            "Frequency sample (or event) to trip PUBLISH written and every armed PDU write issued: "
+            "the daemon's own cost.",
+            buckets=_FAST_BUCKETS_S,
+            registry=r,
+        )
+        self.trip_settled_seconds = Histogram(
+            "mullet_trip_settled_seconds",
+            "Frequency sample (or event) to the trip's PUBACK and every PDU write acknowledged or failed.",
             buckets=_FAST_BUCKETS_S,
             registry=r,
         )

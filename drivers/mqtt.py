@@ -12,6 +12,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -96,6 +97,7 @@ class MqttLink:
         self.disconnected.set()
         self.connections = 0
         self.handler_errors = 0
+        self._acks: dict[int, asyncio.Future[bool]] = {}  # mid -> PUBACK of a publish_now
 
     async def run(self) -> None:
         attempt = 0
@@ -111,6 +113,7 @@ class MqttLink:
                 self._client = None
                 self.connected.clear()
                 self.disconnected.set()
+                self._fail_acks()
             # A session that got as far as connecting starts the backoff over.
             attempt = 0 if self.connections > connections_before else attempt + 1
             await asyncio.sleep(self._delay(attempt))
@@ -135,6 +138,7 @@ class MqttLink:
         )
         # Setpoints to hundreds of groups go out concurrently by design; aiomqtt warns above 10.
         client.pending_calls_threshold = 10_000
+        self._track_acks(client)
         async with client:
             reraise_swallowed_cancel()
             for topic in self.subscriptions:
@@ -172,6 +176,53 @@ class MqttLink:
         finally:
             reraise_swallowed_cancel()
         return True
+
+    def publish_now(self, topic: str, payload: bytes, *, qos: int = 1) -> asyncio.Future[bool] | None:
+        """Write the PUBLISH to the broker's socket before returning (the fast path's broadcast).
+
+        aiomqtt hands writes to a loop writer callback registered through call_soon_threadsafe, so a
+        plain publish reaches the socket two loop turns later, behind whatever else is ready then (50
+        PDU writes, in a trip). Returns a future of the QoS 1 PUBACK (False if the session ends
+        first), or None when not connected (nothing was sent).
+        """
+        client = self._client
+        if client is None:
+            return None
+        paho = client._client  # aiomqtt keeps the paho client private; pinned aiomqtt <3
+        info = paho.publish(topic, payload, qos=qos)
+        if info.rc != 0:
+            log.warning("mqtt publish failed", topic=topic, rc=int(info.rc))
+            return None
+        try:
+            paho.loop_write()
+        except OSError as exc:  # the read side sees the broken connection and reconnects
+            log.warning("mqtt write failed", topic=topic, error=str(exc))
+        ack: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if qos == 0 or info.is_published():
+            ack.set_result(True)
+        else:
+            self._acks[info.mid] = ack
+        return ack
+
+    def _track_acks(self, client: aiomqtt.Client) -> None:
+        """Chain paho's on_publish (aiomqtt's own handler) to resolve publish_now's PUBACK futures."""
+        paho = client._client
+        aiomqtt_on_publish = paho.on_publish
+
+        def on_publish(*args: Any) -> None:
+            ack = self._acks.pop(args[2], None)  # (client, userdata, mid, reason_code, properties)
+            if ack is not None and not ack.done():
+                ack.set_result(True)
+            if aiomqtt_on_publish is not None:
+                aiomqtt_on_publish(*args)
+
+        paho.on_publish = on_publish
+
+    def _fail_acks(self) -> None:
+        acks, self._acks = self._acks, {}
+        for ack in acks.values():
+            if not ack.done():
+                ack.set_result(False)
 
     async def close(self, *, offline_payload: bool = True) -> None:
         """Say goodbye explicitly: a clean disconnect does not fire the broker's LWT."""

@@ -627,27 +627,48 @@ class PduPool:
     async def switch_grouped(self, by_pdu: Mapping[str, Sequence[int]], on: bool) -> PoolResult:
         """Switch outlets already grouped by PDU, all PDUs concurrently; never raises for device errors
         (an unknown PDU id is a result with reason `unknown_pdu`)."""
+        return await self.switch_soon(by_pdu, on)
+
+    def switch_soon(self, by_pdu: Mapping[str, Sequence[int]], on: bool) -> asyncio.Task[PoolResult]:
+        """Start every PDU's switch now and return the task that collects the result.
+
+        Each PDU's task is created here, so its first step (up to the Modbus write on a warm, logged-in
+        connection) runs in the next loop turn, before any callback scheduled after this call: the
+        fast path uses that to know when all writes are out.
+        """
         started_s = time.monotonic()
-        known = [(pdu_id, outlets) for pdu_id, outlets in by_pdu.items() if pdu_id in self.clients]
-        switched = await asyncio.gather(
-            *(self.clients[pdu_id].switch(outlets, on) for pdu_id, outlets in known)
-        )
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(self.clients[pdu_id].switch(outlets, on))
+            for pdu_id, outlets in by_pdu.items()
+            if pdu_id in self.clients
+        ]
+        unknown = {pdu_id: outlets for pdu_id, outlets in by_pdu.items() if pdu_id not in self.clients}
+        return loop.create_task(self._collect(tasks, unknown, on, started_s))
+
+    @staticmethod
+    async def _collect(
+        tasks: list[asyncio.Task[SwitchResult]],
+        unknown: Mapping[str, Sequence[int]],
+        on: bool,
+        started_s: float,
+    ) -> PoolResult:
+        switched = await asyncio.gather(*tasks)
         results = {result.pdu_id: result for result in switched}
-        for pdu_id, outlets in by_pdu.items():
-            if pdu_id not in self.clients:
-                wanted = tuple(sorted(set(outlets)))
-                results[pdu_id] = SwitchResult(
-                    pdu_id=pdu_id,
-                    on=on,
-                    outlets=wanted,
-                    failed=wanted,
-                    reason="unknown_pdu",
-                    writes=0,
-                    logged_in=False,
-                    started_s=started_s,
-                    issued_s=None,
-                    done_s=started_s,
-                )
+        for pdu_id, outlets in unknown.items():
+            wanted = tuple(sorted(set(outlets)))
+            results[pdu_id] = SwitchResult(
+                pdu_id=pdu_id,
+                on=on,
+                outlets=wanted,
+                failed=wanted,
+                reason="unknown_pdu",
+                writes=0,
+                logged_in=False,
+                started_s=started_s,
+                issued_s=None,
+                done_s=started_s,
+            )
         return PoolResult(on=on, results=results, started_s=started_s, done_s=time.monotonic())
 
     def outlet_power_w(self, pdu_id: str, outlet: int) -> float | None:

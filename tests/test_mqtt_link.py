@@ -101,3 +101,40 @@ def test_broker_urls() -> None:
     assert "s3cret" not in repr(secure)
     with pytest.raises(ValueError):
         BrokerAddress.parse("http://broker")
+
+
+async def test_publish_now_puts_the_publish_on_the_socket_before_returning(mqtt_broker) -> None:
+    """The fast path's broadcast must not wait for a loop turn: a subscriber on its own thread gets
+    it while this loop is still blocked right after the call, then the PUBACK resolves the future."""
+    import threading
+
+    import paho.mqtt.client as paho
+
+    received = threading.Event()
+    subscribed = threading.Event()
+    watcher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="publish-now-watcher")
+    watcher.on_connect = lambda client, *_: client.subscribe("site/mining/trip", qos=1)
+    watcher.on_subscribe = lambda *_: subscribed.set()
+    watcher.on_message = lambda *_: received.set()
+    watcher.connect(mqtt_broker.host, mqtt_broker.port)
+    watcher.loop_start()
+    link = MqttLink(mqtt_broker.url, client_id="publish-now", subscriptions=[], on_message=Inbox())
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.connected.wait(), 5)
+        assert await asyncio.to_thread(subscribed.wait, 5)
+        ack = link.publish_now("site/mining/trip", b'{"v":1}', qos=1)
+        assert ack is not None
+        # Blocks this loop: only a PUBLISH already written can reach the watcher meanwhile.
+        assert received.wait(5)
+        assert await asyncio.wait_for(ack, 5) is True
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        watcher.loop_stop()
+        watcher.disconnect()
+
+
+async def test_publish_now_without_a_session_sends_nothing() -> None:
+    link = MqttLink("mqtt://127.0.0.1:1", client_id="never-connected", subscriptions=[], on_message=Inbox())
+    assert link.publish_now("site/mining/trip", b"{}") is None
