@@ -17,6 +17,7 @@ import time
 from typing import Literal
 
 from mullet.daemon.config import GroupSection
+from mullet.drivers.group_command import GroupCommand
 from mullet.drivers.wire import GroupSetpoint, GroupState, Topics, Trip, WireError, decode, encode
 from mullet.simulators.mqtt_link import Broker, DeviceLink
 
@@ -47,12 +48,19 @@ class MiningGroup:
         self.power_kw = spec.rated_kw
         self.target_kw = spec.rated_kw
         self.commanded: Literal["run", "curtail"] = "run"
-        self.seq_applied: int | None = None
-        self.trip_stage: int | None = None
+        self.command = GroupCommand()  # seq and trip rules shared with the ASIC agent
         self.powered = True
         # Fault switch: firmware acknowledges commands but the power does not move (PDU cuts still do).
         self.stuck = False
         self._booting = False
+
+    @property
+    def seq_applied(self) -> int | None:
+        return self.command.seq_applied
+
+    @property
+    def trip_stage(self) -> int | None:
+        return self.command.trip_stage
 
     @property
     def mode(self) -> GroupMode:
@@ -77,10 +85,8 @@ class MiningGroup:
     def apply(self, setpoint: GroupSetpoint) -> bool:
         """Take a setpoint; False when its seq is the one already applied (a retained, QoS 1 or
         reconnect redelivery: the daemon never reuses a seq), which must not undo a trip since."""
-        if setpoint.seq == self.seq_applied:
+        if not self.command.apply(setpoint):
             return False
-        self.seq_applied = setpoint.seq
-        self.trip_stage = setpoint.trip_stage
         self.commanded = setpoint.mode
         if setpoint.mode == "curtail":
             self.target_kw = self.sleep_kw
@@ -92,7 +98,7 @@ class MiningGroup:
 
     def trip(self, stage: int) -> bool:
         """Shed at once if armed at `stage` or below; True if this group was armed."""
-        if self.trip_stage is None or self.trip_stage > stage:
+        if not self.command.trip(stage):
             return False
         self.commanded = "curtail"
         self.target_kw = self.sleep_kw

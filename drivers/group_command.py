@@ -1,0 +1,47 @@
+"""What a mining-group controller was told last, by protocol v1's rules (docs/protocol.md 3.1-3.2).
+
+Shared by the simulated controllers (`simulators/mining.py`) and the ASIC agent
+(`daemon/agent_asic.py`), so both follow `set` and `trip` the same way:
+
+- a setpoint whose `seq` is the one already applied is a redelivery (retained, QoS 1, or the daemon's
+  byte-for-byte republish after a reconnect) and is ignored, so it cannot undo a trip since;
+- a trip sheds the group when it is armed at a stage `<=` the trip's stage, and leaves `seq_applied`
+  alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mullet.drivers.wire import GroupSetpoint
+
+CommandMode = Literal["run", "curtail"]
+
+
+@dataclass(slots=True)
+class GroupCommand:
+    """The controller's current command; `mode` None means none received yet."""
+
+    seq_applied: int | None = None
+    mode: CommandMode | None = None
+    power_kw: float | None = None
+    trip_stage: int | None = None
+
+    def apply(self, setpoint: GroupSetpoint) -> bool:
+        """Take a setpoint; False (and no change) for a redelivery of the one already applied."""
+        if setpoint.seq == self.seq_applied:
+            return False
+        self.seq_applied = setpoint.seq
+        self.mode = setpoint.mode
+        self.power_kw = setpoint.power_kw if setpoint.mode == "run" else None
+        self.trip_stage = setpoint.trip_stage
+        return True
+
+    def trip(self, stage: int) -> bool:
+        """Shed if armed at `stage` or below; True when this group was armed."""
+        if self.trip_stage is None or self.trip_stage > stage:
+            return False
+        self.mode = "curtail"
+        self.power_kw = None
+        return True
