@@ -332,7 +332,7 @@ async def bench(args: argparse.Namespace) -> int:
                 on_fired=fired.put_nowait,
                 on_released=lambda: None,
                 on_reject=lambda reason: print(f"  sample rejected: {reason}"),
-                cut=lambda by_pdu: pool.switch_soon(by_pdu, on=False),
+                pdus=pool,
             )
             fast.arm(plan)
             print(

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -117,7 +116,7 @@ class Daemon:
             ),
             stages=config.trip_stages(),
             outlets_by_group={g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups},
-            cut=self._cut_soon if self.pdus is not None else None,
+            pdus=self.pdus,
             publish_trip=lambda payload: self.link.publish_now(self.topics.trip, payload, qos=1),
             next_seq=self._next_seq,
             on_fired=self._on_trip,
@@ -432,10 +431,6 @@ class Daemon:
         }
         self.journal.record("escalation", entry, subject=pending.group_id)
         log.error("shed not confirmed in time, escalated", **entry)
-
-    def _cut_soon(self, by_pdu: Mapping[str, Sequence[int]]) -> asyncio.Task[PoolResult]:
-        assert self.pdus is not None
-        return self.pdus.switch_soon(by_pdu, on=False)
 
     async def _restore_outlets(self, plan: Plan) -> None:
         """A hard-cut group the plan restores gets its outlets back first; its run setpoint waits for that."""

@@ -1,22 +1,22 @@
 """The fast path: fire a pre-armed trip in milliseconds.
 
 Between the frequency sample and the commands there is no planning, no per-group fan-out and no disk
-I/O: one `mining/trip` broadcast (every controller armed at or below the stage sheds at once) written
-to the broker's socket before `fire` returns, and, for stages armed with `hard_cut`, one task per PDU
-whose outlet write goes out in the very next loop turn. What happened is handed to `on_fired` once
-the acknowledgements are back; journaling and metrics happen there, never before the commands.
+I/O: one `mining/trip` broadcast (every controller armed at or below the stage sheds at once) and, for
+stages armed with `hard_cut`, the armed PDU outlet writes (prepared when the plan was armed), all on
+their sockets before `fire` returns. What happened is handed to `on_fired` once the acknowledgements
+are back; journaling and metrics happen there, never before the commands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
-from mullet.drivers.pdu import PoolResult
+from mullet.drivers.pdu import PduPool, PoolResult, PreparedPoolSwitch
 from mullet.drivers.wire import Trip, encode
 from mullet.policies.model import Plan, TripStage
 from mullet.policies.trigger import FrequencyTrigger
@@ -25,10 +25,9 @@ log = structlog.get_logger("mullet.fastpath")
 
 Outlet = tuple[str, int]  # (pdu_id, outlet)
 
-# Both return at once: the PUBLISH is on the socket / every PDU's first write is scheduled ahead of
-# anything else. PublishNow gives None when nothing could be sent (not connected).
+# Returns once the PUBLISH is on the broker's socket: a future of its PUBACK, or None when nothing
+# could be sent (not connected).
 PublishNow = Callable[[bytes], "asyncio.Future[bool] | None"]
-CutSoon = Callable[[Mapping[str, Sequence[int]]], Awaitable[PoolResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +69,10 @@ class TripRecord:
 class _Armed:
     groups: tuple[str, ...]
     outlets: tuple[Outlet, ...]
-    by_pdu: Mapping[str, tuple[int, ...]]
+    cut: PreparedPoolSwitch | None
 
 
-_UNARMED = _Armed((), (), {})
+_UNARMED = _Armed((), (), None)
 
 
 class FastPath:
@@ -88,7 +87,7 @@ class FastPath:
         on_fired: Callable[[TripRecord], None],
         on_released: Callable[[], None],
         on_reject: Callable[[str], None],
-        cut: CutSoon | None = None,
+        pdus: PduPool | None = None,
     ) -> None:
         self.trigger = trigger
         self.stages = {s.stage: s for s in stages}
@@ -98,7 +97,7 @@ class FastPath:
         self.on_fired = on_fired
         self.on_released = on_released
         self.on_reject = on_reject
-        self.cut = cut
+        self.pdus = pdus
         self._armed: dict[int, _Armed] = {}  # stage -> what a trip at that stage touches
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -115,10 +114,8 @@ class FastPath:
                 if d.trip_stage is not None and d.trip_stage <= number and self.stages[d.trip_stage].hard_cut
                 for outlet in self.outlets_by_group.get(d.group_id, ())
             )
-            by_pdu: dict[str, list[int]] = {}
-            for pdu_id, outlet in outlets:
-                by_pdu.setdefault(pdu_id, []).append(outlet)
-            armed[number] = _Armed(groups, outlets, {p: tuple(o) for p, o in by_pdu.items()})
+            cut = self.pdus.prepare(PduPool.group(outlets), on=False) if outlets and self.pdus else None
+            armed[number] = _Armed(groups, outlets, cut)
         self._armed = armed
 
     @property
@@ -137,21 +134,16 @@ class FastPath:
             self.on_released()
 
     def fire(self, stage: int, sample_mono_s: float, *, cause: str) -> None:
-        """Send the armed trip before returning: the broadcast is on the socket and every armed PDU's
-        write is queued ahead of anything else; acknowledgements and records follow in a task."""
+        """Send the armed trip before returning: the broadcast and every armed PDU's first write are on
+        their sockets; acknowledgements and records follow in a task."""
         armed = self._armed.get(stage, _UNARMED)
         seq = self.next_seq()
         ack = self.publish_trip(encode(Trip(seq=seq, stage=stage, ts=time.time())))
         published_s = time.monotonic()
-        cut = self.cut(armed.by_pdu) if armed.by_pdu and self.cut is not None else None
-        loop = asyncio.get_running_loop()
-        issued: asyncio.Future[float] | None = None
-        if cut is not None:
-            # Scheduled after every PDU task's first step, so it runs once their writes are out.
-            issued = loop.create_future()
-            loop.call_soon(_stamp, issued)
-        task = loop.create_task(
-            self._settle(stage, seq, cause, sample_mono_s, published_s, armed, ack, cut, issued)
+        cut = None if armed.cut is None or self.pdus is None else self.pdus.switch_now(armed.cut)
+        issued_s = time.monotonic() if cut is not None else None
+        task = asyncio.get_running_loop().create_task(
+            self._settle(stage, seq, cause, sample_mono_s, published_s, issued_s, armed, ack, cut)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -163,23 +155,19 @@ class FastPath:
         cause: str,
         sample_mono_s: float,
         published_s: float,
+        issued_s: float | None,
         armed: _Armed,
         ack: asyncio.Future[bool] | None,
         cut: Awaitable[PoolResult] | None,
-        issued: asyncio.Future[float] | None,
     ) -> None:
         published, cut_result = await asyncio.gather(
             ack if ack is not None else _value(False),
             cut if cut is not None else _value(None),
             return_exceptions=True,
         )
-        issued_s: float | None = None
-        if issued is not None:
-            issued_s = await issued
-            if isinstance(cut_result, PoolResult):
-                # A PDU that had to connect or log in first issued its outlet write later than that.
-                late = [r.issued_s for r in cut_result.results.values() if r.issued_s is not None]
-                issued_s = max([issued_s, *late])
+        if issued_s is not None and isinstance(cut_result, PoolResult):
+            # A PDU that had to connect or log in first issued its outlet write later than that.
+            issued_s = max([issued_s, *(r.issued_s for r in cut_result.results.values() if r.issued_s)])
         record = TripRecord(
             stage=stage,
             seq=seq,
@@ -197,11 +185,6 @@ class FastPath:
             self.on_fired(record)
         except Exception:  # this task runs outside the TaskGroup: say so rather than lose it
             log.exception("recording a trip failed", stage=stage, seq=seq)
-
-
-def _stamp(future: asyncio.Future[float]) -> None:
-    if not future.done():
-        future.set_result(time.monotonic())
 
 
 async def _value(value: object) -> object:

@@ -1,6 +1,6 @@
 """PDU outlets over Modbus TCP, for hard cuts: one warm connection per PDU and bounded waits.
 
-A `PduClient` keeps ONE `AsyncModbusTcpClient` open to its PDU (connected by `start()`, kept alive by
+A `PduClient` keeps ONE Modbus TCP connection open to its PDU (connected by `start()`, kept alive by
 a power read every `keepalive_s`, reconnected with exponential backoff). That read doubles as the
 per-outlet power readback: a cache with monotonic timestamps, where a value older than
 `stale_after_s` (or never read) is `None`, unknown and never 0 W. For profiles with a login the
@@ -11,9 +11,9 @@ per contiguous run of outlets when the profile allows multi writes, else one FC 
 the login write first when the session may have expired, and once more if the PDU refuses a write
 (a session lost behind our back, e.g. a reboot). Requests use a small timeout and no retries
 (design.md section 5: pymodbus' defaults block ~12 s on a dead device); after a timeout the remaining
-writes to that PDU are abandoned instead of each waiting out its own timeout. pymodbus serialises the
-requests of one connection, so a switch may first wait for an in-flight keep-alive read (at most one
-timeout on a silent PDU).
+writes to that PDU are abandoned instead of each waiting out its own timeout. `switch_now()` (the fast
+path) puts the first write on the socket before it returns, without waiting for an in-flight
+keep-alive read (drivers/modbus_tcp.py matches answers by transaction id).
 
 `PduPool` holds one client per configured PDU and switches outlets on several PDUs concurrently.
 Device errors never raise into the caller: results carry the outlets that were not acknowledged and a
@@ -32,11 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import structlog
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilRequest
+from pymodbus.pdu.register_message import WriteMultipleRegistersRequest, WriteSingleRegisterRequest
 
 from mullet.drivers.device_profiles import PduProfile, load_pdu_profile
+from mullet.drivers.modbus_tcp import ModbusTcpClient, Transaction
 
 log = structlog.get_logger("mullet.pdu")
 
@@ -142,11 +145,10 @@ OutletRefs = Iterable[OutletRefLike | tuple[str, int]]
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionException | OSError):
-        return "unreachable"
-    if isinstance(exc, TimeoutError | ModbusException):
-        # pymodbus reports a missing answer as ModbusIOException (a ModbusException)
+    if isinstance(exc, TimeoutError):  # before OSError: TimeoutError is one
         return "timeout"
+    if isinstance(exc, ConnectionException | OSError):
+        return "unreachable"  # includes the connection dropping while a request waited
     return "modbus_error"
 
 
@@ -197,14 +199,8 @@ class PduClient:
         self.logins = 0
         self.power_reads = 0
         self.last_read_s: float | None = None
-        self._client = AsyncModbusTcpClient(
-            host,
-            port=port,
-            timeout=timeout_s,
-            retries=0,
-            reconnect_delay=0,  # reconnects are ours, with backoff, from the keep-alive
-            trace_connect=self._on_connection,
-        )
+        # Reconnects are ours, with backoff, from the keep-alive; no retries on the real-time path.
+        self._client = ModbusTcpClient(host, port, timeout_s=timeout_s, on_connection=self._on_connection)
         self._state: PduState = "new"
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -213,7 +209,7 @@ class PduClient:
         self._power_w: list[float | None] = [None] * (outlets + 1)
         self._power_at_s: list[float] = [0.0] * (outlets + 1)
         self._reads = self.profile.power_reads(outlets)
-        self._power_datatype = getattr(AsyncModbusTcpClient.DATATYPE, self.profile.power_type.upper())
+        self._power_datatype = getattr(ModbusClientMixin.DATATYPE, self.profile.power_type.upper())
         login = self.profile.login
         # Renew a session this long before the PDU would end it (network delay, clock skew).
         self._login_margin_s = (
@@ -293,8 +289,8 @@ class PduClient:
     async def close(self) -> None:
         self._closed = True
         for task in (self._task, self._connecting):
-            # Python 3.11's asyncio.wait_for (inside pymodbus) swallows a cancel that arrives as its
-            # answer does: cancel until the task has really ended (the loop also checks _closed).
+            # Cancel until the task has really ended (a task may catch one cancel in a cleanup path;
+            # the keep-alive loop also checks _closed).
             while task is not None and not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=self.timeout_s)
@@ -304,6 +300,30 @@ class PduClient:
         self._task = self._connecting = None
         self._client.close()
         self._set_state("closed")
+
+    # the fast path
+
+    def prepare_switch(self, outlets: Iterable[int], on: bool) -> PreparedSwitch:
+        """Check and order `outlets` ahead of time, for `switch_now`."""
+        wanted = tuple(sorted(set(outlets)))
+        valid = [outlet for outlet in wanted if 1 <= outlet <= self.outlets]
+        return PreparedSwitch(on, wanted, tuple(self._batches(valid)))
+
+    def switch_now(self, prepared: PreparedSwitch) -> asyncio.Future[SwitchResult]:
+        """`switch()`, but the first write is on the socket before this returns when the connection is
+        up and the login session (if any) is good; otherwise `switch()` does it all in the next loop
+        turn. Later writes to this PDU each wait for the previous answer, as in `switch()`."""
+        sent: Transaction | None = None
+        if (
+            prepared.batches
+            and not self._closed
+            and self._client.connected
+            and (self.profile.login is None or not self._session_lapsing())
+        ):
+            first, count = prepared.batches[0]
+            with contextlib.suppress(ConnectionResetError):
+                sent = self._client.send(self._write_request(first, count, prepared.on))
+        return asyncio.ensure_future(self.switch(prepared.outlets, prepared.on, sent=sent))
 
     async def _keepalive(self, delay_s: float) -> None:
         backoff_s = self.reconnect_min_s
@@ -360,7 +380,7 @@ class PduClient:
         return True
 
     def _on_connection(self, connected: bool) -> None:
-        """pymodbus' connect/disconnect callback, also for connects it makes on its own."""
+        """The connection's connect/disconnect callback."""
         if connected:
             # A fresh connection may be a fresh session (or a rebooted PDU): log in before switching.
             self._session_until_s = 0.0
@@ -392,7 +412,7 @@ class PduClient:
                 return False
             now_s = time.monotonic()
             for index in range(count // stride):
-                raw = self._client.convert_from_registers(
+                raw = ModbusClientMixin.convert_from_registers(
                     registers[index * stride : index * stride + size],
                     data_type=self._power_datatype,
                     word_order=self.profile.power_word_order,
@@ -411,7 +431,9 @@ class PduClient:
 
     # switching
 
-    async def switch(self, outlets: Iterable[int], on: bool) -> SwitchResult:
+    async def switch(
+        self, outlets: Iterable[int], on: bool, *, sent: Transaction | None = None
+    ) -> SwitchResult:
         """Switch `outlets` on or off with as few round trips as the profile allows. Never raises for
         device errors: see the result's `failed` and `reason`."""
         started_s = time.monotonic()
@@ -423,7 +445,7 @@ class PduClient:
             self.failures["bad_outlet"] += 1
         progress = _Progress()
         try:
-            why = await self._switch(valid, on, progress)
+            why = await self._switch(valid, on, progress, sent)
             if why is not None:
                 reason = reason or why
         except Exception:
@@ -455,15 +477,22 @@ class PduClient:
             )
         return result
 
-    async def _switch(self, outlets: list[int], on: bool, progress: _Progress) -> str | None:
-        """Write `outlets`, recording progress; the first failure's reason, or None."""
+    async def _switch(
+        self, outlets: list[int], on: bool, progress: _Progress, sent: Transaction | None
+    ) -> str | None:
+        """Write `outlets`, recording progress; the first failure's reason, or None. `sent`: the first
+        batch's write, already on the socket (switch_now checked the connection and the session)."""
         if not outlets:
             return None
-        if self._closed or not await self._connect():
+        if sent is None and (self._closed or not await self._connect()):
             progress.failed.extend(outlets)
             return "closed" if self._closed else "unreachable"
         login = self.profile.login
-        if login is not None and time.monotonic() >= self._session_until_s - self._login_margin_s:
+        if (
+            sent is None
+            and login is not None
+            and time.monotonic() >= self._session_until_s - self._login_margin_s
+        ):
             progress.writes += 1
             progress.logged_in = True
             why = await self._login()
@@ -475,7 +504,7 @@ class PduClient:
         relogged = False
         for index, (first, count) in enumerate(batches):
             progress.writes += 1
-            why = await self._write(first, count, on, progress)
+            why = await self._write(first, count, on, progress, sent if index == 0 else None)
             if why == "refused" and login is not None and not relogged:
                 # Maybe the PDU ended the session early (reboot, its own clock): log in once more.
                 relogged = True
@@ -511,27 +540,33 @@ class PduClient:
                 runs.append((outlet, 1))
         return runs
 
-    async def _write(self, first: int, count: int, on: bool, progress: _Progress) -> str | None:
-        address = self.profile.switch_address(first)
-        client = self._client
-        sent_s = time.monotonic()
-        if progress.issued_s is None:
-            progress.issued_s = sent_s
+    async def _write(
+        self, first: int, count: int, on: bool, progress: _Progress, sent: Transaction | None = None
+    ) -> str | None:
         try:
-            response: ModbusPDU
-            if self.profile.switch == "coil":
-                if count == 1:
-                    response = await client.write_coil(address, on, device_id=self.device_id)
-                else:
-                    response = await client.write_coils(address, [on] * count, device_id=self.device_id)
-            else:
-                code = self.profile.code(on)
-                if count == 1:
-                    response = await client.write_register(address, code, device_id=self.device_id)
-                else:
-                    response = await client.write_registers(address, [code] * count, device_id=self.device_id)
+            if sent is None:
+                sent = self._client.send(self._write_request(first, count, on))
+            response = await sent.answer
         except _DEVICE_ERRORS as exc:
             return self._fail(_reason(exc))
+        finally:
+            if progress.issued_s is None and sent is not None:
+                progress.issued_s = sent.written_s
+        assert sent.written_s is not None  # answered, so written
+        return self._check_write(response, sent.written_s)
+
+    def _write_request(self, first: int, count: int, on: bool) -> ModbusPDU:
+        address = self.profile.switch_address(first)
+        if self.profile.switch == "coil":
+            if count == 1:
+                return WriteSingleCoilRequest(address=address, bits=[on], dev_id=self.device_id)
+            return WriteMultipleCoilsRequest(address=address, bits=[on] * count, dev_id=self.device_id)
+        code = self.profile.code(on)
+        if count == 1:
+            return WriteSingleRegisterRequest(address=address, registers=[code], dev_id=self.device_id)
+        return WriteMultipleRegistersRequest(address=address, registers=[code] * count, dev_id=self.device_id)
+
+    def _check_write(self, response: ModbusPDU, sent_s: float) -> str | None:
         if response.isError():
             return self._fail("refused")
         self._renewed(sent_s)
@@ -556,6 +591,10 @@ class PduClient:
         self._set_state("up")
         return None
 
+    def _session_lapsing(self) -> bool:
+        """The login session may have ended (or will within the safety margin): log in first."""
+        return time.monotonic() >= self._session_until_s - self._login_margin_s
+
     def _renewed(self, sent_s: float) -> None:
         """An acknowledged write sent at `sent_s` keeps the login session open from then on."""
         login = self.profile.login
@@ -575,6 +614,25 @@ class PduClient:
             level = log.info if state in ("up", "closed", "connecting") else log.warning
             level("pdu state", pdu=self.pdu_id, state=state, was=self._state)
             self._state = state
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSwitch:
+    """One PDU's part of an armed cut, checked and batched ahead of time: (first outlet, count) per
+    write request."""
+
+    on: bool
+    outlets: tuple[int, ...]
+    batches: tuple[tuple[int, int], ...]  # of the valid outlets; switch() reports the others
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPoolSwitch:
+    """A switch across PDUs, prepared ahead of time (`PduPool.prepare`)."""
+
+    on: bool
+    by_pdu: Mapping[str, PreparedSwitch]
+    unknown: Mapping[str, tuple[int, ...]]  # outlets on PDUs the pool does not hold
 
 
 @dataclass(slots=True)
@@ -627,41 +685,39 @@ class PduPool:
     async def switch_grouped(self, by_pdu: Mapping[str, Sequence[int]], on: bool) -> PoolResult:
         """Switch outlets already grouped by PDU, all PDUs concurrently; never raises for device errors
         (an unknown PDU id is a result with reason `unknown_pdu`)."""
-        return await self.switch_soon(by_pdu, on)
+        return await self.switch_now(self.prepare(by_pdu, on))
 
-    def switch_soon(self, by_pdu: Mapping[str, Sequence[int]], on: bool) -> asyncio.Task[PoolResult]:
-        """Start every PDU's switch now and return the task that collects the result.
+    def prepare(self, by_pdu: Mapping[str, Sequence[int]], on: bool) -> PreparedPoolSwitch:
+        """Check and batch a switch ahead of time (the fast path arms its cuts with this)."""
+        return PreparedPoolSwitch(
+            on=on,
+            by_pdu={p: self.clients[p].prepare_switch(o, on) for p, o in by_pdu.items() if p in self.clients},
+            unknown={p: tuple(sorted(set(o))) for p, o in by_pdu.items() if p not in self.clients},
+        )
 
-        Each PDU's task is created here, so its first step (up to the Modbus write on a warm, logged-in
-        connection) runs in the next loop turn, before any callback scheduled after this call: the
-        fast path uses that to know when all writes are out.
-        """
+    def switch_now(self, prepared: PreparedPoolSwitch) -> asyncio.Task[PoolResult]:
+        """Every PDU's first write is on its socket when this returns (see `PduClient.switch_now`);
+        the task collects the answers."""
         started_s = time.monotonic()
-        loop = asyncio.get_running_loop()
-        tasks = [
-            loop.create_task(self.clients[pdu_id].switch(outlets, on))
-            for pdu_id, outlets in by_pdu.items()
-            if pdu_id in self.clients
-        ]
-        unknown = {pdu_id: outlets for pdu_id, outlets in by_pdu.items() if pdu_id not in self.clients}
-        return loop.create_task(self._collect(tasks, unknown, on, started_s))
+        switching = [self.clients[p].switch_now(s) for p, s in prepared.by_pdu.items()]
+        return asyncio.get_running_loop().create_task(
+            self._collect(switching, prepared.unknown, prepared.on, started_s)
+        )
 
     @staticmethod
     async def _collect(
-        tasks: list[asyncio.Task[SwitchResult]],
-        unknown: Mapping[str, Sequence[int]],
+        switching: list[asyncio.Future[SwitchResult]],
+        unknown: Mapping[str, tuple[int, ...]],
         on: bool,
         started_s: float,
     ) -> PoolResult:
-        switched = await asyncio.gather(*tasks)
-        results = {result.pdu_id: result for result in switched}
+        results = {result.pdu_id: result for result in await asyncio.gather(*switching)}
         for pdu_id, outlets in unknown.items():
-            wanted = tuple(sorted(set(outlets)))
             results[pdu_id] = SwitchResult(
                 pdu_id=pdu_id,
                 on=on,
-                outlets=wanted,
-                failed=wanted,
+                outlets=outlets,
+                failed=outlets,
                 reason="unknown_pdu",
                 writes=0,
                 logged_in=False,
