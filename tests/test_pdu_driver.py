@@ -534,6 +534,56 @@ async def test_pool_switches_all_pdus_concurrently() -> None:
             await sim.stop()
 
 
+async def test_an_armed_cut_is_on_every_pdus_socket_when_switch_now_returns() -> None:
+    sims = [CoilPduSim(f"pdu-{i}", 4, outlet_power_w=lambda _: 1000.0) for i in range(6)]
+    for sim in sims:
+        await sim.start()
+    pool = PduPool(_client(sim) for sim in sims)
+    await pool.start()
+    try:
+        armed = pool.prepare({sim.pdu_id: (2, 3) for sim in sims}, on=False)
+        task = pool.switch_now(armed)
+        returned_s = time.monotonic()  # no loop turn yet: nothing could have been written since
+        result = await task
+        assert result.ok and all(not sim.is_on(2) and not sim.is_on(3) and sim.is_on(1) for sim in sims)
+        issued = [r.issued_s for r in result.results.values()]
+        assert all(s is not None and s <= returned_s for s in issued)
+    finally:
+        await pool.close()
+        for sim in sims:
+            await sim.stop()
+
+
+class _SlowReadPdu(CoilPduSim):
+    """Answers power reads after `delay_s`; a second request meanwhile would lose this answer in
+    pymodbus' server (it serves one transaction at a time), as in many devices."""
+
+    delay_s = 0.05
+
+    async def _action(self, function_code: int, *args: Any) -> Any:
+        if function_code == 4:
+            await asyncio.sleep(self.delay_s)
+        return await super()._action(function_code, *args)
+
+
+async def test_a_cut_during_a_keepalive_read_waits_its_turn_and_both_are_answered() -> None:
+    sim = _SlowReadPdu("pdu-slow", 4, outlet_power_w=lambda _: 1000.0)
+    await sim.start()
+    client = _client(sim, timeout_s=0.5, keepalive_s=60.0)
+    await client.start()
+    try:
+        reading = asyncio.create_task(client.read_power())
+        await asyncio.sleep(0)  # the read's request is on the socket, unanswered for 50 ms
+        result = await client.switch_now(client.prepare_switch([1], on=False))
+        assert await reading is True
+        assert result.ok and not sim.is_on(1)
+        # queued behind the read: written once the read was answered, not before
+        assert result.issued_s is not None and result.issued_s - result.started_s >= sim.delay_s * 0.5
+    finally:
+        await client.close()
+        await sim.stop()
+
+
 async def test_pool_from_config_accepts_config_outlet_refs(site: SimulatedSite) -> None:
     config = site.config
     specs = [p.model_copy(update={"port": site.pdus[p.pdu_id].port}) for p in config.pdus]
