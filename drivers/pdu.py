@@ -27,7 +27,7 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -309,10 +309,11 @@ class PduClient:
         valid = [outlet for outlet in wanted if 1 <= outlet <= self.outlets]
         return PreparedSwitch(on, wanted, tuple(self._batches(valid)))
 
-    def switch_now(self, prepared: PreparedSwitch) -> asyncio.Future[SwitchResult]:
-        """`switch()`, but the first write is on the socket before this returns when the connection is
-        up and the login session (if any) is good; otherwise `switch()` does it all in the next loop
-        turn. Later writes to this PDU each wait for the previous answer, as in `switch()`."""
+    def switch_now(self, prepared: PreparedSwitch) -> Coroutine[Any, Any, SwitchResult]:
+        """`switch()`, but the first write is on the socket (or queued behind an unanswered request)
+        before this returns when the connection is up and the login session (if any) is good;
+        otherwise all of it happens when the returned coroutine runs. Await the coroutine for the
+        result: no task is made here, that is left to whoever gathers several PDUs."""
         sent: Transaction | None = None
         if (
             prepared.batches
@@ -323,7 +324,7 @@ class PduClient:
             first, count = prepared.batches[0]
             with contextlib.suppress(ConnectionResetError):
                 sent = self._client.send(self._write_request(first, count, prepared.on))
-        return asyncio.ensure_future(self.switch(prepared.outlets, prepared.on, sent=sent))
+        return self.switch(prepared.outlets, prepared.on, sent=sent)
 
     async def _keepalive(self, delay_s: float) -> None:
         backoff_s = self.reconnect_min_s
@@ -706,7 +707,7 @@ class PduPool:
 
     @staticmethod
     async def _collect(
-        switching: list[asyncio.Future[SwitchResult]],
+        switching: list[Coroutine[Any, Any, SwitchResult]],
         unknown: Mapping[str, tuple[int, ...]],
         on: bool,
         started_s: float,
