@@ -96,6 +96,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_until_signal(main)
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    from mullet.daemon.agent_config import AsicAgentConfig, GpuAgentConfig, load_agent_config
+    from mullet.daemon.logs import configure_logging
+
+    model = AsicAgentConfig if args.kind == "asic" else GpuAgentConfig
+    try:
+        config = load_agent_config(model, args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(
+                f"{args.config}: {problem}" if not problem.startswith(args.config) else problem,
+                file=sys.stderr,
+            )
+        raise SystemExit(EXIT_CONFIG) from None
+    configure_logging(args.log_level)
+
+    async def main(stop: asyncio.Event) -> int:
+        if isinstance(config, AsicAgentConfig):
+            from mullet.daemon.agent_asic import AsicAgent
+
+            agent: Any = AsicAgent(config)
+        else:
+            from mullet.daemon.agent_gpu import GpuAgent
+
+            agent = GpuAgent(config)
+        task = asyncio.create_task(agent.run())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        await agent.close()  # online = 0 before the clean disconnect (which fires no will)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return 0
+
+    return _run_until_signal(main)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mulletd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default=None, help="site config (default: the packaged example site)")
     demo.add_argument("--log-level", default="warning")
     demo.set_defaults(func=cmd_demo)
+
+    agent = sub.add_parser("agent", help="run an edge agent: a mining group's or an AI node's controller")
+    agent.add_argument("kind", choices=["asic", "gpu"], help="asic: miners through pyasic; gpu: NVML caps")
+    agent.add_argument("--config", required=True, help="agent config (TOML, docs/agents.md)")
+    agent.add_argument("--log-level", default="info")
+    agent.set_defaults(func=cmd_agent)
     return parser
 
 

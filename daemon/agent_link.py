@@ -1,0 +1,30 @@
+"""What both edge agents add to the controllers' MQTT link (`simulators/mqtt_link.py`'s
+`DeviceLink`, which the simulated controllers use too): the broker from an agent's `[mqtt]`, and a
+goodbye (`online` = `0`) before a clean stop, since a clean disconnect does not fire the will."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+import aiomqtt
+
+from mullet.daemon.config import MqttSection
+from mullet.drivers.mqtt import BrokerAddress
+from mullet.simulators.mqtt_link import Broker, DeviceLink
+
+
+def broker_of(mqtt: MqttSection) -> Broker:
+    return Broker(
+        address=BrokerAddress.parse(mqtt.url),
+        keepalive_s=mqtt.keepalive_s,
+        reconnect_min_s=mqtt.reconnect_min_s,
+        reconnect_max_s=mqtt.reconnect_max_s,
+    )
+
+
+async def say_offline(link: DeviceLink) -> None:
+    client = link._client  # the link keeps its live client private; None while disconnected
+    if client is None:
+        return
+    with suppress(aiomqtt.MqttError):
+        await client.publish(link.online_topic, b"0", qos=1, retain=True, timeout=2.0)

@@ -1,0 +1,163 @@
+"""ASIC miners through pyasic: sleep, wake, power target and the read-back that confirms them.
+
+pyasic covers Braiins OS/OS+, LuxOS, VNish, stock Antminer and Whatsminer behind one interface
+(`stop_mining`, `resume_mining`, `set_power_limit`, `get_wattage`, `get_hashrate`). Its answers are
+not results: pyasic 0.79 turns a refused connection into an empty reply that passes as success, and
+firmware can acknowledge a sleep and keep hashing. So every call here only says whether the command
+was *sent*; the agent confirms from readings.
+
+Every call has its own timeout and never raises: a miner that hangs costs its own slot only.
+
+LuxOS (`firmware = "luxos"`): the `LUXMiner` class is built directly, so no detection probes run and
+the API port can be any port (`rpc.port`; the firmware listens on 4028). Readings take one
+`power+summary` multicommand, one TCP connection: pyasic 0.79's LuxOS `get_hashrate` returns None
+whatever the miner says (a misplaced `return None`), so the summary's `GHS 5s` is read here.
+pyasic keeps the LuxOS session id it got from `session`/`logon`; when the firmware drops the session
+(idle timeout, reboot) privileged commands fail, so a failed command forgets the id and is tried once
+more with a fresh session.
+
+Other firmware (`firmware = "auto"`): `pyasic.get_miner(host)` detects it on its standard ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+
+log = structlog.get_logger("mullet.miners")
+
+Firmware = Literal["luxos", "auto"]
+
+
+@dataclass(frozen=True, slots=True)
+class MinerReading:
+    """What the miner itself reports now; hashrate None when it did not say."""
+
+    power_w: float
+    hashrate_ths: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MinerEndpoint:
+    name: str
+    host: str
+    port: int = 4028
+    firmware: Firmware = "luxos"
+
+
+class MinerClient:
+    """One miner's commands and readings through pyasic, each bounded by `timeout_s`."""
+
+    def __init__(self, endpoint: MinerEndpoint, *, timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.failures: Counter[str] = Counter()  # reason -> count, for logs and tests
+        self._miner: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    async def sleep(self) -> bool:
+        return await self._command("sleep", lambda m: m.stop_mining())
+
+    async def wake(self) -> bool:
+        return await self._command("wake", lambda m: m.resume_mining())
+
+    async def set_power_w(self, watts: float) -> bool:
+        """Ask for a power target; firmware with profiles (LuxOS) takes the highest profile <= watts."""
+        return await self._command("power_target", lambda m: m.set_power_limit(int(watts)))
+
+    async def read(self) -> MinerReading | None:
+        """Power and hashrate now; None when the miner did not give a usable power reading."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                miner = await self._get_miner()
+                if miner is None:
+                    return None
+                if self.endpoint.firmware == "luxos":
+                    return _luxos_reading(await miner.rpc.multicommand("power", "summary"))
+                return _generic_reading(await miner.get_wattage(), await miner.get_hashrate())
+        except TimeoutError:
+            self.failures["read_timeout"] += 1
+        except Exception as exc:  # pyasic raises many kinds; none may take the agent down
+            self.failures["read_error"] += 1
+            log.debug("miner read failed", miner=self.name, error=repr(exc))
+        return None
+
+    async def _command(self, what: str, call: Any) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                miner = await self._get_miner()
+                if miner is None:
+                    self.failures[f"{what}_no_miner"] += 1
+                    return False
+                if await call(miner):
+                    return True
+                rpc = getattr(miner, "rpc", None)
+                if rpc is not None and getattr(rpc, "session_token", None) is not None:
+                    rpc.session_token = None  # the firmware may have dropped our session: log on again
+                    if await call(miner):
+                        return True
+                self.failures[f"{what}_refused"] += 1
+        except TimeoutError:
+            self.failures[f"{what}_timeout"] += 1
+        except Exception as exc:
+            self.failures[f"{what}_error"] += 1
+            log.debug("miner command failed", miner=self.name, command=what, error=repr(exc))
+        return False
+
+    async def _get_miner(self) -> Any:
+        if self._miner is not None:
+            return self._miner
+        if self.endpoint.firmware == "luxos":
+            from pyasic.miners.backends import LUXMiner
+
+            miner = LUXMiner(self.endpoint.host)
+            miner.rpc.port = self.endpoint.port
+            self._miner = miner
+        else:
+            import pyasic
+
+            self._miner = await pyasic.get_miner(self.endpoint.host)  # None until it answers
+        return self._miner
+
+
+def _luxos_reading(data: dict[str, Any]) -> MinerReading | None:
+    try:
+        watts = float(data["power"][0]["POWER"][0]["Watts"])
+    except (LookupError, TypeError, ValueError):
+        return None
+    if not math.isfinite(watts) or watts < 0:
+        return None
+    hashrate_ths: float | None
+    try:
+        hashrate_ths = float(data["summary"][0]["SUMMARY"][0]["GHS 5s"]) / 1000.0
+    except (LookupError, TypeError, ValueError):
+        hashrate_ths = None
+    if hashrate_ths is not None and (not math.isfinite(hashrate_ths) or hashrate_ths < 0):
+        hashrate_ths = None
+    return MinerReading(watts, hashrate_ths)
+
+
+def _generic_reading(wattage: Any, hashrate: Any) -> MinerReading | None:
+    if wattage is None:
+        return None
+    try:
+        watts = float(wattage)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(watts) or watts < 0:
+        return None
+    hashrate_ths: float | None = None
+    if hashrate is not None:
+        try:
+            hashrate_ths = float(hashrate)  # pyasic's SHA-256 default unit is TH/s
+        except (TypeError, ValueError):
+            hashrate_ths = None
+    return MinerReading(watts, hashrate_ths)
