@@ -13,8 +13,10 @@ from typing import Any
 import structlog
 
 from mullet.daemon.config import Config
-from mullet.daemon.events import Decision, ObligationBook
+from mullet.daemon.events import Decision, ObligationBook, rejected
 from mullet.daemon.fastpath import FastPath, TripRecord
+from mullet.daemon.grid_ven import run_ven
+from mullet.daemon.http_api import serve_http_api
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.state import SiteState
@@ -54,9 +56,14 @@ class _Stopped(Exception):
 class _RejectedEvent:
     """A grid event that failed validation at the edge but whose id we could read: it still gets an ack."""
 
-    def __init__(self, event_id: str, reason: str) -> None:
+    def __init__(self, event_id: str, reason: str, code: str) -> None:
         self.event_id = event_id
         self.reason = reason
+        self.code = code
+
+
+# A grid event (or an edge refusal) and, for HTTP and OpenADR callers, where to hand its ack.
+_GridItem = tuple["GridEvent | _RejectedEvent", "asyncio.Future[GridEventAck] | None"]
 
 
 class Daemon:
@@ -76,6 +83,9 @@ class Daemon:
         self.book = ObligationBook(
             interconnect_kw=config.site.interconnect_kw,
             max_event_kw_factor=config.control.max_event_kw_factor,
+            stages={s.stage: s.threshold_hz for s in config.trip_stages()},
+            programs=config.program_catalogue(),
+            firmware_sleep_s=config.control.firmware_sleep_s,
         )
         self.link = MqttLink(
             config.mqtt.url,
@@ -136,7 +146,7 @@ class Daemon:
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
-        self._grid_queue: asyncio.Queue[GridEvent | _RejectedEvent] = asyncio.Queue(maxsize=1000)
+        self._grid_queue: asyncio.Queue[_GridItem] = asyncio.Queue(maxsize=1000)
         self.plan: Plan | None = None
         # The exact setpoints last delivered, so a republish after a reconnect is byte-identical (a
         # controller ignores a seq it has applied). The plan's memory is what the policy intends;
@@ -151,6 +161,7 @@ class Daemon:
         # so a controller never sees a seq go backwards or repeat with a different meaning.
         self.seq = self.journal.max_seq() + SEQ_RESTART_GAP
         self.metrics_port: int | None = None
+        self.http_port: int | None = None  # set by the HTTP API once it listens
         self._recover_obligations()
         self._recover_commanded()
 
@@ -173,6 +184,10 @@ class Daemon:
                 if self.pdus is not None:
                     tg.create_task(self.pdus.start(), name="pdus")
                 tg.create_task(self._grid_events(), name="grid-events")
+                if self.config.http_api.enabled:
+                    tg.create_task(serve_http_api(self, self.config.http_api), name="http-api")
+                if self.config.openadr.enabled:
+                    tg.create_task(run_ven(self, self.config.openadr), name="openadr")
                 tg.create_task(self._supervise(), name="supervisor")
                 await self._stop.wait()
                 # Say goodbye while the session is still up; a clean disconnect fires no LWT.
@@ -267,47 +282,60 @@ class Daemon:
             self._reject(exc.reason, topic, exc.detail)
 
     def _enqueue_grid_event(self, raw: bytes) -> None:
+        self.submit_grid_event_raw(raw, source=self.topics.grid_event)
+
+    def submit_grid_event_raw(self, raw: bytes, *, source: str) -> asyncio.Future[GridEventAck] | None:
+        """Queue a grid event payload from any transport (MQTT, HTTP); the future resolves with its ack
+        once it is journaled (or refused). None: no id could be read, so nothing can be acked."""
         try:
-            item: GridEvent | _RejectedEvent = decode(GridEvent, raw)
+            event = decode(GridEvent, raw)
         except WireError as exc:
-            self._reject(exc.reason, self.topics.grid_event, exc.detail)
+            self._reject(exc.reason, source, exc.detail)
             self.metrics.grid_events.labels(outcome="rejected").inc()
+            self.metrics.grid_event_rejections.labels(reason=exc.reason).inc()
             event_id = _event_id_of(raw)
             if event_id is None:
-                return  # nothing to address an ack to
-            item = _RejectedEvent(event_id, f"{exc.reason}: {exc.detail}")
+                return None  # nothing to address an ack to
+            return self._queue(_RejectedEvent(event_id, f"{exc.reason}: {exc.detail}", exc.reason))
+        return self._queue(event)
+
+    def submit_grid_event(self, event: GridEvent) -> asyncio.Future[GridEventAck]:
+        """Queue a validated event (the OpenADR VEN); resolves with its ack after the journal write."""
+        return self._queue(event)
+
+    def _queue(self, item: GridEvent | _RejectedEvent) -> asyncio.Future[GridEventAck]:
+        reply: asyncio.Future[GridEventAck] = asyncio.get_running_loop().create_future()
         try:
-            self._grid_queue.put_nowait(item)
+            self._grid_queue.put_nowait((item, reply))
         except asyncio.QueueFull:
             self._reject("queue_full", self.topics.grid_event, "grid event queue full")
+            self.metrics.grid_event_rejections.labels(reason="queue_full").inc()
+            event_id = item.event_id if isinstance(item, _RejectedEvent) else item.id
+            reply.set_result(
+                GridEventAck(id=event_id, accepted=False, reason="grid event queue full", code="queue_full")
+            )
+        return reply
 
     async def _grid_events(self) -> None:
         while True:
-            item = await self._grid_queue.get()
+            item, reply = await self._grid_queue.get()
             if isinstance(item, _RejectedEvent):
                 self.journal.record("grid_event_rejected", {"id": item.event_id, "reason": item.reason})
-                await self._ack(item.event_id, False, item.reason)
-                continue
-            await self._handle_grid_event(item)
+                ack = await self._ack(item.event_id, False, item.reason, item.code)
+            else:
+                ack = await self._handle_grid_event(item)
+            if reply is not None and not reply.done():
+                reply.set_result(ack)
 
-    async def _handle_grid_event(self, event: GridEvent) -> None:
+    async def _handle_grid_event(self, event: GridEvent) -> GridEventAck:
         received_mono_s = time.monotonic()
-        if event.id.startswith("ufr-"):
-            decision = Decision(False, "ids starting with 'ufr-' are reserved for under-frequency holds")
-        elif event.trip_stage is not None and event.trip_stage not in self.fastpath.stages:
-            decision = Decision(False, f"trip_stage {event.trip_stage} is not an armed stage of this site")
-        else:
-            decision = self.book.decide(
-                event, now_s=time.time(), site_power_kw=self.state.site_power_kw(received_mono_s)
-            )
-        if (
-            decision.accepted
-            and not decision.duplicate
-            and event.trip_stage is not None
-            and event.kind != "cancel"
-        ):
-            # Immediate deployment: the armed trip goes out first; journal and ack follow.
-            self.fastpath.fire(event.trip_stage, received_mono_s, cause=event.id)
+        decision = self.book.decide(
+            event, now_s=time.time(), site_power_kw=self.state.site_power_kw(received_mono_s)
+        )
+        if decision.accepted and not decision.duplicate and decision.fire_stage is not None:
+            # Immediate deployment (an explicit trip_stage, or a program whose deadline is shorter than
+            # firmware sleep): the armed trip goes out first; journal and ack follow.
+            self.fastpath.fire(decision.fire_stage, received_mono_s, cause=event.id)
         if decision.accepted and not decision.duplicate:
             entry = {
                 "event": event.model_dump(),
@@ -317,7 +345,7 @@ class Daemon:
             try:
                 await self.journal.durable("grid_event", entry, subject=event.id)
             except Exception as exc:  # never acknowledge what is not on disk
-                decision = Decision(False, f"journal unavailable: {type(exc).__name__}")
+                decision = rejected("journal_unavailable", f"journal unavailable: {type(exc).__name__}")
             else:
                 self.book.apply(event, decision)
                 self.wake.set()
@@ -327,20 +355,26 @@ class Daemon:
             )
         outcome = "duplicate" if decision.duplicate else ("accepted" if decision.accepted else "rejected")
         self.metrics.grid_events.labels(outcome=outcome).inc()
+        if not decision.accepted:
+            self.metrics.grid_event_rejections.labels(reason=decision.code).inc()
         log.info(
             "grid event",
             event_id=event.id,
             kind=event.kind,
             kw=event.kw,
             program=event.program,
+            source=event.source,
             outcome=outcome,
+            code=decision.code,
             reason=decision.reason,
+            actuation=decision.obligation.actuation if decision.obligation else None,
         )
-        await self._ack(event.id, decision.accepted, decision.reason)
+        return await self._ack(event.id, decision.accepted, decision.reason, decision.code)
 
-    async def _ack(self, event_id: str, accepted: bool, reason: str) -> None:
-        ack = GridEventAck(id=event_id, accepted=accepted, reason=reason)
+    async def _ack(self, event_id: str, accepted: bool, reason: str, code: str) -> GridEventAck:
+        ack = GridEventAck(id=event_id, accepted=accepted, reason=reason, code=code)
         await self.link.publish(self.topics.grid_event_ack, encode(ack), qos=1)
+        return ack
 
     def _on_meter_sample(self, sample: MeterSample) -> None:
         self.fastpath.on_sample(sample.frequency_hz, sample.monotonic_s)  # first: the trip cannot wait
@@ -616,6 +650,7 @@ class Daemon:
             "mining_planned_kw": round(plan.mining_planned_kw, 3),
             "feasible": plan.feasible,
             "active_obligations": list(plan.active_obligations),
+            "obligations": self._obligations_summary(plan),
             "groups": {
                 d.group_id: {
                     "mode": d.mode,
@@ -630,6 +665,24 @@ class Daemon:
             },
             "reasons": list(plan.reasons),
         }
+
+    def _obligations_summary(self, plan: Plan) -> dict[str, Any]:
+        """Per active obligation: its program, deadline, how it is actuated and why, how it ends."""
+        summary: dict[str, Any] = {}
+        for event_id in plan.active_obligations:
+            obligation = self.book.obligations.get(event_id)
+            if obligation is None:
+                continue
+            summary[event_id] = {
+                "program": obligation.program,
+                "limit_kw": round(obligation.site_limit_kw(), 3),
+                "deadline_s": obligation.deadline_s,
+                "actuation": obligation.actuation or None,
+                "why": obligation.actuation_reason or None,
+                "recall": "explicit" if obligation.explicit_recall else "timer",
+                "end": obligation.end_s,
+            }
+        return summary
 
     async def _publish_plan(self, plan: Plan, *, force: bool = False) -> None:
         summary = self._plan_summary(plan)

@@ -9,11 +9,12 @@ import itertools
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mullet.policies.model import GroupSpec, PolicySettings, SiteSpec, TenantSpec, TripStage
+from mullet.policies.programs import Program, catalogue_with
 
 PositiveKw = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeKw = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -162,6 +163,9 @@ class ControlSection(_Strict):
     # A fired stage holds restores until the frequency is back at or above this for release_after_s.
     release_hz: Annotated[float, Field(gt=40, lt=70)] = 59.95
     release_after_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    # How long mining firmware takes to sleep (LuxOS: ~5 s). A program whose deadline is shorter is
+    # met on the fast path (policies/programs.py).
+    firmware_sleep_s: Annotated[float, Field(gt=0, le=600)] = 5.0
 
     @model_validator(mode="after")
     def _stages_ordered(self) -> ControlSection:
@@ -189,6 +193,71 @@ class EconomicsSection(_Strict):
     hashprice_usd_per_th_day: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     price_deadband_usd_per_mwh: NonNegativeKw = 5.0
     price_stale_after_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
+
+
+def _unique_ints(section: str, key: str, values: list[int]) -> None:
+    if len(set(values)) != len(values):
+        duplicate = next(v for v in values if values.count(v) > 1)
+        raise ValueError(f"{section}: duplicate {key} {duplicate}")
+
+
+class ProgramSection(_Strict):
+    """A grid program added to the shipped catalogue, or replacing the entry of the same name."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    deadline_s: Annotated[float, Field(gt=0, le=86_400)]
+    max_duration_s: Annotated[float, Field(gt=0, le=7 * 86_400)] | None = None
+    sustain_s: Annotated[float, Field(gt=0, le=7 * 86_400)] | None = None
+    recall: Literal["timer", "explicit"] = "timer"
+    trigger_hz: Annotated[float, Field(gt=40, lt=70)] | None = None
+    summary: Annotated[str, Field(max_length=200)] = ""
+
+
+class SimpleLevelSection(_Strict):
+    """What an OpenADR SIMPLE signal level means at this site."""
+
+    level: Annotated[int, Field(ge=1, le=3)]
+    kind: Literal["limit", "reduce"]
+    kw: NonNegativeKw
+
+
+class OpenAdrSection(_Strict):
+    enabled: bool = False
+    vtn_url: str = "http://127.0.0.1:8080/OpenADR2/Simple/2.0b"
+    ven_name: Annotated[str, Field(min_length=1, max_length=128)] = "mullet"
+    # Leave unset to take the venID the VTN assigns at registration.
+    ven_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    # Seconds between polls; unset = what the VTN requests. Event latency is about one poll.
+    poll_s: Annotated[float, Field(ge=1, le=86_400)] | None = None
+    # TELEMETRY_USAGE (site power, kW) offered at this sampling interval; whole seconds.
+    report_interval_s: Annotated[int, Field(ge=1, le=3600)] = 60
+    resource_id: Annotated[str, Field(min_length=1, max_length=128)] = "site"
+    default_program: Annotated[str, Field(min_length=1, max_length=64)] = "generic"
+    # Event market context (program URI) -> program name in the catalogue.
+    market_contexts: dict[str, Annotated[str, Field(min_length=1, max_length=64)]] = {}
+    simple_levels: list[SimpleLevelSection] = []
+    # How long the VEN's event handler waits for the daemon to journal an event before opting out.
+    response_timeout_s: Annotated[float, Field(gt=0, le=30)] = 5.0
+
+    @field_validator("vtn_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {url!r}")
+        return url
+
+    @model_validator(mode="after")
+    def _levels_unique(self) -> OpenAdrSection:
+        _unique_ints("simple_levels", "level", [level.level for level in self.simple_levels])
+        return self
+
+
+class HttpApiSection(_Strict):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 9110
+    # When set, requests must carry `Authorization: Bearer <token>`.
+    token: Annotated[str, Field(min_length=16, max_length=256)] | None = None
 
 
 class MetricsSection(_Strict):
@@ -230,6 +299,9 @@ class Config(_Strict):
     metrics: MetricsSection = MetricsSection()
     journal: JournalSection = JournalSection()
     simulator: SimulatorSection = SimulatorSection()
+    programs: list[ProgramSection] = []
+    openadr: OpenAdrSection = OpenAdrSection()
+    http_api: HttpApiSection = HttpApiSection()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -268,6 +340,7 @@ class Config(_Strict):
                     "economics.hashprice_usd_per_th_day: required when economics is enabled and a group"
                     f" has no break_even_usd_per_mwh (groups[{blind[0]}] has none)"
                 )
+        _unique("programs", "name", [p.name.casefold() for p in self.programs])
         tenant_ids = {t.tenant_id for t in self.tenants}
         for si, sim in enumerate(self.simulator.tenants):
             if sim.tenant_id not in tenant_ids:
@@ -319,6 +392,21 @@ class Config(_Strict):
                 price_deadband_usd_per_mwh=self.economics.price_deadband_usd_per_mwh,
                 trip_stages=self.trip_stages(),
             ),
+        )
+
+    def program_catalogue(self) -> dict[str, Program]:
+        """The shipped programs with this site's `[[programs]]` added or replacing them by name."""
+        return catalogue_with(
+            Program(
+                name=p.name,
+                deadline_s=p.deadline_s,
+                max_duration_s=p.max_duration_s,
+                sustain_s=p.sustain_s,
+                recall=p.recall,
+                trigger_hz=p.trigger_hz,
+                summary=p.summary,
+            )
+            for p in self.programs
         )
 
     def trip_stages(self) -> tuple[TripStage, ...]:
@@ -385,7 +473,7 @@ def _format_error(err: Any) -> str:
         path = _format_loc(tuple(err["loc"]))
         head = message.split(": ", 1)[0]
         # Cross-checks already say `path: reason` from the top; field checks say `field: reason`.
-        if re.match(r"^(groups|tenants|pdus|simulator|economics|control)\b", head):
+        if re.match(r"^(groups|tenants|pdus|simulator|economics|control|programs)\b", head):
             return message
         if re.fullmatch(r"[a-z_]+", head) and ": " in message:
             return f"{path}.{message}" if path else message

@@ -1,64 +1,136 @@
-"""Grid events: validation against the site, and the book of accepted obligations.
+"""Grid events: validation against the site and its programs, and the book of accepted obligations.
 
 Validation happens before anything is journaled or acknowledged; the book changes only after the
-journal has the event on disk (see Daemon._handle_grid_event).
+journal has the event on disk (see Daemon._handle_grid_event). Every refusal carries a `code` from
+`REJECTION_CODES`, a bounded metric label that the ack repeats, and a `reason` for people.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mullet.drivers.wire import GridEvent
 from mullet.policies.model import Obligation
+from mullet.policies.programs import (
+    CATALOGUE,
+    Program,
+    choose_actuation,
+    duration_problem,
+    fast_path_stage,
+    resolve,
+)
+
+# Every code a refusal may carry (the metric label set is this, plus the wire reasons of
+# drivers/wire.py and the transport refusals below); docs/protocol.md section 6.
+REJECTION_CODES = (
+    "reserved_id",
+    "unknown_stage",
+    "kw_missing",
+    "kw_negative",
+    "kw_absurd",
+    "end_in_past",
+    "end_before_start",
+    "duration_exceeds_program",
+    "no_fast_path",
+    "no_baseline",
+    "unknown_event",
+    "id_conflict",
+    "journal_unavailable",
+    "queue_full",
+    "timeout",
+    "unauthorized",
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     accepted: bool
     reason: str
+    code: str = "accepted"  # on a refusal: one of REJECTION_CODES or a wire reason
     obligation: Obligation | None = None  # for limit/reduce: the obligation to add
     cancels: str | None = None  # for cancel: the event id it ends
     duplicate: bool = False
+    # Immediate deployment: the armed stage to fire on the fast path before the journal write.
+    fire_stage: int | None = None
+
+
+def rejected(code: str, reason: str) -> Decision:
+    return Decision(False, reason, code)
 
 
 class ObligationBook:
-    def __init__(self, *, interconnect_kw: float, max_event_kw_factor: float) -> None:
+    def __init__(
+        self,
+        *,
+        interconnect_kw: float,
+        max_event_kw_factor: float,
+        stages: Mapping[int, float] | None = None,
+        programs: Mapping[str, Program] = CATALOGUE,
+        firmware_sleep_s: float = 5.0,
+    ) -> None:
         self.max_kw = interconnect_kw * max_event_kw_factor
+        self.stages = dict(stages or {})  # armed stage -> threshold Hz
+        self.programs = programs
+        self.firmware_sleep_s = firmware_sleep_s
         self.obligations: dict[str, Obligation] = {}
         self.cancelled: set[str] = set()
         self._events: dict[str, GridEvent] = {}
 
     def decide(self, event: GridEvent, *, now_s: float, site_power_kw: float | None) -> Decision:
         """Whether to accept `event`; pure with respect to the book (nothing changes here)."""
+        if event.id.startswith("ufr-"):
+            return rejected("reserved_id", "ids starting with 'ufr-' are reserved for under-frequency holds")
+        if event.trip_stage is not None and event.trip_stage not in self.stages:
+            return rejected(
+                "unknown_stage", f"trip_stage {event.trip_stage} is not an armed stage of this site"
+            )
         if event.kind == "cancel":
             if event.id in self.obligations:
-                return Decision(True, f"cancelled {event.id}", cancels=event.id)
+                return Decision(True, f"cancelled {event.id}", "cancelled", cancels=event.id)
             if event.id in self.cancelled:
-                return Decision(True, "duplicate: already cancelled", duplicate=True)
-            return Decision(False, f"cancel of unknown event {event.id!r}")
+                return Decision(True, "duplicate: already cancelled", "duplicate", duplicate=True)
+            return rejected("unknown_event", f"cancel of unknown event {event.id!r}")
         previous = self._events.get(event.id)
         if previous is not None:
             if previous == event:
-                return Decision(True, "duplicate: already accepted", duplicate=True)
-            return Decision(False, f"id {event.id!r} already used by a different event")
+                return Decision(True, "duplicate: already accepted", "duplicate", duplicate=True)
+            return rejected("id_conflict", f"id {event.id!r} already used by a different event")
         if event.kw is None:
-            return Decision(False, f"kw is required for {event.kind}")
+            return rejected("kw_missing", f"kw is required for {event.kind}")
         if event.kw < 0:
-            return Decision(False, f"kw must be >= 0, got {event.kw:g}")
+            return rejected("kw_negative", f"kw must be >= 0, got {event.kw:g}")
         if event.kw > self.max_kw:
-            return Decision(False, f"kw {event.kw:g} is absurd for this site (max {self.max_kw:g})")
+            return rejected("kw_absurd", f"kw {event.kw:g} is absurd for this site (max {self.max_kw:g})")
         start_s = event.start if event.start is not None else now_s
         if event.end is not None:
             if event.end <= now_s:
-                return Decision(False, "end is in the past")
+                return rejected("end_in_past", "end is in the past")
             if event.end <= start_s:
-                return Decision(False, "end must be after start")
+                return rejected("end_before_start", "end must be after start")
+        program, note = resolve(event.program, self.programs)
+        problem = duration_problem(program, start_s, event.end)
+        if problem is not None:
+            return rejected("duration_exceeds_program", problem)
+        actuation = choose_actuation(program, self.firmware_sleep_s)
+        fire_stage = event.trip_stage
+        if fire_stage is None and actuation.path == "fast_path":
+            fire_stage = fast_path_stage(program, self.stages)
+            if fire_stage is None:
+                return rejected(
+                    "no_fast_path",
+                    f"{program.name} needs the fast path ({actuation.reason})"
+                    " and this site arms no trip stage",
+                )
         baseline_kw: float | None = None
         if event.kind == "reduce":
             # The baseline is fixed when the obligation is accepted; without a live meter there is none.
             if site_power_kw is None:
-                return Decision(False, "cannot fix a baseline: site meter reading unknown")
+                return rejected("no_baseline", "cannot fix a baseline: site meter reading unknown")
             baseline_kw = site_power_kw
+        actuation_reason = (
+            actuation.reason if fire_stage is None else f"{actuation.reason}, stage {fire_stage}"
+        )
         obligation = Obligation(
             event_id=event.id,
             kind=event.kind,
@@ -68,8 +140,12 @@ class ObligationBook:
             baseline_kw=baseline_kw,
             program=event.program,
             allows_ai_flex=event.allow_ai_flex,
+            deadline_s=program.deadline_s,
+            actuation="fast_path" if fire_stage is not None else actuation.path,
+            actuation_reason=actuation_reason + (f"; {note}" if note else ""),
+            explicit_recall=program.recall == "explicit",
         )
-        return Decision(True, "accepted", obligation=obligation)
+        return Decision(True, "accepted", obligation=obligation, fire_stage=fire_stage)
 
     def apply(self, event: GridEvent, decision: Decision) -> None:
         """Record an accepted decision (after it is durable, or replayed from the journal)."""
@@ -84,7 +160,12 @@ class ObligationBook:
             self._events[event.id] = event
 
     def expire(self, now_s: float) -> list[str]:
-        ended = [i for i, o in self.obligations.items() if o.end_s is not None and o.end_s <= now_s]
+        """End the obligations whose end has passed; those that wait for a recall (ERS) stay."""
+        ended = [
+            i
+            for i, o in self.obligations.items()
+            if o.end_s is not None and o.end_s <= now_s and not o.explicit_recall
+        ]
         for event_id in ended:
             del self.obligations[event_id]
         return ended

@@ -59,6 +59,33 @@ class Metrics:
         self.grid_events = Counter(
             "mullet_grid_events_total", "Grid events received, by outcome.", ["outcome"], registry=r
         )
+        self.grid_event_rejections = Counter(
+            "mullet_grid_events_rejected_total",
+            "Grid events refused (MQTT, HTTP or OpenADR), by the code the ack carries.",
+            ["reason"],
+            registry=r,
+        )
+        self.openadr_events = Counter(
+            "mullet_openadr_events_total",
+            "OpenADR events answered by the VEN, by opt (optIn, optOut) and reason code.",
+            ["opt", "reason"],
+            registry=r,
+        )
+        self.openadr_handler_seconds = Histogram(
+            "mullet_openadr_event_handler_seconds",
+            "The VEN's on_event handler: event received to opt decision returned.",
+            buckets=_FAST_BUCKETS_S,
+            registry=r,
+        )
+        self.openadr_registered = Gauge(
+            "mullet_openadr_registered", "1 while the VEN is registered with its VTN.", registry=r
+        )
+        self.openadr_reports = Counter(
+            "mullet_openadr_reports_total",
+            "TELEMETRY_USAGE samples handed to the VEN, by whether the site power was known.",
+            ["known"],
+            registry=r,
+        )
         self.setpoints = Counter("mullet_setpoints_published_total", "Group setpoints published.", registry=r)
         self.plan_seconds = Histogram(
             "mullet_plan_compute_seconds", "Time to compute one plan.", buckets=_FAST_BUCKETS_S, registry=r

@@ -82,6 +82,8 @@ class GridEventAck(_Payload):
     id: str
     accepted: bool
     reason: str
+    # Bounded: `accepted`, `duplicate`, `cancelled`, or the refusal's code (also a metric label).
+    code: str = "accepted"
 
 
 class Price(_Payload):

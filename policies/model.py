@@ -94,8 +94,16 @@ class Obligation:
     program: str = "generic"
     # Whether the program lets the site cap AI tenants' flexible shares once all mining is shed.
     allows_ai_flex: bool = False
+    # The program's response deadline and how it is met (policies/programs.py), fixed at acceptance.
+    deadline_s: float | None = None
+    actuation: str = ""  # "fast_path" or "graceful"; "" for obligations older than the catalogue
+    actuation_reason: str = ""
+    # The program ends only on an explicit recall (ERCOT ERS): `end_s` is informational, never a timer.
+    explicit_recall: bool = False
 
     def active(self, now: float) -> bool:
+        if self.explicit_recall:
+            return self.start_s <= now
         return self.start_s <= now and (self.end_s is None or now < self.end_s)
 
     def site_limit_kw(self) -> float:

@@ -107,6 +107,7 @@ def compute_plan(
     fixed_kw = site.safety_margin_kw + site.base_load_kw
     budget_kw = limit_kw - fixed_kw - ai_allowance_kw
     reasons = [f"limit {limit_kw:.0f} kW from {binding}"]
+    reasons.extend(_actuation_reasons(active, now))
 
     order, site_index = _ranked(site.groups)
     count = len(order)
@@ -410,6 +411,22 @@ def _site_order(site: SiteSpec) -> Callable[[str], int]:
 def _summarise(items: list[str], most: int = 3) -> str:
     shown = ", ".join(items[:most])
     return shown if len(items) <= most else f"{shown} and {len(items) - most} more"
+
+
+def _actuation_reasons(active: tuple[Obligation, ...], now: float) -> list[str]:
+    """How each active obligation is met and why (its program's deadline against firmware sleep), and
+    whether it waits for a recall rather than its end."""
+    lines = []
+    for obligation in active:
+        if not obligation.actuation:
+            continue
+        line = f"'{obligation.event_id}' ({obligation.program}): {obligation.actuation}"
+        line += f", {obligation.actuation_reason}"
+        if obligation.explicit_recall:
+            past_end = obligation.end_s is not None and now >= obligation.end_s
+            line += "; past its scheduled end, held until recalled" if past_end else "; held until recalled"
+        lines.append(line)
+    return lines
 
 
 def _restore_blocker(active: tuple[Obligation, ...], unknown: list[str]) -> str:

@@ -200,7 +200,7 @@ async def test_limit_is_met_within_the_ramp_and_released_on_cancel(running: Runn
         GridEvent(id="ev-limit-1", kind="limit", kw=limit_kw, program="ERS-10", source="test")
     )
     ack = await observer.ack("ev-limit-1")
-    assert ack == {"v": 1, "id": "ev-limit-1", "accepted": True, "reason": "accepted"}
+    assert ack == {"v": 1, "id": "ev-limit-1", "accepted": True, "reason": "accepted", "code": "accepted"}
 
     await until(
         lambda: site.site_power_kw() <= limit_kw,
@@ -284,7 +284,13 @@ async def test_bad_grid_events_are_rejected_with_a_reason_and_never_acted_on(run
         lambda t, p: (
             t == observer.topics.grid_event_ack
             and json.loads(p)
-            == {"v": 1, "id": "dup-1", "accepted": True, "reason": "duplicate: already accepted"}
+            == {
+                "v": 1,
+                "id": "dup-1",
+                "accepted": True,
+                "reason": "duplicate: already accepted",
+                "code": "duplicate",
+            }
         ),
         5,
     )
