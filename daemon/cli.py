@@ -100,9 +100,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from mullet.daemon.agent_config import AsicAgentConfig, GpuAgentConfig, load_agent_config
     from mullet.daemon.logs import configure_logging
 
-    model = AsicAgentConfig if args.kind == "asic" else GpuAgentConfig
+    config: AsicAgentConfig | GpuAgentConfig
     try:
-        config = load_agent_config(model, args.config)
+        if args.kind == "asic":
+            config = load_agent_config(AsicAgentConfig, args.config)
+        else:
+            config = load_agent_config(GpuAgentConfig, args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(

@@ -116,13 +116,13 @@ class MinerClient:
         if self._miner is not None:
             return self._miner
         if self.endpoint.firmware == "luxos":
-            from pyasic.miners.backends import LUXMiner
+            from pyasic.miners.backends import LUXMiner  # type: ignore[import-untyped]
 
             miner = LUXMiner(self.endpoint.host)
             miner.rpc.port = self.endpoint.port
             self._miner = miner
         else:
-            import pyasic
+            import pyasic  # type: ignore[import-untyped]
 
             self._miner = await pyasic.get_miner(self.endpoint.host)  # None until it answers
         return self._miner

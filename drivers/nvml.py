@@ -37,9 +37,10 @@ class GpuInfo:
 
 
 def _load_pynvml() -> ModuleType:
-    import pynvml
+    import pynvml  # type: ignore[import-untyped]
 
-    return pynvml
+    module: ModuleType = pynvml
+    return module
 
 
 class Nvml:
@@ -99,7 +100,7 @@ class Nvml:
         mw = self._call(
             f"gpu {index} limit", self._lib.nvmlDeviceGetPowerManagementLimit, self._handles[index]
         )
-        return mw / 1000.0
+        return float(mw) / 1000.0
 
     def set_limit_w(self, index: int, watts: float) -> None:
         """Set the power limit (rounded down to whole mW); needs root or the admin capability."""
@@ -120,7 +121,7 @@ class Nvml:
                 self._instant[index] = True
                 return _field_number(lib, value) / 1000.0
             self._instant[index] = False
-        return self._call(f"gpu {index} power", lib.nvmlDeviceGetPowerUsage, handle) / 1000.0
+        return float(self._call(f"gpu {index} power", lib.nvmlDeviceGetPowerUsage, handle)) / 1000.0
 
     def uses_instant_power(self, index: int) -> bool:
         return self._instant.get(index, False)
