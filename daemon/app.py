@@ -430,14 +430,22 @@ class Daemon:
 
     async def _verify_sheds(self, now_mono_s: float) -> None:
         confirmed, overdue = self.verifier.check(
-            now_mono_s, lambda g: self.state.group_power_kw(g, now_mono_s)
+            now_mono_s, lambda g: self.state.group_power_kw(g, now_mono_s), self._outlets_kw
         )
         for item in confirmed:
-            self.metrics.shed_confirm_seconds.labels(via=item.via).observe(item.after_s)
+            self.metrics.shed_confirm_seconds.labels(via=item.via, source=item.source).observe(item.after_s)
         for pending in overdue:
             if pending.group_id in self.hard_cut:
                 continue  # already cut at its PDU: silence from a dark controller is expected
             await self._escalate(pending, now_mono_s)
+
+    def _outlets_kw(self, group_id: str, read_since_s: float) -> float | None:
+        """The group's outlets' PDU power readback in kW, if every outlet was read since then."""
+        outlets = self.outlets_by_group.get(group_id)
+        if not outlets or self.pdus is None:
+            return None
+        watts = self.pdus.power_w(outlets, read_since_s=read_since_s)
+        return None if watts is None else watts / 1000.0
 
     async def _escalate(self, pending: PendingShed, now_mono_s: float) -> None:
         """Firmware did not shed in time: cut the group's outlets (design: firmware sleep -> PDU cut)."""

@@ -121,8 +121,9 @@ class Metrics:
         )
         self.shed_confirm_seconds = Histogram(
             "mullet_shed_confirm_seconds",
-            "Shed command to the group's telemetry confirming it, by how it was told.",
-            ["via"],
+            "Shed command to the group's shed being confirmed, by how it was told (via) and what showed "
+            "it (source: telemetry, or pdu outlet readback).",
+            ["via", "source"],
             buckets=(0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0),
             registry=r,
         )

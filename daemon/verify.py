@@ -25,6 +25,13 @@ class Confirmed:
     group_id: str
     via: str
     after_s: float
+    source: str  # "telemetry" (the controller's own power_kw) or "pdu" (its outlets' power readback)
+
+
+# group_id -> kW, or None when unknown; the PDU reading also takes the time the shed began and must
+# have been read after it (an older reading says nothing about the command).
+TelemetryKw = Callable[[str], float | None]
+OutletsKw = Callable[[str, float], float | None]
 
 
 class ShedVerifier:
@@ -43,15 +50,23 @@ class ShedVerifier:
         self.pending.pop(group_id, None)
 
     def check(
-        self, now_mono_s: float, power_kw: Callable[[str], float | None]
+        self, now_mono_s: float, power_kw: TelemetryKw, outlets_kw: OutletsKw | None = None
     ) -> tuple[list[Confirmed], list[PendingShed]]:
         confirmed: list[Confirmed] = []
         overdue: list[PendingShed] = []
         for group_id, pending in list(self.pending.items()):
+            threshold_kw = self.threshold_kw[group_id]
+            source: str | None = None
             reading = power_kw(group_id)
-            if reading is not None and reading <= self.threshold_kw[group_id]:
+            if reading is not None and reading <= threshold_kw:
+                source = "telemetry"
+            elif outlets_kw is not None:
+                measured = outlets_kw(group_id, pending.since_mono_s)
+                if measured is not None and measured <= threshold_kw:
+                    source = "pdu"
+            if source is not None:
                 del self.pending[group_id]
-                confirmed.append(Confirmed(group_id, pending.via, now_mono_s - pending.since_mono_s))
+                confirmed.append(Confirmed(group_id, pending.via, now_mono_s - pending.since_mono_s, source))
             elif now_mono_s >= pending.deadline_mono_s:
                 del self.pending[group_id]
                 overdue.append(pending)

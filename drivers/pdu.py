@@ -732,14 +732,19 @@ class PduPool:
         client = self.clients.get(pdu_id)
         return None if client is None else client.outlet_power_w(outlet)
 
-    def power_w(self, outlet_refs: OutletRefs) -> float | None:
-        """Total cached power of `outlet_refs` in W, or None if any of them is unknown or stale."""
+    def power_w(self, outlet_refs: OutletRefs, *, read_since_s: float | None = None) -> float | None:
+        """Total cached power of `outlet_refs` in W, or None if any of them is unknown or stale, or
+        (with `read_since_s`, monotonic) was read before then."""
         total = 0.0
         for pdu_id, outlets in self.group(outlet_refs).items():
             client = self.clients.get(pdu_id)
             value = None if client is None else client.outlets_power_w(outlets)
-            if value is None:
+            if value is None or client is None:
                 return None
+            if read_since_s is not None:
+                read_at = [client.outlet_read_s(outlet) for outlet in outlets]
+                if any(read_s is None or read_s < read_since_s for read_s in read_at):
+                    return None
             total += value
         return total
 
