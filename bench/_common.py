@@ -80,6 +80,8 @@ def reproduce_command(script: str, options: Sequence[tuple[str, object]]) -> str
         if isinstance(value, bool):
             if value:
                 parts.append(flag)
+        elif isinstance(value, list | tuple):
+            parts += [flag, *(str(v) for v in value)]
         else:
             parts += [flag, str(value)]
     return shlex.join(parts)

@@ -5,15 +5,17 @@ Set-up: a mosquitto process on a free loopback port (MosquittoBroker: `set_tcp_n
 controllers), each subscribed to `<root>/mining/trip` at QoS 1 and stamping each trip's receipt with
 time.monotonic_ns() (CLOCK_MONOTONIC is system-wide on Linux, so stamps compare across processes);
 50 simulated coil PDUs (CoilPduSim, netio-coils) in another separate process (--role pdus).
-In this process: a FastPath built directly (no daemon), publish_trip = an aiomqtt publish at QoS 1
-with NO_DELAY, cut = a PduPool over the 50 PDUs, armed by a fake Plan that puts all 600 groups at
-stage 1 with hard_cut (one outlet per PDU: groups 0..49 own outlet 1 of pdu 0..49).
+In this process: a FastPath built directly (no daemon) with the daemon's own drivers: publish_trip =
+MqttLink.publish_now (QoS 1, TCP_NODELAY), pdus = a PduPool over the 50 PDUs, armed by a fake Plan
+that puts all 600 groups at stage 1 with hard_cut (one outlet per PDU: groups 0..49 own outlet 1 of
+pdu 0..49).
 
 Each trip: a fresh FrequencyTrigger, samples 60.0 then 59.8 (back-dated) then 59.8 at `now` (the
 confirming sample, confirm_samples = 2) -> fires. Measured from that sample's time:
-  (1) daemon added latency = TripRecord.added_latency_s: FastPath awaits the publish AND the cut, so
-      this includes the QoS 1 PUBACK round trip and all 50 PDU write acknowledgements. Also shown:
-      sample -> publish call entered, sample -> last PDU write issued (SwitchResult.issued_s).
+  (1) daemon added latency = TripRecord.added_latency_s, timed inside FastPath.fire: the sample ->
+      the trip PUBLISH written to the broker's socket and every armed PDU write handed to its socket
+      (both happen before fire() returns). Also shown: -> PUBLISH written, -> last PDU write issued,
+      -> the QoS 1 PUBACK back (an acknowledgement, not part of the daemon's cost).
   (2) sample -> the trip received by the last of the 600 controllers (and by the first)
   (3) sample -> all 50 PDU writes acknowledged (PoolResult.done_s)
 Between trips the outlets are switched back on and the system is left quiet.
@@ -130,6 +132,30 @@ async def pdus_main(args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
+# --------------------------------------------------------------------------- meter process
+
+
+async def meter_main(args: argparse.Namespace) -> None:
+    """A MeterSim whose frequency register the bench steps with `dip` / `normal` lines on stdin."""
+    from mullet.daemon.logs import configure_logging
+    from mullet.simulators.meter import MeterSim
+
+    configure_logging("warning")
+    hz = [CHAIN_NORMAL_HZ]
+    meter = MeterSim(power_kw=lambda: 1000.0, frequency_hz=lambda: hz[0], host=HOST, port=0)
+    await meter.start()
+    sys.stdout.write(json.dumps({"port": meter.port}) + "\n")
+    sys.stdout.flush()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        hz[0] = CHAIN_DIP_HZ if line.strip() == b"dip" else CHAIN_NORMAL_HZ
+        sys.stdout.write(json.dumps({"changed_ns": time.monotonic_ns()}) + "\n")
+        sys.stdout.flush()
+    await meter.stop()
+
+
 # --------------------------------------------------------------------------- bench process
 
 
@@ -183,8 +209,8 @@ async def stop_child(proc: asyncio.subprocess.Process | None) -> list[dict]:
 @dataclass
 class Results:
     added: list[float] = field(default_factory=list)
-    to_publish: list[float] = field(default_factory=list)
     published: list[float] = field(default_factory=list)
+    probe: list[float] = field(default_factory=list)
     pdu_issued: list[float] = field(default_factory=list)
     puback: list[float] = field(default_factory=list)
     pdu_done: list[float] = field(default_factory=list)
@@ -212,7 +238,6 @@ async def bench(args: argparse.Namespace) -> int:
     from mullet.policies.model import GroupDecision, Plan, TripStage
     from mullet.policies.trigger import FrequencyTrigger, TriggerSettings
     from mullet.simulators.broker import MosquittoBroker, find_mosquitto
-    from mullet.simulators.meter import MeterSim
 
     configure_logging("warning")
     mosq = find_mosquitto()
@@ -228,7 +253,8 @@ async def bench(args: argparse.Namespace) -> int:
             ("--pdus", args.pdus),
             ("--gap-ms", args.gap_ms),
             ("--chain-trips", args.chain_trips),
-            ("--poll-hz", " ".join(f"{h:g}" for h in args.poll_hz)),
+            ("--poll-hz", [f"{h:g}" for h in args.poll_hz]),
+            ("--nice", args.nice),
         ],
     )
     print_header(
@@ -239,7 +265,7 @@ async def bench(args: argparse.Namespace) -> int:
     root = f"bench-{secrets.token_hex(4)}"
     topics = Topics(root)
     broker = MosquittoBroker(mosq)
-    ctl_proc = pdu_proc = floor_proc = None
+    ctl_proc = probe_proc = pdu_proc = floor_proc = None
     pool: PduPool | None = None
     res = Results()
     try:
@@ -247,10 +273,9 @@ async def bench(args: argparse.Namespace) -> int:
         await broker.start()
         print(f"[1] broker: mosquitto on {broker.host}:{broker.port} (set_tcp_nodelay true)", flush=True)
 
-        # 2. controllers, separate process
-        ctl_proc = await spawn_role(
-            "controllers",
-            [
+        # 2. the probe controller (its own process, subscribed first), then the 600 in another process
+        def controllers_role(count: int, tag: str) -> list[str]:
+            return [
                 "--host",
                 broker.host,
                 "--port",
@@ -258,14 +283,18 @@ async def bench(args: argparse.Namespace) -> int:
                 "--topic",
                 topics.trip,
                 "--controllers",
-                str(args.controllers),
+                str(count),
                 "--tag",
-                root,
-            ],
-        )
+                tag,
+            ]
+
+        probe_proc = await spawn_role("controllers", controllers_role(1, f"{root}-probe"))
+        await read_json(probe_proc, 30)
+        ctl_proc = await spawn_role("controllers", controllers_role(args.controllers, root))
         ready = await read_json(ctl_proc, 120)
         print(
-            f"[2] controllers: {ready['ready']} aiomqtt clients in pid {ctl_proc.pid}, "
+            f"[2] controllers: a probe in pid {probe_proc.pid} (subscribed first), "
+            f"{ready['ready']} aiomqtt clients in pid {ctl_proc.pid}, "
             f"connected+subscribed in {ready['startup_s']:.1f} s",
             flush=True,
         )
@@ -283,6 +312,10 @@ async def bench(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+        if args.nice:
+            # Only this (the daemon's) process: mosquitto, controllers and PDUs started at 0 above.
+            os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+            print(f"[3] daemon side at nice {os.getpriority(os.PRIO_PROCESS, 0)}", flush=True)
         stages = (TripStage(stage=1, threshold_hz=59.85, shed_kw=1000.0, hard_cut=True),)
         groups = [f"g{i:03d}" for i in range(args.controllers)]
         outlets_by_group = {groups[i]: [(f"pdu-{i:02d}", 1)] for i in range(min(len(ports), len(groups)))}
@@ -315,7 +348,6 @@ async def bench(args: argparse.Namespace) -> int:
                 marks["puback"] = time.monotonic()
 
             def publish_trip(payload: bytes) -> asyncio.Future[bool] | None:
-                marks["publish_enter"] = time.monotonic()
                 ack = link.publish_now(topics.trip, payload, qos=1)
                 if ack is not None:
                     ack.add_done_callback(stamp_puback)
@@ -360,31 +392,38 @@ async def bench(args: argparse.Namespace) -> int:
             )
             await asyncio.sleep(0.5)  # let it connect before the first line
 
-            arrivals: dict[int, dict] = {}
-            arrived = asyncio.Event()
+            class Arrivals:
+                """seq -> {first, last, n} lines from one controllers process."""
 
-            async def read_arrivals() -> None:
-                assert ctl_proc is not None and ctl_proc.stdout is not None
-                async for raw in ctl_proc.stdout:
+                def __init__(self, proc: asyncio.subprocess.Process) -> None:
+                    self.proc = proc
+                    self.by_seq: dict[int, dict] = {}
+                    self.changed = asyncio.Event()
+
+                async def read(self) -> None:
+                    assert self.proc.stdout is not None
+                    async for raw in self.proc.stdout:
+                        try:
+                            obj = json.loads(raw)
+                        except ValueError:
+                            continue
+                        if isinstance(obj, dict) and "seq" in obj:
+                            self.by_seq[obj["seq"]] = obj
+                            self.changed.set()
+
+                async def wait(self, seq: int) -> dict | None:
                     try:
-                        obj = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(obj, dict) and "seq" in obj:
-                        arrivals[obj["seq"]] = obj
-                        arrived.set()
+                        async with asyncio.timeout(5):
+                            while seq not in self.by_seq:
+                                self.changed.clear()
+                                await self.changed.wait()
+                    except TimeoutError:
+                        return None
+                    return self.by_seq[seq]
 
-            reader = asyncio.create_task(read_arrivals())
-
-            async def wait_arrival(seq: int) -> dict | None:
-                try:
-                    async with asyncio.timeout(5):
-                        while seq not in arrivals:
-                            arrived.clear()
-                            await arrived.wait()
-                except TimeoutError:
-                    return None
-                return arrivals[seq]
+            fleet, probe = Arrivals(ctl_proc), Arrivals(probe_proc)
+            readers = [asyncio.create_task(fleet.read()), asyncio.create_task(probe.read())]
+            wait_arrival = fleet.wait
 
             gap_s = args.gap_ms / 1000.0
             warmup = 3
@@ -399,12 +438,14 @@ async def bench(args: argparse.Namespace) -> int:
                 fast.on_sample(59.8, sample_s)
                 record = await asyncio.wait_for(fired.get(), 5)
                 got = await wait_arrival(record.seq)
+                probe_got = await probe.wait(record.seq)
                 cut = record.cut_result
                 if keep:
                     s_ns = int(sample_s * 1e9)
                     res.added.append(record.added_latency_s * 1000)
-                    res.to_publish.append((marks["publish_enter"] - sample_s) * 1000)
                     res.published.append((record.published_s - sample_s) * 1000)
+                    if probe_got is not None:
+                        res.probe.append(ms(s_ns, probe_got["first"]))
                     res.puback.append((marks["puback"] - sample_s) * 1000)
                     if isinstance(cut, PoolResult):
                         res.pdu_done.append((cut.done_s - sample_s) * 1000)
@@ -429,6 +470,7 @@ async def bench(args: argparse.Namespace) -> int:
                 floor_proc.stdin.write(line.encode())
                 await floor_proc.stdin.drain()
                 fgot = await wait_arrival(fseq)
+                await probe.wait(fseq)
                 if keep:
                     if fgot is None or fgot["n"] < args.controllers:
                         res.incomplete += 1
@@ -439,13 +481,18 @@ async def bench(args: argparse.Namespace) -> int:
                 if keep and (index - warmup + 1) % max(1, args.trips // 4) == 0:
                     print(f"  ... {index - warmup + 1}/{args.trips} trips", flush=True)
 
-            # 5. whole chain with polling: MeterSim register -> ModbusMeter -> FastPath -> controllers
+            # 5. whole chain with polling: meter (own process) -> ModbusMeter -> FastPath -> probe
             for poll_hz in args.poll_hz:
-                meter_hz = [CHAIN_NORMAL_HZ]
-                meter = MeterSim(
-                    power_kw=lambda: 1000.0, frequency_hz=lambda hz=meter_hz: hz[0], host=HOST, port=0
-                )
-                await meter.start()
+                meter_proc = await spawn_role("meter", [])
+                meter_port = (await read_json(meter_proc, 30))["port"]
+
+                async def step_meter(command: bytes, proc: asyncio.subprocess.Process = meter_proc) -> int:
+                    """Step the register; when the meter process changed it (monotonic ns)."""
+                    assert proc.stdin is not None
+                    proc.stdin.write(command + b"\n")
+                    await proc.stdin.drain()
+                    return int((await read_json(proc, 5))["changed_ns"])
+
                 rejects: list[str] = []
 
                 def on_meter_sample(sample: MeterSample) -> None:
@@ -455,7 +502,7 @@ async def bench(args: argparse.Namespace) -> int:
                 fast.trigger = FrequencyTrigger(stages, TriggerSettings(confirm_samples=2))
                 poller = ModbusMeter(
                     HOST,
-                    meter.port,
+                    meter_port,
                     device_id=1,
                     profile=load_meter_profile("eastron-sdm630"),
                     poll_hz=poll_hz,
@@ -476,21 +523,21 @@ async def bench(args: argparse.Namespace) -> int:
                             fired.get_nowait()
                         # change the register at a random phase of the poll schedule
                         await asyncio.sleep(random.uniform(0, period_s))
-                        change_ns = time.monotonic_ns()
-                        meter_hz[0] = CHAIN_DIP_HZ
+                        change_ns = await step_meter(b"dip")
                         try:
                             record = await asyncio.wait_for(fired.get(), 5)
                         except TimeoutError:
                             missed += 1
-                            meter_hz[0] = CHAIN_NORMAL_HZ
+                            await step_meter(b"normal")
                             continue
                         got = await wait_arrival(record.seq)
-                        meter_hz[0] = CHAIN_NORMAL_HZ
+                        probe_got = await probe.wait(record.seq)
+                        await step_meter(b"normal")
                         if index > 0:  # first one is warm-up
-                            if got is None:
+                            if got is None or probe_got is None:
                                 missed += 1
                             else:
-                                chain_first.append(ms(change_ns, got["first"]))
+                                chain_first.append(ms(change_ns, probe_got["first"]))
                                 chain_last.append(ms(change_ns, got["last"]))
                         await asyncio.sleep(3 * period_s)  # the meter reads normal again
                         fast.trigger = FrequencyTrigger(stages, TriggerSettings(confirm_samples=2))
@@ -499,7 +546,7 @@ async def bench(args: argparse.Namespace) -> int:
                 finally:
                     polling.cancel()
                     await asyncio.gather(polling, return_exceptions=True)
-                    await meter.stop()
+                    await stop_child(meter_proc)
                 res.chain[poll_hz] = (chain_first, chain_last, missed, len(rejects))
                 p50, p99, _ = summary(chain_first)
                 print(
@@ -508,8 +555,9 @@ async def bench(args: argparse.Namespace) -> int:
                     flush=True,
                 )
 
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
         finally:
             link_task.cancel()
             await asyncio.gather(link_task, return_exceptions=True)
@@ -526,6 +574,7 @@ async def bench(args: argparse.Namespace) -> int:
         if pool is not None:
             await pool.close()
         await stop_child(ctl_proc)
+        await stop_child(probe_proc)
         await stop_child(pdu_proc)
         await broker.stop()
 
@@ -546,10 +595,11 @@ def report(args: argparse.Namespace, res: Results) -> None:
     print()
     rows = []
     for name, data in (
-        ("(1) daemon added: TripRecord.added_latency_s *", res.added),
-        ("    sample -> publish call entered", res.to_publish),
+        ("(1) daemon added: TripRecord.added_latency_s", res.added),
+        ("    sample -> trip PUBLISH written", res.published),
         ("    sample -> last PDU write issued", res.pdu_issued),
         ("    sample -> QoS 1 PUBACK back", res.puback),
+        ("    sample -> probe controller", res.probe),
         ("(2) sample -> first of controllers", res.ctl_first),
         ("(2) sample -> last of controllers", res.ctl_last),
         ("    floor: write -> first controller", res.floor_first),
@@ -559,12 +609,8 @@ def report(args: argparse.Namespace, res: Results) -> None:
         p50, p99, mx = summary(data)
         rows.append((name, len(data), p50, p99, mx))
     print_table(("measure (ms)", "n", "p50", "p99", "max"), rows)
-    print("* FastPath awaits the publish and the cut together: added_latency_s includes the QoS 1 PUBACK")
-    print("  round trip and all PDU write acknowledgements, so it is bounded below by row (3).")
     print()
     _, added99, _ = summary(res.added)
-    _, issue99, _ = summary(res.to_publish)
-    _, pdu_issued99, _ = summary(res.pdu_issued)
     _, last99, _ = summary(res.ctl_last)
     _, floor99, _ = summary(res.floor_last)
     _, done99, _ = summary(res.pdu_done)
@@ -574,13 +620,8 @@ def report(args: argparse.Namespace, res: Results) -> None:
         return "PASS" if ok else "FAIL"
 
     print(
-        f"target (1) daemon added p99 <= 1 ms (TripRecord.added_latency_s): {added99:.2f} ms "
-        f"-> {verdict(added99 <= 1.0)}"
-    )
-    issued = max(issue99, pdu_issued99)
-    print(
-        f"    (commands issued, no acks: max(publish entered, last PDU write issued) p99 = {issued:.2f} ms "
-        f"-> {verdict(issued <= 1.0)})"
+        f"target (1) daemon added p99 <= 1 ms (sample -> PUBLISH written and all PDU writes issued): "
+        f"{added99:.2f} ms -> {verdict(added99 <= 1.0)}"
     )
     print(
         f"target (2) last controller p99 <= 1.5 x floor p99: {last99:.2f} / {floor99:.2f} = {ratio:.2f}x "
@@ -589,14 +630,13 @@ def report(args: argparse.Namespace, res: Results) -> None:
     print(f"target (3) PDU hard cut p99 <= 20 ms: {done99:.2f} ms -> {verdict(done99 <= 20.0)}")
     if res.chain:
         print()
-        print("whole chain: meter register (MeterSim, in this process) steps 59.93 -> 59.84 Hz at a random")
-        print("poll phase -> ModbusMeter -> FastPath (confirm 2) -> trip received by the controllers")
+        print("whole chain: meter register (MeterSim, own process) steps 59.93 -> 59.84 Hz at a random")
+        print("poll phase -> ModbusMeter -> FastPath (confirm 2, confirming read at once) -> trip received")
+        print("by the probe controller (own process, subscribed first) and by the last of the 600")
         rows = []
         for poll_hz, (first, last, missed, rejects) in res.chain.items():
             p50, p99, mx = summary(first)
-            rows.append(
-                (f"{poll_hz:g} Hz: -> first controller (probe)", len(first), p50, p99, mx, missed, rejects)
-            )
+            rows.append((f"{poll_hz:g} Hz: -> probe controller", len(first), p50, p99, mx, missed, rejects))
             p50, p99, mx = summary(last)
             rows.append((f"{poll_hz:g} Hz: -> last of controllers", len(last), p50, p99, mx, missed, rejects))
         print_table(("measure (ms)", "n", "p50", "p99", "max", "missed", "rejected samples"), rows)
@@ -625,7 +665,10 @@ def main() -> int:
     parser.add_argument("--poll-hz", type=float, nargs="*", default=[10.0, 50.0], help="meter poll rates")
     parser.add_argument("--chain-trips", type=int, default=30, help="trips per poll rate in the whole chain")
     parser.add_argument(
-        "--role", choices=("bench", "controllers", "pdus"), default="bench", help=argparse.SUPPRESS
+        "--nice", type=int, default=0, help="niceness of the daemon side only (e.g. -10, as root)"
+    )
+    parser.add_argument(
+        "--role", choices=("bench", "controllers", "pdus", "meter"), default="bench", help=argparse.SUPPRESS
     )
     parser.add_argument("--host", default=HOST, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -637,6 +680,9 @@ def main() -> int:
         return 0
     if args.role == "pdus":
         asyncio.run(pdus_main(args))
+        return 0
+    if args.role == "meter":
+        asyncio.run(meter_main(args))
         return 0
     return asyncio.run(bench(args))
 

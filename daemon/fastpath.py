@@ -137,11 +137,14 @@ class FastPath:
         """Send the armed trip before returning: the broadcast and every armed PDU's first write are on
         their sockets; acknowledgements and records follow in a task."""
         armed = self._armed.get(stage, _UNARMED)
+        # Outlets first: a cut drops load in milliseconds, the broadcast starts a firmware sleep that
+        # takes seconds (design.md section 6); and the broker's fan-out to hundreds of controllers,
+        # once woken, competes with these writes for the CPU on a small site server.
+        cut = None if armed.cut is None or self.pdus is None else self.pdus.switch_now(armed.cut)
+        issued_s = time.monotonic() if cut is not None else None
         seq = self.next_seq()
         ack = self.publish_trip(encode(Trip(seq=seq, stage=stage, ts=time.time())))
         published_s = time.monotonic()
-        cut = None if armed.cut is None or self.pdus is None else self.pdus.switch_now(armed.cut)
-        issued_s = time.monotonic() if cut is not None else None
         task = asyncio.get_running_loop().create_task(
             self._settle(stage, seq, cause, sample_mono_s, published_s, issued_s, armed, ack, cut)
         )
