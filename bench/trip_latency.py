@@ -228,7 +228,7 @@ def ms(a_ns: int, b_ns: int) -> float:
 
 
 async def bench(args: argparse.Namespace) -> int:
-    from mullet.daemon.fastpath import FastPath, TripRecord
+    from mullet.daemon.fastpath import FastPath, TripSettled
     from mullet.daemon.logs import configure_logging
     from mullet.drivers.device_profiles import load_meter_profile
     from mullet.drivers.meter import MeterSample, ModbusMeter
@@ -354,14 +354,15 @@ async def bench(args: argparse.Namespace) -> int:
                 return ack
 
             seq_counter = iter(range(1, 10**9))
-            fired: asyncio.Queue[TripRecord] = asyncio.Queue()
+            fired: asyncio.Queue[TripSettled] = asyncio.Queue()
             fast = FastPath(
                 trigger=FrequencyTrigger(stages, TriggerSettings(confirm_samples=2)),
                 stages=stages,
                 outlets_by_group=outlets_by_group,
                 publish_trip=publish_trip,
                 next_seq=lambda: next(seq_counter),
-                on_fired=fired.put_nowait,
+                on_fired=lambda _record: None,
+                on_settled=fired.put_nowait,
                 on_released=lambda: None,
                 on_reject=lambda reason: print(f"  sample rejected: {reason}"),
                 pdus=pool,
@@ -436,21 +437,22 @@ async def bench(args: argparse.Namespace) -> int:
                 fast.on_sample(59.8, now - 0.1)
                 sample_s = time.monotonic()
                 fast.on_sample(59.8, sample_s)
-                record = await asyncio.wait_for(fired.get(), 5)
+                settled = await asyncio.wait_for(fired.get(), 5)
+                record = settled.trip
                 got = await wait_arrival(record.seq)
                 probe_got = await probe.wait(record.seq)
-                cut = record.cut_result
+                cut = settled.cut_result
                 if keep:
                     s_ns = int(sample_s * 1e9)
-                    res.added.append(record.added_latency_s * 1000)
+                    res.added.append(settled.added_latency_s * 1000)
                     res.published.append((record.published_s - sample_s) * 1000)
                     if probe_got is not None:
                         res.probe.append(ms(s_ns, probe_got["first"]))
                     res.puback.append((marks["puback"] - sample_s) * 1000)
                     if isinstance(cut, PoolResult):
                         res.pdu_done.append((cut.done_s - sample_s) * 1000)
-                        if record.issued_s is not None:
-                            res.pdu_issued.append((record.issued_s - sample_s) * 1000)
+                        if settled.issued_s is not None:
+                            res.pdu_issued.append((settled.issued_s - sample_s) * 1000)
                         res.pdu_failed += len(cut.failed)
                     else:
                         res.pdu_failed += len(all_outlets)
@@ -525,7 +527,7 @@ async def bench(args: argparse.Namespace) -> int:
                         await asyncio.sleep(random.uniform(0, period_s))
                         change_ns = await step_meter(b"dip")
                         try:
-                            record = await asyncio.wait_for(fired.get(), 5)
+                            record = (await asyncio.wait_for(fired.get(), 5)).trip
                         except TimeoutError:
                             missed += 1
                             await step_meter(b"normal")

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Coroutine
 from dataclasses import asdict
 from typing import Any
 
@@ -14,7 +15,7 @@ import structlog
 
 from mullet.daemon.config import Config
 from mullet.daemon.events import Decision, ObligationBook, rejected
-from mullet.daemon.fastpath import FastPath, TripRecord
+from mullet.daemon.fastpath import FastPath, TripRecord, TripSettled
 from mullet.daemon.grid_ven import run_ven
 from mullet.daemon.http_api import serve_http_api
 from mullet.daemon.journal import Journal
@@ -47,6 +48,7 @@ log = structlog.get_logger("mullet.daemon")
 
 
 SEQ_RESTART_GAP = 1000
+_RUNNING = GroupMemory("run", None, 0.0)
 
 
 class _Stopped(Exception):
@@ -130,6 +132,7 @@ class Daemon:
             publish_trip=lambda payload: self.link.publish_now(self.topics.trip, payload, qos=1),
             next_seq=self._next_seq,
             on_fired=self._on_trip,
+            on_settled=self._on_trip_settled,
             on_released=self._on_trip_released,
             on_reject=lambda reason: self.metrics.frequency_rejected.labels(reason=reason).inc(),
         )
@@ -144,6 +147,7 @@ class Daemon:
         # Groups whose outlets the daemon cut: they get power back before their next run setpoint.
         self.hard_cut: set[str] = set()
         self.wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._grid_queue: asyncio.Queue[_GridItem] = asyncio.Queue(maxsize=1000)
@@ -164,6 +168,7 @@ class Daemon:
         self.http_port: int | None = None  # set by the HTTP API once it listens
         self._recover_obligations()
         self._recover_commanded()
+        self._recover_fast_path()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -236,6 +241,55 @@ class Daemon:
             )
         )
         self.memory = PolicyMemory(groups=memory, restores=ledger)
+
+    def _recover_fast_path(self) -> None:
+        """A restart during an under-frequency event keeps its holds: trips not yet released stay
+        latched with their `ufr-` obligations (released only after release_after_s of normal
+        frequency seen by this process), and groups whose outlets were cut stay marked, so a restore
+        switches them on before their run setpoint."""
+        open_trips: dict[int, tuple[float, int, list[str]]] = {}  # seq -> (wall_s, stage, groups)
+        kinds = ("trip", "trip_released", "escalation", "outlets_restored")
+        for wall_s, kind, _subject, data in self.journal.entries(kinds):
+            if kind == "trip":
+                if data.get("cause") == "frequency":
+                    open_trips[int(data["seq"])] = (wall_s, int(data["stage"]), list(data.get("groups", ())))
+                cut = {tuple(o) for o in data.get("outlets", ())}
+                for group_id in data.get("groups", ()):
+                    outlets = self.outlets_by_group.get(group_id, [])
+                    if outlets and all(o in cut for o in outlets):
+                        self.hard_cut.add(group_id)
+            elif kind == "trip_released":
+                open_trips.clear()
+            elif kind == "escalation" and data.get("result") == "ok":
+                self.hard_cut.add(str(data["group_id"]))
+            elif kind == "outlets_restored":
+                self.hard_cut.discard(str(data["group_id"]))
+        self.hard_cut &= set(self.group_ids)
+        # The trip shed these whatever the last setpoint said (the curtail setpoints that follow a
+        # trip may not have gone out before the restart).
+        groups = dict(self.memory.groups)
+        for wall_s, _stage, tripped in open_trips.values():
+            for group_id in tripped:
+                if group_id in self.group_ids and groups.get(group_id, _RUNNING).mode != "curtail":
+                    groups[group_id] = GroupMemory("curtail", None, wall_s)
+        self.memory = dataclasses.replace(self.memory, groups=groups)
+        for seq, (wall_s, stage, _groups) in open_trips.items():
+            event_id = f"ufr-{seq}"
+            self.book.obligations[event_id] = Obligation(
+                event_id=event_id,
+                kind="limit",
+                kw=self.site.interconnect_kw,
+                start_s=wall_s,
+                end_s=None,
+                program=f"under-frequency stage {stage}",
+            )
+        self.fastpath.trigger.latch(frozenset(stage for _wall_s, stage, _groups in open_trips.values()))
+        if open_trips or self.hard_cut:
+            log.warning(
+                "recovered under-frequency holds",
+                obligations=sorted(f"ufr-{seq}" for seq in open_trips),
+                hard_cut=sorted(self.hard_cut),
+            )
 
     # ---- inbound ---------------------------------------------------------------------------
 
@@ -516,23 +570,15 @@ class Daemon:
             )
         cause = "frequency" if record.cause == "frequency" else "grid_event"
         self.metrics.trips.labels(stage=str(record.stage), cause=cause).inc()
-        self.metrics.trip_seconds.observe(record.added_latency_s)
-        self.metrics.trip_settled_seconds.observe(record.settled_latency_s)
-        self.journal.record(
-            "trip",
-            {
-                "seq": record.seq,
-                "stage": record.stage,
-                "cause": record.cause,
-                "groups": list(record.groups),
-                "outlets": [list(o) for o in record.outlets],
-                "published": record.published,
-                "added_latency_s": record.added_latency_s,
-                "settled_latency_s": record.settled_latency_s,
-                "cut": _cut_detail(record.cut_result),
-            },
-            subject=str(record.stage),
-        )
+        entry = {
+            "seq": record.seq,
+            "stage": record.stage,
+            "cause": record.cause,
+            "groups": list(record.groups),
+            "outlets": [list(o) for o in record.outlets],
+        }
+        # Durable in the background: a restart during the event must find it (_recover_fast_path).
+        self._background(self.journal.durable("trip", entry, subject=str(record.stage)), "journal trip")
         log.warning(
             "trip fired",
             stage=record.stage,
@@ -540,11 +586,37 @@ class Daemon:
             cause=record.cause,
             groups=len(record.groups),
             outlets=len(record.outlets),
-            published=record.published,
             added_latency_ms=round(record.added_latency_s * 1000, 3),
-            settled_latency_ms=round(record.settled_latency_s * 1000, 3),
         )
         self.wake.set()
+
+    def _on_trip_settled(self, settled: TripSettled) -> None:
+        """The trip's PUBACK and PDU acknowledgements are back (or failed): time and record them."""
+        trip = settled.trip
+        self.metrics.trip_seconds.observe(settled.added_latency_s)
+        self.metrics.trip_settled_seconds.observe(settled.settled_latency_s)
+        detail = {
+            "seq": trip.seq,
+            "published": settled.published,
+            "added_latency_s": settled.added_latency_s,
+            "settled_latency_s": settled.settled_latency_s,
+            "cut": _cut_detail(settled.cut_result),
+        }
+        self.journal.record("trip_settled", detail, subject=str(trip.stage))
+        log_at = log.info if settled.published and _cut_ok(settled.cut_result) else log.error
+        log_at("trip acknowledged", **{**detail, "added_latency_s": round(settled.added_latency_s, 6)})
+
+    def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run `work` outside the hot path; a failure is logged, never lost."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("background work failed", what=what, error=repr(finished.exception()))
+
+        task.add_done_callback(done)
 
     def _on_trip_released(self) -> None:
         released = [event_id for event_id in self.book.obligations if event_id.startswith("ufr-")]
@@ -771,6 +843,10 @@ def _pool_detail(result: PoolResult) -> str:
     """One line on a PDU switch: how long, and which outlets failed why."""
     failures = [f"{r.pdu_id}:{list(r.failed)} {r.reason}" for r in result.results.values() if r.failed]
     return f"{result.elapsed_s * 1000:.1f} ms" + (f"; failed {', '.join(failures)}" if failures else "")
+
+
+def _cut_ok(result: PoolResult | BaseException | None) -> bool:
+    return result is None or (isinstance(result, PoolResult) and result.ok)
 
 
 def _cut_detail(result: PoolResult | BaseException | None) -> str | None:

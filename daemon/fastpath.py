@@ -3,13 +3,14 @@
 Between the frequency sample and the commands there is no planning, no per-group fan-out and no disk
 I/O: one `mining/trip` broadcast (every controller armed at or below the stage sheds at once) and, for
 stages armed with `hard_cut`, the armed PDU outlet writes (prepared when the plan was armed), all on
-their sockets before `fire` returns. What happened is handed to `on_fired` once the acknowledgements
-are back; journaling and metrics happen there, never before the commands.
+their sockets before `fire` returns. Then, still inside `fire`, `on_fired` gets the trip (state,
+journal, metrics: never before the commands), and `on_settled` its acknowledgements when they are back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,11 +33,11 @@ PublishNow = Callable[[bytes], "asyncio.Future[bool] | None"]
 
 @dataclass(frozen=True, slots=True)
 class TripRecord:
-    """One trip, times in `time.monotonic()` seconds.
+    """One trip as its commands went out, times in `time.monotonic()` seconds.
 
     `published_s`: the PUBLISH was written to the broker's socket (or found no session).
-    `issued_s`: every armed PDU's first outlet write was handed to its socket (None: no PDU armed).
-    `settled_s`: the PUBACK and every PDU acknowledgement (or failure) are back.
+    `issued_s`: every armed PDU's first outlet write was on its socket (None: no PDU armed); a PDU
+    that had to reconnect or log in first is later, see `TripSettled.issued_s`.
     """
 
     stage: int
@@ -45,24 +46,33 @@ class TripRecord:
     sample_mono_s: float
     published_s: float
     issued_s: float | None
-    settled_s: float
-    published: bool  # the broker acknowledged the trip (QoS 1 PUBACK)
     groups: tuple[str, ...]
     outlets: tuple[Outlet, ...]
-    cut_result: PoolResult | BaseException | None
-
-    @property
-    def commands_out_s(self) -> float:
-        return self.published_s if self.issued_s is None else max(self.published_s, self.issued_s)
 
     @property
     def added_latency_s(self) -> float:
         """The daemon's own cost: sample -> broadcast written and all armed PDU writes issued."""
-        return self.commands_out_s - self.sample_mono_s
+        out_s = self.published_s if self.issued_s is None else max(self.published_s, self.issued_s)
+        return out_s - self.sample_mono_s
+
+
+@dataclass(frozen=True, slots=True)
+class TripSettled:
+    """The same trip once the PUBACK and every PDU acknowledgement (or failure) are back."""
+
+    trip: TripRecord
+    issued_s: float | None  # the last PDU's outlet write, including any that connected first
+    settled_s: float
+    published: bool  # the broker acknowledged the trip (QoS 1 PUBACK)
+    cut_result: PoolResult | BaseException | None
+
+    @property
+    def added_latency_s(self) -> float:
+        return dataclasses.replace(self.trip, issued_s=self.issued_s).added_latency_s
 
     @property
     def settled_latency_s(self) -> float:
-        return self.settled_s - self.sample_mono_s
+        return self.settled_s - self.trip.sample_mono_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,7 @@ class FastPath:
         publish_trip: PublishNow,
         next_seq: Callable[[], int],
         on_fired: Callable[[TripRecord], None],
+        on_settled: Callable[[TripSettled], None],
         on_released: Callable[[], None],
         on_reject: Callable[[str], None],
         pdus: PduPool | None = None,
@@ -95,6 +106,7 @@ class FastPath:
         self.publish_trip = publish_trip
         self.next_seq = next_seq
         self.on_fired = on_fired
+        self.on_settled = on_settled
         self.on_released = on_released
         self.on_reject = on_reject
         self.pdus = pdus
@@ -134,8 +146,8 @@ class FastPath:
             self.on_released()
 
     def fire(self, stage: int, sample_mono_s: float, *, cause: str) -> None:
-        """Send the armed trip before returning: the broadcast and every armed PDU's first write are on
-        their sockets; acknowledgements and records follow in a task."""
+        """Send the armed trip before returning: every armed PDU's first write and the broadcast are on
+        their sockets, then `on_fired` records it; the acknowledgements follow in a task."""
         armed = self._armed.get(stage, _UNARMED)
         # Outlets first: a cut drops load in milliseconds, the broadcast starts a firmware sleep that
         # takes seconds (design.md section 6); and the broker's fan-out to hundreds of controllers,
@@ -145,21 +157,20 @@ class FastPath:
         seq = self.next_seq()
         ack = self.publish_trip(encode(Trip(seq=seq, stage=stage, ts=time.time())))
         published_s = time.monotonic()
-        task = asyncio.get_running_loop().create_task(
-            self._settle(stage, seq, cause, sample_mono_s, published_s, issued_s, armed, ack, cut)
+        record = TripRecord(
+            stage, seq, cause, sample_mono_s, published_s, issued_s, armed.groups, armed.outlets
         )
+        try:
+            self.on_fired(record)  # the commands are out: now state, journal and metrics
+        except Exception:
+            log.exception("recording a trip failed", stage=stage, seq=seq)
+        task = asyncio.get_running_loop().create_task(self._settle(record, ack, cut))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _settle(
         self,
-        stage: int,
-        seq: int,
-        cause: str,
-        sample_mono_s: float,
-        published_s: float,
-        issued_s: float | None,
-        armed: _Armed,
+        record: TripRecord,
         ack: asyncio.Future[bool] | None,
         cut: Awaitable[PoolResult] | None,
     ) -> None:
@@ -168,26 +179,21 @@ class FastPath:
             cut if cut is not None else _value(None),
             return_exceptions=True,
         )
+        issued_s = record.issued_s
         if issued_s is not None and isinstance(cut_result, PoolResult):
             # A PDU that had to connect or log in first issued its outlet write later than that.
             issued_s = max([issued_s, *(r.issued_s for r in cut_result.results.values() if r.issued_s)])
-        record = TripRecord(
-            stage=stage,
-            seq=seq,
-            cause=cause,
-            sample_mono_s=sample_mono_s,
-            published_s=published_s,
+        settled = TripSettled(
+            trip=record,
             issued_s=issued_s,
             settled_s=time.monotonic(),
             published=published is True,
-            groups=armed.groups,
-            outlets=armed.outlets,
             cut_result=cut_result if isinstance(cut_result, PoolResult | BaseException) else None,
         )
         try:
-            self.on_fired(record)
+            self.on_settled(settled)
         except Exception:  # this task runs outside the TaskGroup: say so rather than lose it
-            log.exception("recording a trip failed", stage=stage, seq=seq)
+            log.exception("recording a trip's acknowledgements failed", stage=record.stage, seq=record.seq)
 
 
 async def _value(value: object) -> object:

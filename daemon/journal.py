@@ -114,13 +114,16 @@ class Journal:
                 [(e.wall_s, e.monotonic_s, e.kind, e.subject, e.data) for e in batch],
             )
 
-    def entries(self, kind: str | None = None) -> list[tuple[float, str, str | None, dict[str, Any]]]:
-        """Read back (wall_s, kind, subject, data) in order; for recovery at start-up and for tests."""
+    def entries(
+        self, kind: str | tuple[str, ...] | None = None
+    ) -> list[tuple[float, str, str | None, dict[str, Any]]]:
+        """Read back (wall_s, kind, subject, data) in order, of one kind or several interleaved; for
+        recovery at start-up and for tests."""
         query = "SELECT wall_s, kind, subject, data FROM journal"
         args: tuple[str, ...] = ()
         if kind is not None:
-            query += " WHERE kind = ?"
-            args = (kind,)
+            args = (kind,) if isinstance(kind, str) else kind
+            query += f" WHERE kind IN ({', '.join('?' * len(args))})"
         rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         return [(wall_s, k, subject, json.loads(data)) for wall_s, k, subject, data in rows]
 

@@ -69,6 +69,10 @@ class FrequencyTrigger:
     def latched(self) -> frozenset[int]:
         return frozenset(self._latched)
 
+    def latch(self, stages: frozenset[int]) -> None:
+        """Hold `stages` as fired (a restart during an event): they release as after a real trip."""
+        self._latched |= {stage.stage for stage in self.stages if stage.stage in stages}
+
     @property
     def confirming(self) -> bool:
         """A streak below some stage's threshold has begun but not yet fired that stage."""

@@ -571,6 +571,52 @@ async def test_an_under_frequency_dip_trips_the_groups_armed_at_that_stage_and_o
     await until(lambda: all(g.commanded == "run" for g in site.groups.values()), 10, "restored after release")
 
 
+def _slow_release(data: dict) -> None:
+    data["control"].update(release_after_s=600.0, min_off_s=0.0)
+
+
+@pytest.mark.parametrize("running", [_slow_release], indirect=True)
+async def test_a_daemon_restarted_during_an_under_frequency_event_keeps_the_tripped_groups_shed(
+    running: Running,
+) -> None:
+    from mullet.simulators.meter import FrequencyScript
+
+    site, observer = running.site, running.observer
+    topics = observer.topics
+    stage_1 = {g for g, stage in (await armed_stages(running, {1})).items() if stage == 1}
+    seen = len(observer.received)
+    site.frequency = FrequencyScript(59.8)
+    await observer.wait_for(lambda t, p: t == topics.trip, 3, since=seen)
+    await until(
+        lambda: {g.group_id for g in site.groups.values() if g.commanded == "curtail"} == stage_1, 2, "shed"
+    )
+    # A plan after the trip: its setpoints were journaled durably after the trip entry, so both are in.
+    await observer.wait_for(
+        lambda t, p: (
+            t == topics.daemon_plan and any(o.startswith("ufr-") for o in json.loads(p)["active_obligations"])
+        ),
+        5,
+        since=seen,
+    )
+    # Recovering, but not yet for release_after_s: above the 59.85 Hz threshold, below release_hz.
+    site.frequency = FrequencyScript(59.9)
+    running.daemon.kill()
+    await asyncio.wait_for(running.daemon.wait(), 5)
+    seen = len(observer.received)
+    running.daemon = await start_daemon(running.config_path, running.log_path)
+    await observer.wait_for(lambda t, p: t == topics.daemon_online and p == b"1", 20, since=seen)
+    # The first plan after the restart holds the trip's obligation and the tripped groups ...
+    _, raw = await observer.wait_for(lambda t, p: t == topics.daemon_plan, 10, since=seen)
+    plan = json.loads(raw)
+    assert [o for o in plan["active_obligations"] if o.startswith("ufr-")], plan
+    assert {g for g, d in plan["groups"].items() if d["mode"] == "curtail"} >= stage_1
+    # ... and so do the next control cycles (each computes a plan).
+    cycles = running.metric("mullet_plan_compute_seconds_count")
+    await until(lambda: running.metric("mullet_plan_compute_seconds_count") >= cycles + 3, 10, "3 cycles")
+    assert all(site.groups[g].commanded == "curtail" for g in stage_1)
+    assert "recovered under-frequency holds" in running.log_path.read_text()
+
+
 async def test_an_immediate_grid_event_fires_the_armed_stage_on_the_fast_path(running: Running) -> None:
     site, observer = running.site, running.observer
     topics = observer.topics
