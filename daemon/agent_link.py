@@ -9,6 +9,7 @@ from contextlib import suppress
 import aiomqtt
 
 from mullet.daemon.config import MqttSection
+from mullet.drivers.cancel import reraise_swallowed_cancel
 from mullet.drivers.mqtt import BrokerAddress
 from mullet.simulators.mqtt_link import Broker, DeviceLink
 
@@ -28,3 +29,4 @@ async def say_offline(link: DeviceLink) -> None:
         return
     with suppress(aiomqtt.MqttError):
         await client.publish(link.online_topic, b"0", qos=1, retain=True, timeout=2.0)
+    reraise_swallowed_cancel()

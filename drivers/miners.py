@@ -7,6 +7,9 @@ firmware can acknowledge a sleep and keep hashing. So every call here only says 
 was *sent*; the agent confirms from readings.
 
 Every call has its own timeout and never raises: a miner that hangs costs its own slot only.
+pyasic reads replies through Python 3.11's `asyncio.wait_for`, which can drop a cancellation racing
+with the reply (gh-86296); each call checks for one afterwards (`drivers/cancel.py`), or a worker
+would carry on and hang the agent's shutdown.
 
 LuxOS (`firmware = "luxos"`): the `LUXMiner` class is built directly, so no detection probes run and
 the API port can be any port (`rpc.port`; the firmware listens on 4028). Readings take one
@@ -28,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
+
+from mullet.drivers.cancel import reraise_swallowed_cancel
 
 log = structlog.get_logger("mullet.miners")
 
@@ -78,11 +83,18 @@ class MinerClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 miner = await self._get_miner()
+                reraise_swallowed_cancel()
                 if miner is None:
                     return None
                 if self.endpoint.firmware == "luxos":
-                    return _luxos_reading(await miner.rpc.multicommand("power", "summary"))
-                return _generic_reading(await miner.get_wattage(), await miner.get_hashrate())
+                    data = await miner.rpc.multicommand("power", "summary")
+                    reraise_swallowed_cancel()
+                    return _luxos_reading(data)
+                wattage = await miner.get_wattage()
+                reraise_swallowed_cancel()
+                hashrate = await miner.get_hashrate()
+                reraise_swallowed_cancel()
+                return _generic_reading(wattage, hashrate)
         except TimeoutError:
             self.failures["read_timeout"] += 1
         except Exception as exc:  # pyasic raises many kinds; none may take the agent down
@@ -94,15 +106,20 @@ class MinerClient:
         try:
             async with asyncio.timeout(self.timeout_s):
                 miner = await self._get_miner()
+                reraise_swallowed_cancel()
                 if miner is None:
                     self.failures[f"{what}_no_miner"] += 1
                     return False
-                if await call(miner):
+                sent = await call(miner)
+                reraise_swallowed_cancel()
+                if sent:
                     return True
                 rpc = getattr(miner, "rpc", None)
                 if rpc is not None and getattr(rpc, "session_token", None) is not None:
                     rpc.session_token = None  # the firmware may have dropped our session: log on again
-                    if await call(miner):
+                    sent = await call(miner)
+                    reraise_swallowed_cancel()
+                    if sent:
                         return True
                 self.failures[f"{what}_refused"] += 1
         except TimeoutError:

@@ -196,7 +196,8 @@ class LuxosMinerSim:
         buffer = b""
         decoder = json.JSONDecoder()
         while len(buffer) < _MAX_REQUEST_BYTES:
-            chunk = await asyncio.wait_for(reader.read(4096), _REQUEST_IDLE_S)
+            async with asyncio.timeout(_REQUEST_IDLE_S):  # not wait_for: 3.11's can drop a cancel
+                chunk = await reader.read(4096)
             if not chunk:
                 break
             buffer += chunk
