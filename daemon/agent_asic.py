@@ -346,15 +346,13 @@ class AsicAgent(DeviceLink):
 
     def _observed_mode(self, now_s: float) -> Literal["run", "curtail", "ramping"]:
         """Before any command: what the readings show (all asleep, all running, or neither)."""
-        cfg = self.config.agent
-        readings = [w.reading for w in self.workers if w.fresh(now_s)]
-        if len(readings) == len(self.workers):
-            if all(r.power_w <= cfg.sleep_confirm_w for r in readings if r is not None):
-                return "curtail"
-            asleep = [r for r in readings if r is not None and r.power_w <= cfg.sleep_confirm_w]
-            if not asleep:
-                return "run"
-        return "ramping"
+        readings = [w.reading for w in self.workers if w.fresh(now_s) and w.reading is not None]
+        if len(readings) < len(self.workers):
+            return "ramping"
+        asleep = sum(r.power_w <= self.config.agent.sleep_confirm_w for r in readings)
+        if asleep == len(readings):
+            return "curtail"
+        return "run" if asleep == 0 else "ramping"
 
     async def _handle(self, topic: str, payload: bytes) -> None:
         if not payload:
