@@ -159,7 +159,22 @@ async def meter_main(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- bench process
 
 
+# CPUs for everything but the daemon side, when --pin gives the daemon a core of its own.
+OTHERS_CPUS: set[int] = set()
+
+
+def pin_away(pid: int) -> None:
+    if OTHERS_CPUS:
+        os.sched_setaffinity(pid, OTHERS_CPUS)
+
+
 async def spawn_role(role: str, extra: list[str]) -> asyncio.subprocess.Process:
+    proc = await _spawn_role(role, extra)
+    pin_away(proc.pid)
+    return proc
+
+
+async def _spawn_role(role: str, extra: list[str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         SCRIPT,
@@ -254,7 +269,7 @@ async def bench(args: argparse.Namespace) -> int:
             ("--gap-ms", args.gap_ms),
             ("--chain-trips", args.chain_trips),
             ("--poll-hz", [f"{h:g}" for h in args.poll_hz]),
-            ("--nice", args.nice),
+            ("--pin", args.pin),
         ],
     )
     print_header(
@@ -270,7 +285,17 @@ async def bench(args: argparse.Namespace) -> int:
     res = Results()
     try:
         # 1. broker
+        if args.pin:
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) < 2:
+                print("--pin needs at least 2 CPUs")
+                return 2
+            OTHERS_CPUS.update(cpus[1:])
+            os.sched_setaffinity(0, {cpus[0]})
+            print(f"[0] daemon side pinned to CPU {cpus[0]}; broker, controllers, PDUs, meter to {cpus[1:]}")
         await broker.start()
+        assert broker.process is not None
+        pin_away(broker.process.pid)
         print(f"[1] broker: mosquitto on {broker.host}:{broker.port} (set_tcp_nodelay true)", flush=True)
 
         # 2. the probe controller (its own process, subscribed first), then the 600 in another process
@@ -312,10 +337,6 @@ async def bench(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-        if args.nice:
-            # Only this (the daemon's) process: mosquitto, controllers and PDUs started at 0 above.
-            os.setpriority(os.PRIO_PROCESS, 0, args.nice)
-            print(f"[3] daemon side at nice {os.getpriority(os.PRIO_PROCESS, 0)}", flush=True)
         stages = (TripStage(stage=1, threshold_hz=59.85, shed_kw=1000.0, hard_cut=True),)
         groups = [f"g{i:03d}" for i in range(args.controllers)]
         outlets_by_group = {groups[i]: [(f"pdu-{i:02d}", 1)] for i in range(min(len(ports), len(groups)))}
@@ -391,6 +412,7 @@ async def bench(args: argparse.Namespace) -> int:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
+            pin_away(floor_proc.pid)
             await asyncio.sleep(0.5)  # let it connect before the first line
 
             class Arrivals:
@@ -667,7 +689,10 @@ def main() -> int:
     parser.add_argument("--poll-hz", type=float, nargs="*", default=[10.0, 50.0], help="meter poll rates")
     parser.add_argument("--chain-trips", type=int, default=30, help="trips per poll rate in the whole chain")
     parser.add_argument(
-        "--nice", type=int, default=0, help="niceness of the daemon side only (e.g. -10, as root)"
+        "--pin",
+        action="store_true",
+        help="give the daemon side a CPU of its own; the broker and all simulators share the others "
+        "(as a site pins mulletd and mosquitto apart, see docs/performance.md)",
     )
     parser.add_argument(
         "--role", choices=("bench", "controllers", "pdus", "meter"), default="bench", help=argparse.SUPPRESS
