@@ -20,6 +20,7 @@ from mullet.daemon.grid_ven import run_ven
 from mullet.daemon.http_api import serve_http_api
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
+from mullet.daemon.pdu_metrics import PduCollector
 from mullet.daemon.state import SiteState
 from mullet.daemon.verify import PendingShed, ShedVerifier
 from mullet.drivers.device_profiles import load_meter_profile
@@ -116,6 +117,8 @@ class Daemon:
         )
         # A warm connection to every PDU, so a cut is one round trip (design.md section 3).
         self.pdus: PduPool | None = PduPool.from_config(config.pdus) if config.pdus else None
+        if self.pdus is not None:
+            self.metrics.registry.register(PduCollector(self.pdus))
         self.fastpath = FastPath(
             trigger=FrequencyTrigger(
                 config.trip_stages(),

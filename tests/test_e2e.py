@@ -660,7 +660,10 @@ async def test_a_group_whose_firmware_ignores_the_shed_is_cut_at_its_pdu_within_
     assert time.monotonic() - sent_s >= 2.0  # firmware got its deadline first
     assert liar.power_kw == 0.0
     assert all(not site.pdus["pdu-a"].is_on(outlet) for outlet in (1, 2))
-    assert 'mullet_escalations_total{result="ok"} 1.0' in running.metrics()
+    metrics = running.metrics()
+    assert 'mullet_escalations_total{result="ok"} 1.0' in metrics
+    assert 'mullet_pdu_up{pdu="pdu-a"} 1.0' in metrics
+    assert 'mullet_pdu_request_failures_total{pdu="pdu-a",reason="timeout"} 0.0' in metrics
     assert waited_s < 5.0
 
     # After the event the group gets its outlets back before its run command: a cold start, ramped.
