@@ -10,17 +10,12 @@ import aiomqtt
 
 from mullet.daemon.config import MqttSection
 from mullet.drivers.cancel import reraise_swallowed_cancel
-from mullet.drivers.mqtt import BrokerAddress
 from mullet.simulators.mqtt_link import Broker, DeviceLink
 
 
 def broker_of(mqtt: MqttSection) -> Broker:
-    return Broker(
-        address=BrokerAddress.parse(mqtt.url),
-        keepalive_s=mqtt.keepalive_s,
-        reconnect_min_s=mqtt.reconnect_min_s,
-        reconnect_max_s=mqtt.reconnect_max_s,
-    )
+    """The agent's broker, with its TLS settings and credentials (the ACL identity is the username)."""
+    return Broker.from_config(mqtt)
 
 
 async def say_offline(link: DeviceLink) -> None:

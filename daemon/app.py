@@ -13,19 +13,21 @@ from typing import Any
 
 import structlog
 
-from mullet.daemon.config import Config
+from mullet.daemon.config import Config, ConfigError, load_config
 from mullet.daemon.events import Decision, ObligationBook, rejected
 from mullet.daemon.fastpath import FastPath, TripRecord, TripSettled
 from mullet.daemon.grid_ven import run_ven
 from mullet.daemon.http_api import serve_http_api
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
+from mullet.daemon.notify import Notifier
 from mullet.daemon.pdu_metrics import PduCollector
+from mullet.daemon.secrets import SecretError, read_secret
 from mullet.daemon.state import SiteState
 from mullet.daemon.verify import PendingShed, ShedVerifier
 from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.meter import MeterSample, ModbusMeter
-from mullet.drivers.mqtt import MqttLink
+from mullet.drivers.mqtt import MqttLink, tls_context
 from mullet.drivers.pdu import PduPool, PoolResult
 from mullet.drivers.wire import (
     GridEvent,
@@ -41,7 +43,15 @@ from mullet.drivers.wire import (
     decode_online,
     encode,
 )
-from mullet.policies.model import GroupDecision, GroupMemory, Obligation, Plan, PolicyMemory
+from mullet.policies.model import (
+    GroupDecision,
+    GroupMemory,
+    GroupMode,
+    Obligation,
+    Override,
+    Plan,
+    PolicyMemory,
+)
 from mullet.policies.plan import compute_plan
 from mullet.policies.trigger import FrequencyTrigger, TriggerSettings
 
@@ -70,8 +80,23 @@ _GridItem = tuple["GridEvent | _RejectedEvent", "asyncio.Future[GridEventAck] | 
 
 
 class Daemon:
-    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
+        config_path: str | None = None,
+    ) -> None:
         self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier(None)
+        # Secrets are read here, so a bad one fails start-up (SecretError) instead of the first request.
+        self.api_token = read_secret(
+            file=config.http_api.token_file, credential=config.http_api.token_credential
+        )
+        mqtt = config.mqtt
+        mqtt_password = read_secret(file=mqtt.password_file, credential=mqtt.password_credential)
         self.topics = Topics(config.topic_root)
         self.site = config.site_spec()
         self.group_ids = [g.group_id for g in self.site.groups]
@@ -100,6 +125,9 @@ class Daemon:
             keepalive_s=config.mqtt.keepalive_s,
             reconnect_min_s=config.mqtt.reconnect_min_s,
             reconnect_max_s=config.mqtt.reconnect_max_s,
+            username=mqtt.username,
+            password=mqtt_password,
+            tls=tls_context(mqtt.ca_file, mqtt.cert_file, mqtt.key_file) if "mqtts:" in mqtt.url else None,
         )
         meter_device = f"meter:{config.meter.host}:{config.meter.port}"
         self.meter = ModbusMeter(
@@ -169,6 +197,12 @@ class Daemon:
         self.seq = self.journal.max_seq() + SEQ_RESTART_GAP
         self.metrics_port: int | None = None
         self.http_port: int | None = None  # set by the HTTP API once it listens
+        # Operator holds (POST /v1/override): journaled, so a restart keeps them until they expire.
+        self.overrides: dict[str, Override] = {}
+        self.cycles = 0  # completed control cycles (a plan computed and acted on)
+        self.last_cycle_mono_s: float | None = None
+        self.started_mono_s = time.monotonic()
+        self._recover_overrides()
         self._recover_obligations()
         self._recover_commanded()
         self._recover_fast_path()
@@ -198,6 +232,7 @@ class Daemon:
                     tg.create_task(run_ven(self, self.config.openadr), name="openadr")
                 tg.create_task(self._supervise(), name="supervisor")
                 await self._stop.wait()
+                self.notifier.stopping()
                 # Say goodbye while the session is still up; a clean disconnect fires no LWT.
                 await self.link.close()
                 raise _Stopped
@@ -210,6 +245,7 @@ class Daemon:
             self.journal.close()
             self.metrics.close()
             log.info("mulletd stopped")
+            self.notifier.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -464,11 +500,15 @@ class Daemon:
         for event_id in self.book.expire(now_s):
             self.journal.record("obligation_ended", {"id": event_id}, subject=event_id)
             log.info("obligation ended", event_id=event_id)
+        for group_id in [g for g, o in self.overrides.items() if not o.active(now_s)]:
+            del self.overrides[group_id]
+            log.info("override expired", group_id=group_id)
         if not self._settled(now_mono_s):
             return
         snapshot = self.state.snapshot(self.tenant_ids, self.group_ids, now_mono_s)
         started_s = time.perf_counter()
-        plan = compute_plan(self.site, snapshot, list(self.book.obligations.values()), now_s, self.memory)
+        obligations = list(self.book.obligations.values())
+        plan = compute_plan(self.site, snapshot, obligations, now_s, self.memory, self.overrides)
         self.metrics.plan_seconds.observe(time.perf_counter() - started_s)
         self.plan = plan
         for restore in set(plan.memory.restores) - set(self.memory.restores):
@@ -484,6 +524,19 @@ class Daemon:
         self._update_metrics(plan, now_mono_s)
         await self._verify_sheds(time.monotonic())
         self.ready.set()
+        self._cycle_done(plan)
+
+    def _cycle_done(self, plan: Plan) -> None:
+        """systemd hears READY=1 after the first complete cycle, WATCHDOG=1 only after complete cycles:
+        a wedged loop or a cycle that fails every time stops the pings and systemd restarts us."""
+        now_mono_s = time.monotonic()
+        self.cycles += 1
+        self.last_cycle_mono_s = now_mono_s
+        if self.cycles == 1:
+            status = f"controlling {len(self.group_ids)} groups, {len(plan.curtailed())} curtailed"
+            self.notifier.ready(status)
+            log.info("ready", status=status, after_s=round(now_mono_s - self.started_mono_s, 3))
+        self.notifier.watchdog(now_mono_s)
 
     async def _verify_sheds(self, now_mono_s: float) -> None:
         confirmed, overdue = self.verifier.check(
@@ -827,6 +880,116 @@ class Daemon:
             total += value
         return total
 
+    def lifecycle_status(self) -> dict[str, Any]:
+        """Service health for GET /v1/status: started, ready, cycling, what operators hold."""
+        now_mono_s = time.monotonic()
+        return {
+            "site_id": self.config.site.site_id,
+            "ready": self.ready.is_set(),
+            "seq": self.seq,
+            "cycles": self.cycles,
+            "last_cycle_age_s": (
+                None if self.last_cycle_mono_s is None else round(now_mono_s - self.last_cycle_mono_s, 3)
+            ),
+            "uptime_s": round(now_mono_s - self.started_mono_s, 3),
+            "overrides": {g: self._override_doc(o) for g, o in sorted(self.overrides.items())},
+            "config_reload": self._last_reload,
+        }
+
+    def plan_document(self) -> dict[str, Any] | None:
+        """The current plan as `daemon/plan` carries it; None before the first plan."""
+        if self.plan is None:
+            return None
+        return {**self._plan_summary(self.plan), "ts": self.plan.computed_at_s}
+
+    # ---- operator overrides ----------------------------------------------------------------
+
+    @staticmethod
+    def _override_doc(override: Override) -> dict[str, Any]:
+        return {"mode": override.mode, "until": override.until_s, "note": override.note}
+
+    async def set_override(self, group_id: str, mode: str, until_s: float | None, note: str, by: str) -> None:
+        """Hold `group_id` in `mode` until `until_s` (mode "auto": release it); durable before it
+        takes effect, so an acknowledged override survives a restart. Raises ValueError for an
+        unknown group, KeyError for "auto" on a group that has none."""
+        if group_id not in self.group_ids:
+            raise ValueError(f"unknown group {group_id!r}")
+        if mode == "auto" and group_id not in self.overrides:
+            raise KeyError(group_id)
+        entry = {"group_id": group_id, "mode": mode, "until": until_s, "note": note, "by": by}
+        await self.journal.durable("override", entry, subject=group_id)
+        if mode == "auto":
+            del self.overrides[group_id]
+        else:
+            assert until_s is not None and mode in ("run", "curtail")
+            mode_held: GroupMode = "run" if mode == "run" else "curtail"
+            self.overrides[group_id] = Override(group_id, mode_held, until_s, note)
+        log.warning("override", **entry)
+        self.wake.set()
+
+    def _recover_overrides(self) -> None:
+        now_s = time.time()
+        for _wall_s, _kind, _subject, data in self.journal.entries("override"):
+            group_id, mode = str(data["group_id"]), data["mode"]
+            if mode in ("run", "curtail") and data["until"] > now_s and group_id in self.group_ids:
+                held: GroupMode = "run" if mode == "run" else "curtail"
+                self.overrides[group_id] = Override(group_id, held, float(data["until"]), str(data["note"]))
+            else:
+                self.overrides.pop(group_id, None)
+
+    # ---- configuration reload (SIGHUP) -----------------------------------------------------
+
+    def reload(self) -> str:
+        """Re-read the config file and take on what can change while running (docs/operations.md);
+        on any problem keep the config in force, log why and count it. Returns the outcome."""
+        self.notifier.reloading()
+        try:
+            outcome, detail = self._reload()
+        finally:
+            self.notifier.notify(READY=1, STATUS=f"config reload: {self._last_reload}")
+        self.metrics.config_reloads.labels(result=outcome).inc()
+        if outcome == "ok":
+            log.info("config reloaded", path=self.config_path, changed=detail)
+        else:
+            log.error("config reload refused, previous config kept", result=outcome, problems=detail)
+        self.journal.record("config_reload", {"result": outcome, "detail": detail})
+        return outcome
+
+    _last_reload = "none"
+
+    def _reload(self) -> tuple[str, list[str]]:
+        if self.config_path is None:
+            self._last_reload = "no config file"
+            return "invalid", ["daemon was not started from a config file"]
+        try:
+            new = load_config(self.config_path)
+            token = read_secret(file=new.http_api.token_file, credential=new.http_api.token_credential)
+        except ConfigError as exc:
+            self._last_reload = "invalid, previous config kept"
+            return "invalid", exc.problems
+        except SecretError as exc:
+            self._last_reload = "invalid, previous config kept"
+            return "invalid", [f"http_api: {exc}"]
+        fixed_before, fixed_after = _restart_only(self.config), _restart_only(new)
+        if fixed_before != fixed_after:
+            self._last_reload = "needs a restart, previous config kept"
+            changed = sorted(k for k in fixed_after if fixed_before.get(k) != fixed_after.get(k))
+            return "needs_restart", [f"{key}: changes only on restart" for key in changed]
+        changed = sorted(k for k, v in new.model_dump().items() if self.config.model_dump()[k] != v)
+        self.config = new
+        self.site = new.site_spec()
+        self.book.max_kw = new.site.interconnect_kw * new.control.max_event_kw_factor
+        self.book.programs = new.program_catalogue()
+        self.book.firmware_sleep_s = new.control.firmware_sleep_s
+        self.verifier.threshold_kw = {
+            g.group_id: g.sleep_kw + new.control.shed_confirm_fraction * (g.rated_kw - g.sleep_kw)
+            for g in self.site.groups
+        }
+        self.api_token = token
+        self._last_reload = "ok"
+        self.wake.set()
+        return "ok", changed
+
     def status(self) -> dict[str, Any]:
         now_mono_s = time.monotonic()
         plan = self.plan
@@ -840,6 +1003,35 @@ class Daemon:
             "groups": len(self.group_ids),
             "obligations": list(plan.active_obligations) if plan else [],
         }
+
+
+# What a running daemon takes on at SIGHUP; every other key changes only on restart (its connections,
+# listeners, topic root, trip stages and the identities of its groups and tenants are fixed).
+_LIVE_CONTROL = (
+    "period_s",
+    "deadband_kw",
+    "restore_ramp_kw_per_min",
+    "restore_stagger_s",
+    "min_on_s",
+    "min_off_s",
+    "max_event_kw_factor",
+    "firmware_sleep_s",
+)
+
+
+def _restart_only(config: Config) -> dict[str, Any]:
+    data = config.model_dump()
+    for key in ("economics", "programs", "simulator"):
+        data.pop(key)
+    data["economics.price_stale_after_s"] = config.economics.price_stale_after_s
+    data["site"] = config.site.site_id
+    for key in _LIVE_CONTROL:
+        data["control"].pop(key)
+    for key in ("token_file", "token_credential"):
+        data["http_api"].pop(key)
+    data["groups"] = [(g.group_id, g.model_dump()["outlets"]) for g in config.groups]
+    data["tenants"] = [t.tenant_id for t in config.tenants]
+    return data
 
 
 def _pool_detail(result: PoolResult) -> str:

@@ -47,12 +47,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from mullet.daemon.app import Daemon
     from mullet.daemon.logs import configure_logging
+    from mullet.daemon.notify import Notifier
+    from mullet.daemon.secrets import SecretError
 
     config = _load_or_exit(args.config)
     configure_logging(args.log_level)
 
     async def main(stop: asyncio.Event) -> int:
-        daemon = Daemon(config)
+        try:
+            daemon = Daemon(config, notifier=Notifier.from_environment(), config_path=args.config)
+        except SecretError as exc:
+            print(f"{args.config}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        # SIGHUP: re-read the config; a bad one is logged and counted, and control goes on unchanged.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.reload)
         task = asyncio.create_task(daemon.run())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -10,9 +10,19 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from mullet.daemon.secrets import SecretError, check_secret_file
 from mullet.policies.model import GroupSpec, PolicySettings, SiteSpec, TenantSpec, TripStage
 from mullet.policies.programs import Program, catalogue_with
 
@@ -20,6 +30,27 @@ PositiveKw = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeKw = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Port = Annotated[int, Field(ge=0, le=65535)]
 Ident = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+def _secret_file(path: str) -> str:
+    try:
+        check_secret_file(path)
+    except SecretError as exc:
+        raise ValueError(str(exc)) from None
+    return path
+
+
+def _public_file(path: str) -> str:
+    if not Path(path).is_file():
+        raise ValueError(f"no such file {path!r}")
+    return path
+
+
+# A file holding a secret: must exist and be unreadable by others (daemon/secrets.py).
+SecretFile = Annotated[str, AfterValidator(_secret_file)]
+PublicFile = Annotated[str, AfterValidator(_public_file)]
+# The name of a systemd credential (a file in $CREDENTIALS_DIRECTORY); resolved at start-up.
+CredentialName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class _Strict(BaseModel):
@@ -41,6 +72,25 @@ class MqttSection(_Strict):
     keepalive_s: Annotated[int, Field(ge=1, le=3600)] = 10
     reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = 0.2
     reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    # Authentication and TLS (docs/operations.md): the password from a file or a systemd credential,
+    # never inline; TLS needs an mqtts:// url; a client certificate is optional.
+    username: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    password_file: SecretFile | None = None
+    password_credential: CredentialName | None = None
+    ca_file: PublicFile | None = None
+    cert_file: PublicFile | None = None
+    key_file: SecretFile | None = None
+
+    @model_validator(mode="after")
+    def _auth_and_tls(self) -> MqttSection:
+        if self.password_file is not None and self.password_credential is not None:
+            raise ValueError("password_credential: set password_file or password_credential, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("key_file: cert_file and key_file go together")
+        tls_keys = [k for k in ("ca_file", "cert_file") if getattr(self, k) is not None]
+        if tls_keys and not self.url.startswith("mqtts://"):
+            raise ValueError(f"{tls_keys[0]}: TLS settings need an mqtts:// url, got {self.url!r}")
+        return self
 
     @field_validator("topic_root")
     @classmethod
@@ -63,6 +113,8 @@ class MqttSection(_Strict):
     def _url_scheme(cls, url: str) -> str:
         if not url.startswith(("mqtt://", "mqtts://")):
             raise ValueError(f"must start with mqtt:// or mqtts://, got {url!r}")
+        if urlsplit(url).password is not None:  # never echo the url: it holds a password
+            raise ValueError("a password in the url would sit in the config file; use password_file")
         return url
 
 
@@ -256,8 +308,22 @@ class HttpApiSection(_Strict):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Port = 9110
-    # When set, requests must carry `Authorization: Bearer <token>`.
-    token: Annotated[str, Field(min_length=16, max_length=256)] | None = None
+    # Write endpoints need `Authorization: Bearer <token>`; without a token source they are refused.
+    token_file: SecretFile | None = None
+    token_credential: CredentialName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_token(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token" in data:
+            raise ValueError("token: an inline token would sit in the config file; use token_file")
+        return data
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> HttpApiSection:
+        if self.token_file is not None and self.token_credential is not None:
+            raise ValueError("token_credential: set token_file or token_credential, not both")
+        return self
 
 
 class MetricsSection(_Strict):
@@ -267,6 +333,13 @@ class MetricsSection(_Strict):
 
 class JournalSection(_Strict):
     path: str = "mullet-journal.sqlite"
+    # Entries older than this are deleted (except those recovery replays); None keeps everything.
+    # At least a day: a report needs the baseline intervals before an event's notice.
+    retention_days: Annotated[float, Field(ge=1, le=36_500)] | None = 400.0
+    # Entries waiting for the writer; beyond it `record()` drops and counts (never blocks).
+    queue_size: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
+    # The site meter's power is journaled at most this often, for compliance reports.
+    site_power_every_s: Annotated[float, Field(gt=0, le=900)] = 1.0
 
 
 class SimTenantSection(_Strict):
@@ -285,6 +358,9 @@ class SimulatorSection(_Strict):
     # (seconds since start, Hz) steps; the meter holds each value until the next step.
     frequency_script: list[tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(gt=40, lt=70)]]] = []
     tenants: list[SimTenantSection] = []
+    # With a broker ACL (deploy/mosquitto/acl): each simulated controller logs in as its own identity,
+    # `mining/<group_id>` or `ai/<tenant_id>`, with this password; unset = [mqtt]'s credentials.
+    mqtt_password_file: SecretFile | None = None
 
 
 class Config(_Strict):

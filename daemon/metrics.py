@@ -65,6 +65,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.config_reloads = Counter(
+            "mullet_config_reloads_total",
+            "SIGHUP config reloads by result (ok, invalid, needs_restart); refused: old config kept.",
+            ["result"],
+            registry=r,
+        )
+        self.api_refusals = Counter(
+            "mullet_http_api_refusals_total",
+            "HTTP API write requests refused before acting, by reason (unauthorized, writes_disabled).",
+            ["reason"],
+            registry=r,
+        )
         self.openadr_events = Counter(
             "mullet_openadr_events_total",
             "OpenADR events answered by the VEN, by opt (optIn, optOut) and reason code.",

@@ -7,6 +7,7 @@ full jitter, and re-subscribe every time (a clean session forgets subscriptions)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import socket
 import ssl
@@ -56,6 +57,17 @@ class BrokerAddress:
         return f"BrokerAddress({self.host}:{self.port}, tls={self.tls}, user={self.username!r})"
 
 
+def tls_context(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
+    """Verify the broker against `ca_file` (the system store if None), hostname included; present a
+    client certificate when one is given."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 def backoff_delays(min_s: float, max_s: float, rng: random.Random | None = None) -> Callable[[int], float]:
     """Full-jitter exponential backoff (AWS architecture blog): spreads reconnect storms of many clients."""
     chooser = rng or random.Random()
@@ -82,8 +94,18 @@ class MqttLink:
         keepalive_s: int = 10,
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 10.0,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.address = BrokerAddress.parse(url)
+        if username is not None or password is not None:
+            self.address = dataclasses.replace(
+                self.address,
+                username=username or self.address.username,
+                password=password if password is not None else self.address.password,
+            )
+        self._tls = tls if tls is not None or not self.address.tls else ssl.create_default_context()
         self.client_id = client_id
         self.subscriptions = subscriptions
         self.on_message = on_message
@@ -133,7 +155,7 @@ class MqttLink:
             timeout=5.0,
             max_inflight_messages=1000,
             max_queued_outgoing_messages=10_000,
-            tls_context=ssl.create_default_context() if self.address.tls else None,
+            tls_context=self._tls,
             socket_options=NO_DELAY,
         )
         # Setpoints to hundreds of groups go out concurrently by design; aiomqtt warns above 10.

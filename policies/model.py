@@ -117,6 +117,19 @@ class Obligation:
 
 
 @dataclass(frozen=True, slots=True)
+class Override:
+    """An operator's hold on one group: `mode` until `until_s`, whatever the rules would decide."""
+
+    group_id: str
+    mode: GroupMode
+    until_s: float
+    note: str = ""
+
+    def active(self, now: float) -> bool:
+        return now < self.until_s
+
+
+@dataclass(frozen=True, slots=True)
 class SiteSnapshot:
     """What the daemon knows now. None means unknown (stale or unread), never zero."""
 

@@ -5,6 +5,7 @@ Order of rules, each explained in the decision it sets:
 2. Economics (opt-in): groups that lose money at the current price are curtailed.
 3. Shed to fit: least efficient (J/TH) first, then lowest priority; partial power targets where the
    firmware takes them, so exactly the excess goes; groups inside their minimum on-time go last.
+Operator overrides come first: a held group keeps the mode it was given and no rule below moves it.
 4. Restore (only with no obligation active and every reading known): most efficient first, within
    the deadband, minimum off-times and the restore ramp (kW per rolling minute).
 5. AI flexible shares: capped only once all mining is shed, only under an obligation that allows
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from mullet.policies.budget import site_limit, tenant_allowance_kw
 from mullet.policies.economics import EconomicView, economic_view
@@ -28,6 +30,7 @@ from mullet.policies.model import (
     GroupMode,
     GroupSpec,
     Obligation,
+    Override,
     Plan,
     PolicyMemory,
     SiteSnapshot,
@@ -82,6 +85,7 @@ class _Group:
     previous: GroupMemory | None  # what the last plan left for this group
     reason: str = ""
     trip_stage: int | None = None
+    held: bool = False  # by an operator override
 
 
 def compute_plan(
@@ -90,6 +94,7 @@ def compute_plan(
     obligations: Sequence[Obligation],
     now: float,
     memory: PolicyMemory | None = None,
+    overrides: Mapping[str, Override] | None = None,
 ) -> Plan:
     memory = memory if memory is not None else PolicyMemory()
     settings = site.settings
@@ -135,6 +140,10 @@ def compute_plan(
             return group.spec.sleep_kw
         return group.spec.rated_kw if power_kw is None else power_kw
 
+    held = _hold(groups, overrides or {}, now)
+    if held:
+        reasons.append(f"operator overrides: {_summarise(held)}")
+
     unknown = _unknown_inputs(site, snapshot, unknown_groups)
     if unknown:
         reasons.append(f"no load increase: {_summarise(unknown)} unknown")
@@ -147,7 +156,7 @@ def compute_plan(
     )
     for group in groups:
         view = views.get(group.spec.group_id)
-        if view is None or view.wish != "curtail" or group.mode == "curtail":
+        if view is None or view.wish != "curtail" or group.mode == "curtail" or group.held:
             continue
         if now - group.since_s < group.spec.min_on_s:
             group.reason = f"run: {view.reason}, but min on holds until {_until(group, now, 'on')}"
@@ -161,7 +170,7 @@ def compute_plan(
             for group in groups:
                 if planned_kw <= budget_kw + EPSILON_KW:
                     break
-                if group.mode == "curtail":
+                if group.mode == "curtail" or group.held:
                     continue
                 protected = now - group.since_s < group.spec.min_on_s
                 if protected and not forced:
@@ -343,6 +352,23 @@ def compute_plan(
         tenants=tenant_decisions,
         memory=new_memory,
     )
+
+
+def _hold(groups: list[_Group], overrides: Mapping[str, Override], now: float) -> list[str]:
+    """Put every group with an active override in its held mode, ahead of every rule; say which."""
+    held = []
+    for group in groups:
+        override = overrides.get(group.spec.group_id)
+        if override is None or not override.active(now):
+            continue
+        group.held = True
+        group.mode, group.power_kw = override.mode, None
+        until = datetime.fromtimestamp(override.until_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        group.reason = f"{override.mode}: operator override until {until}"
+        if override.note:
+            group.reason += f" ({override.note})"
+        held.append(f"{group.spec.group_id} {override.mode}")
+    return held
 
 
 def _shed(group: _Group, over_kw: float, load_kw: LoadFn) -> tuple[float, bool]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import secrets
 import socket
 import ssl
@@ -20,8 +21,9 @@ import aiomqtt
 import structlog
 
 from mullet.daemon.config import MqttSection
+from mullet.daemon.secrets import read_secret
 from mullet.drivers.cancel import reraise_swallowed_cancel
-from mullet.drivers.mqtt import NO_DELAY, BrokerAddress, backoff_delays
+from mullet.drivers.mqtt import NO_DELAY, BrokerAddress, backoff_delays, tls_context
 
 _log = structlog.get_logger()
 
@@ -34,6 +36,12 @@ class Broker:
     keepalive_s: int = 10
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
+    tls: ssl.SSLContext | None = None
+    # Set: each controller logs in as its own ACL identity (`mining/<group>`, `ai/<tenant>`) with it.
+    device_password: str | None = None
+
+    def __repr__(self) -> str:  # never print a password
+        return f"Broker({self.address!r}, tls={self.tls is not None})"
 
     @property
     def host(self) -> str:
@@ -44,13 +52,31 @@ class Broker:
         return self.address.port
 
     @classmethod
-    def from_config(cls, mqtt: MqttSection) -> Broker:
+    def from_config(cls, mqtt: MqttSection, *, device_password_file: str | None = None) -> Broker:
+        """Raises SecretError when a configured password cannot be read."""
+        address = BrokerAddress.parse(mqtt.url)
+        password = read_secret(file=mqtt.password_file, credential=mqtt.password_credential)
+        if mqtt.username is not None or password is not None:
+            address = dataclasses.replace(
+                address,
+                username=mqtt.username or address.username,
+                password=password if password is not None else address.password,
+            )
+        tls = tls_context(mqtt.ca_file, mqtt.cert_file, mqtt.key_file) if address.tls else None
         return cls(
-            address=BrokerAddress.parse(mqtt.url),
+            address=address,
             keepalive_s=mqtt.keepalive_s,
             reconnect_min_s=mqtt.reconnect_min_s,
             reconnect_max_s=mqtt.reconnect_max_s,
+            tls=tls,
+            device_password=read_secret(file=device_password_file),
         )
+
+    def credentials(self, identity: str) -> tuple[str | None, str | None]:
+        """(username, password) for the controller whose topics are under `identity`."""
+        if self.device_password is not None:
+            return identity, self.device_password
+        return self.address.username, self.address.password
 
 
 def _payload_bytes(payload: object) -> bytes:
@@ -90,6 +116,8 @@ class DeviceLink(abc.ABC):
         self._enabled.set()
         self._client: aiomqtt.Client | None = None
         self._log = _log.bind(device=name)
+        # `<root>/mining/c01/online` -> `mining/c01`: the identity the shipped broker ACL knows it by.
+        self.identity = "/".join(online_topic.split("/")[-3:-1])
 
     @abc.abstractmethod
     async def _handle(self, topic: str, payload: bytes) -> None:
@@ -150,15 +178,17 @@ class DeviceLink(abc.ABC):
         self._enabled.set()
 
     async def _session(self) -> None:
+        username, password = self.broker.credentials(self.identity)
+        tls = self.broker.tls or (ssl.create_default_context() if self.broker.address.tls else None)
         client = aiomqtt.Client(
             self.broker.host,
             self.broker.port,
-            username=self.broker.address.username,
-            password=self.broker.address.password,
+            username=username,
+            password=password,
             identifier=f"mullet-sim-{self.name}-{secrets.token_hex(3)}",
             will=aiomqtt.Will(self.online_topic, b"0", qos=1, retain=True),
             keepalive=self.broker.keepalive_s,
-            tls_context=ssl.create_default_context() if self.broker.address.tls else None,
+            tls_context=tls,
             socket_options=NO_DELAY,
         )
         async with client:

@@ -43,7 +43,9 @@ class SimulatedSite:
     ) -> None:
         self.config = config
         self.topics = Topics(config.topic_root)
-        self.broker = Broker.from_config(config.mqtt)
+        self.broker = Broker.from_config(
+            config.mqtt, device_password_file=config.simulator.mqtt_password_file
+        )
         self.started = asyncio.Event()
         self.ticks = 0
         self._clock = clock

@@ -19,7 +19,10 @@ TOKEN = "test-token-0123456789"
 
 
 def _http_api(data: dict) -> None:
-    data["http_api"] = {"enabled": True, "port": free_port(), "token": TOKEN}
+    token_file = Path(data["journal"]["path"]).with_name("api-token")
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    data["http_api"] = {"enabled": True, "port": free_port(), "token_file": str(token_file)}
 
 
 def _rejections(running: Running) -> dict[str, float]:
