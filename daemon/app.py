@@ -52,6 +52,7 @@ from mullet.policies.model import (
     Plan,
     PolicyMemory,
 )
+from mullet.policies.fleet import site_flex
 from mullet.policies.plan import compute_plan
 from mullet.policies.trigger import FrequencyTrigger, TriggerSettings
 
@@ -59,6 +60,9 @@ log = structlog.get_logger("mullet.daemon")
 
 
 SEQ_RESTART_GAP = 1000
+# The plan is republished at least this often, unchanged or not: a fleet dispatcher reads a plan older
+# than its stale limit as a site gone (docs/fleet.md).
+PLAN_HEARTBEAT_S = 5.0
 _RUNNING = GroupMemory("run", None, 0.0)
 
 
@@ -192,6 +196,7 @@ class Daemon:
         self.memory = PolicyMemory()
         self._connected_mono_s: float | None = None  # first broker session: when telemetry began to flow
         self._published_plan: dict[str, Any] | None = None
+        self._plan_published_mono_s = -math.inf
         # Setpoints are journaled off the hot path, so the newest few may be lost in a crash: jump ahead
         # so a controller never sees a seq go backwards or repeat with a different meaning.
         self.seq = self.journal.max_seq() + SEQ_RESTART_GAP
@@ -800,6 +805,7 @@ class Daemon:
                 t.tenant_id: {"power_cap_kw": t.power_cap_kw, "reason": t.reason} for t in plan.tenants
             },
             "reasons": list(plan.reasons),
+            "flex": self._flex_summary(plan),
         }
 
     def _obligations_summary(self, plan: Plan) -> dict[str, Any]:
@@ -820,9 +826,20 @@ class Daemon:
             }
         return summary
 
+    def _flex_summary(self, plan: Plan) -> dict[str, Any]:
+        """What the site could shed now by deadline class, and its import: for a fleet dispatcher."""
+        snapshot = self.state.snapshot(self.tenant_ids, self.group_ids, time.monotonic())
+        flex = site_flex(self.site, snapshot, plan.decisions, self.config.control.firmware_sleep_s)
+        return {
+            "site_kw": None if flex.site_kw is None else round(flex.site_kw),
+            "firmware_sleep_s": flex.firmware_sleep_s,
+            "sheddable_kw": {"fast_path": round(flex.fast_path_kw), "graceful": round(flex.graceful_kw)},
+        }
+
     async def _publish_plan(self, plan: Plan, *, force: bool = False) -> None:
         summary = self._plan_summary(plan)
-        if summary == self._published_plan and not force:
+        heartbeat_due = time.monotonic() - self._plan_published_mono_s >= PLAN_HEARTBEAT_S
+        if summary == self._published_plan and not force and not heartbeat_due:
             return
         payload = json.dumps({**summary, "ts": plan.computed_at_s}).encode()
         if await self.link.publish(self.topics.daemon_plan, payload, qos=1, retain=True):
@@ -838,6 +855,7 @@ class Daemon:
                     reasons=list(plan.reasons),
                 )
             self._published_plan = summary
+            self._plan_published_mono_s = time.monotonic()
 
     async def _on_connect(self) -> None:
         """After every (re)connect: the broker may have lost retained state, so say it all again."""

@@ -145,6 +145,45 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return _run_until_signal(main)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from mullet.daemon.report import ReportError, build_report
+    from mullet.daemon.report_render import render
+
+    journal_path = args.journal or (_load_or_exit(args.config).journal.path if args.config else None)
+    if journal_path is None:
+        print("mulletd report: give --config FILE or --journal PATH", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = build_report(journal_path, args.event, baseline=args.baseline)
+    except ReportError as exc:
+        print(f"mulletd report: {exc}", file=sys.stderr)
+        return 1
+    text = render(report, args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"{args.output}: {'pass' if report.passed else 'fail'}: {'; '.join(report.verdict)}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mullet.daemon.status_cli import run_status
+
+    url, token = args.url, args.token
+    if url is None:
+        if args.config is None:
+            print("mulletd status: give --config FILE or --url URL", file=sys.stderr)
+            return EXIT_CONFIG
+        section = _load_or_exit(args.config).http_api
+        if not section.enabled:
+            print(f"mulletd status: [http_api] is not enabled in {args.config}", file=sys.stderr)
+            return EXIT_CONFIG
+        url = f"http://{section.host}:{section.port}"
+        token = token or section.token
+    return run_status(url, token, watch_s=args.watch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mulletd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +210,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default=None, help="site config (default: the packaged example site)")
     demo.add_argument("--log-level", default="warning")
     demo.set_defaults(func=cmd_demo)
+
+    report = sub.add_parser("report", help="compliance report of one grid event, from the journal")
+    report.add_argument("--event", required=True, help="the grid event's id")
+    report.add_argument("--config", default=None, help="site config (for the journal path)")
+    report.add_argument("--journal", default=None, help="journal file (instead of --config)")
+    report.add_argument("--format", choices=["html", "csv", "json"], default="html")
+    report.add_argument(
+        "--baseline",
+        choices=["pre_notice_intervals", "meter_before_event"],
+        default=None,
+        help="override the program's baseline method",
+    )
+    report.add_argument("--output", "-o", default=None, help="write here instead of stdout")
+    report.set_defaults(func=cmd_report)
+
+    status = sub.add_parser("status", help="the live daemon's site, obligations and groups (HTTP API)")
+    status.add_argument("--config", default=None, help="site config (for the HTTP API address and token)")
+    status.add_argument("--url", default=None, help="the daemon's HTTP API, e.g. http://127.0.0.1:9110")
+    status.add_argument("--token", default=None, help="bearer token (default: the config's)")
+    status.add_argument(
+        "--watch", nargs="?", type=float, const=2.0, default=None, metavar="S", help="refresh every S s"
+    )
+    status.set_defaults(func=cmd_status)
 
     agent = sub.add_parser("agent", help="run an edge agent: a mining group's or an AI node's controller")
     agent.add_argument("kind", choices=["asic", "gpu"], help="asic: miners through pyasic; gpu: NVML caps")

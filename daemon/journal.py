@@ -1,15 +1,19 @@
 """Durable journal: an append-only SQLite database (WAL) of signals, decisions and commands.
 
 One writer task owns the connection so the control loop never waits on the disk, except where it
-must: an accepted grid event is committed before it is acknowledged (`durable`).
+must: an accepted grid event is committed before it is acknowledged (`durable`). The queue is bounded:
+when it is full `record()` drops the entry and counts the loss (`on_drop`), it never blocks. The same
+task deletes entries older than the retention, except those start-up recovery replays.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,16 @@ CREATE TABLE IF NOT EXISTS journal (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS journal_kind ON journal(kind, subject);
+CREATE INDEX IF NOT EXISTS journal_wall ON journal(wall_s);
 """
+
+# Kept whatever their age: start-up recovery replays them (accepted events and cancels, trips and
+# their releases, escalations and outlet restores: a few rows per event), and reports read them.
+RECOVERY_KINDS = ("grid_event", "trip", "trip_released", "escalation", "outlets_restored")
+# Rows deleted per transaction, so pruning a large backlog never holds the writer for long.
+_PRUNE_BATCH = 5000
+# A dropped entry is logged at most this often (the count is exact; the log says how many so far).
+_DROP_LOG_EVERY_S = 1.0
 
 
 @dataclass
@@ -42,7 +55,18 @@ class _Entry:
 
 
 class Journal:
-    def __init__(self, path: str | Path, *, queue_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        queue_size: int = 10_000,
+        retention_s: float | None = None,
+        prune_every_s: float = 3600.0,
+        on_drop: Callable[[str], None] | None = None,
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        """`retention_s`: delete entries older than this (None: keep everything). `on_drop(kind)` is
+        called for every entry lost to a full queue, `on_commit(entries, seconds)` after every commit."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -51,8 +75,19 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=queue_size)
+        self.retention_s = retention_s
+        self.prune_every_s = prune_every_s
+        self._on_drop = on_drop
+        self._on_commit = on_commit
         self.dropped = 0
         self.written = 0
+        self.pruned = 0
+        self._drop_logged_mono_s = -math.inf
+        self._pruned_mono_s = -math.inf
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
 
     def record(self, kind: str, data: dict[str, Any], subject: str | None = None) -> None:
         """Queue an entry without waiting; a full queue drops it and counts the loss, never blocks."""
@@ -60,7 +95,12 @@ class Journal:
             self._queue.put_nowait(_entry(kind, subject, data))
         except asyncio.QueueFull:
             self.dropped += 1
-            log.error("journal queue full, entry dropped", kind=kind, dropped=self.dropped)
+            if self._on_drop is not None:
+                self._on_drop(kind)
+            now_s = time.monotonic()
+            if now_s - self._drop_logged_mono_s >= _DROP_LOG_EVERY_S:
+                self._drop_logged_mono_s = now_s
+                log.error("journal queue full, entry dropped", kind=kind, dropped_total=self.dropped)
 
     async def durable(self, kind: str, data: dict[str, Any], subject: str | None = None) -> None:
         """Return only once the entry is committed to disk."""
@@ -78,12 +118,56 @@ class Journal:
     async def run(self) -> None:
         try:
             while True:
-                batch = [await self._queue.get()]
+                await self._prune_if_due()
+                try:
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can drop a cancellation (gh-86296).
+                    async with asyncio.timeout(self.prune_every_s):
+                        first = await self._queue.get()
+                except TimeoutError:
+                    continue
+                batch = [first]
                 while not self._queue.empty() and len(batch) < 500:
                     batch.append(self._queue.get_nowait())
                 await self._commit(batch)
         finally:
             await self.flush()
+
+    async def _prune_if_due(self) -> None:
+        now_s = time.monotonic()
+        if self.retention_s is None or now_s - self._pruned_mono_s < self.prune_every_s:
+            return
+        self._pruned_mono_s = now_s
+        try:
+            await self.prune(time.time() - self.retention_s)
+        except Exception:  # pruning is housekeeping: a failure must not stop the writer
+            log.exception("journal retention failed")
+
+    async def prune(self, before_wall_s: float) -> int:
+        """Delete entries older than `before_wall_s`, in short transactions, except the recovery kinds
+        and each group's newest setpoint; returns how many went."""
+        deleted = 0
+        while True:
+            count = await asyncio.to_thread(self._prune_batch, before_wall_s)
+            deleted += count
+            if count < _PRUNE_BATCH:
+                break
+        self.pruned += deleted
+        if deleted:
+            log.info("journal retention", deleted=deleted, before_wall_s=round(before_wall_s, 3))
+        return deleted
+
+    def _prune_batch(self, before_wall_s: float) -> int:
+        keep = ", ".join("?" * len(RECOVERY_KINDS))
+        with self._db:
+            self._db.execute("BEGIN")
+            cursor = self._db.execute(
+                "DELETE FROM journal WHERE id IN (SELECT id FROM journal"
+                f" WHERE wall_s < ? AND kind NOT IN ({keep})"
+                " AND id NOT IN (SELECT MAX(id) FROM journal WHERE kind = 'setpoint' GROUP BY subject)"
+                f" ORDER BY id LIMIT {_PRUNE_BATCH})",
+                (before_wall_s, *RECOVERY_KINDS),
+            )
+            return int(cursor.rowcount)
 
     async def flush(self) -> None:
         batch: list[_Entry] = []
@@ -93,6 +177,7 @@ class Journal:
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Entry]) -> None:
+        started_s = time.perf_counter()
         try:
             await asyncio.to_thread(self._write, batch)
         except Exception as exc:
@@ -102,6 +187,8 @@ class Journal:
                     entry.committed.set_exception(exc)
             return
         self.written += len(batch)
+        if self._on_commit is not None:
+            self._on_commit(len(batch), time.perf_counter() - started_s)
         for entry in batch:
             if entry.committed is not None and not entry.committed.done():
                 entry.committed.set_result(None)

@@ -13,6 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 # Plan computation is microseconds to a few ms; buckets resolve that range.
 _FAST_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
+# A command's acknowledgement: a PDU answers in milliseconds, a controller's state in up to seconds.
+_ACK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 GROUP_MODES = ("run", "curtail")
 
 
@@ -148,6 +151,54 @@ class Metrics:
         self.mqtt_connected = Gauge("mullet_mqtt_connected", "1 while the broker session is up.", registry=r)
         self.mqtt_connections = Counter(
             "mullet_mqtt_connections_total", "Broker sessions established (reconnects included).", registry=r
+        )
+
+        self.command_ack_seconds = Histogram(
+            "mullet_command_ack_seconds",
+            "Command sent to its acknowledgement, by class of device: mining (setpoint published to "
+            "the group's state reporting its seq) or pdu (outlet switch to every write answered).",
+            ["class"],
+            buckets=_ACK_BUCKETS_S,
+            registry=r,
+        )
+        self.group_ack_pending = Gauge(
+            "mullet_group_ack_pending_seconds",
+            "Age of the group's last setpoint while its state has not reported that seq; 0 once it has.",
+            ["group_id"],
+            registry=r,
+        )
+        self.group_telemetry_known = Gauge(
+            "mullet_group_telemetry_known",
+            "1 while the group's telemetry is fresh and it is online, 0 while it is unknown.",
+            ["group_id"],
+            registry=r,
+        )
+        self.plan_feasible = Gauge(
+            "mullet_plan_feasible", "1 when the last plan fits the site limit, 0 when it cannot.", registry=r
+        )
+        self.obligation_excess = Gauge(
+            "mullet_obligation_excess_watts",
+            "Site import above the tightest active obligation's limit (0 when under it or with no "
+            "obligation; NaN while the meter is unknown during one).",
+            registry=r,
+        )
+        self.journal_written = Counter(
+            "mullet_journal_entries_written_total", "Journal entries committed to disk.", registry=r
+        )
+        self.journal_dropped = Counter(
+            "mullet_journal_entries_dropped_total",
+            "Journal entries lost because the writer's queue was full, by entry kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.journal_commit_seconds = Histogram(
+            "mullet_journal_commit_seconds",
+            "One journal transaction (a batch of entries) written and synced to disk.",
+            buckets=_FAST_BUCKETS_S,
+            registry=r,
+        )
+        self.journal_queue = Gauge(
+            "mullet_journal_queue_entries", "Journal entries waiting for the writer.", registry=r
         )
 
         self.site_power.set(float("nan"))
