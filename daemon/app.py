@@ -106,7 +106,18 @@ class Daemon:
         self.group_ids = [g.group_id for g in self.site.groups]
         self.tenant_ids = [t.tenant_id for t in self.site.tenants]
         self.metrics = metrics or Metrics()
-        self.journal = Journal(config.journal.path)
+        retention_days = config.journal.retention_days
+        self.journal = Journal(
+            config.journal.path,
+            queue_size=config.journal.queue_size,
+            retention_s=None if retention_days is None else retention_days * 86_400.0,
+            on_drop=lambda kind: self.metrics.journal_dropped.labels(kind=kind).inc(),
+            on_commit=self._on_journal_commit,
+        )
+        self.metrics.journal_queue.set_function(lambda: self.journal.queue_depth)
+        self._site_power_journaled_mono_s = -math.inf
+        # Per group, the last setpoint the broker took and when: its ack is the state reporting its seq.
+        self._awaiting_ack: dict[str, tuple[int, float]] = {}
         self.state = SiteState(
             meter_stale_after_s=config.meter.stale_after_s,
             telemetry_stale_after_s=config.control.telemetry_stale_after_s,
@@ -354,7 +365,9 @@ class Daemon:
                 case "group_state":
                     assert subject is not None
                     first = subject not in self.state.groups
-                    self.state.groups[subject] = (decode(GroupState, raw), now_s)
+                    group_state = decode(GroupState, raw)
+                    self.state.groups[subject] = (group_state, now_s)
+                    self._note_ack(subject, group_state.seq_applied, now_s)
                     if first:
                         self.wake.set()  # may complete the start-up picture
                 case "group_online":
@@ -480,6 +493,27 @@ class Daemon:
         self.state.meter = sample
         if was_stale:
             self.wake.set()
+        if sample.monotonic_s - self._site_power_journaled_mono_s >= self.config.journal.site_power_every_s:
+            # Bounded rate, for compliance reports (baselines, delivered reduction per interval).
+            self._site_power_journaled_mono_s = sample.monotonic_s
+            self.journal.record("site_power", {"kw": round(sample.power_kw, 3), "hz": sample.frequency_hz})
+
+    def _note_ack(self, group_id: str, seq_applied: int | None, now_mono_s: float) -> None:
+        awaited = self._awaiting_ack.get(group_id)
+        if awaited is not None and seq_applied is not None and seq_applied >= awaited[0]:
+            del self._awaiting_ack[group_id]
+            self.metrics.command_ack_seconds.labels("mining").observe(now_mono_s - awaited[1])
+
+    def _observe_pdu_acks(self, result: PoolResult | BaseException | None) -> None:
+        """Each PDU that answered every write of a switch: switch started to its last answer."""
+        if isinstance(result, PoolResult):
+            for switched in result.results.values():
+                if switched.ok and switched.writes:
+                    self.metrics.command_ack_seconds.labels("pdu").observe(switched.elapsed_s)
+
+    def _on_journal_commit(self, entries: int, _elapsed_s: float) -> None:
+        self.metrics.journal_written.inc(entries)
+        self.metrics.journal_commit_seconds.observe(_elapsed_s)
 
     def _on_meter_reject(self, reason: str) -> None:
         self.metrics.meter_rejected.labels(reason=reason).inc()
@@ -572,6 +606,7 @@ class Daemon:
             result, detail = "no_pdu_driver", "no PDU driver running"
         else:
             outcome = await self.pdus.cut(outlets)
+            self._observe_pdu_acks(outcome)
             result = "ok" if outcome.ok else "failed"
             detail = _pool_detail(outcome)
             if outcome.ok:
@@ -596,6 +631,7 @@ class Daemon:
         for decision in plan.decisions:
             if decision.mode == "run" and decision.group_id in self.hard_cut:
                 outcome = await self.pdus.switch(self.outlets_by_group[decision.group_id], on=True)
+                self._observe_pdu_acks(outcome)
                 if outcome.ok:
                     self.hard_cut.discard(decision.group_id)
                     self.journal.record("outlets_restored", {"group_id": decision.group_id})
@@ -656,6 +692,7 @@ class Daemon:
         trip = settled.trip
         self.metrics.trip_seconds.observe(settled.added_latency_s)
         self.metrics.trip_settled_seconds.observe(settled.settled_latency_s)
+        self._observe_pdu_acks(settled.cut_result)
         detail = {
             "seq": trip.seq,
             "published": settled.published,
@@ -737,6 +774,7 @@ class Daemon:
             if not sent:
                 return
             self.commanded[decision.group_id] = setpoint
+            self._awaiting_ack[decision.group_id] = (setpoint.seq, time.monotonic())
             self.metrics.setpoints.inc()
             if decision.mode == "curtail":
                 self.verifier.expect(decision.group_id, time.monotonic(), "setpoint")
@@ -886,6 +924,20 @@ class Daemon:
         m.mqtt_connected.set(1.0 if self.link.connected.is_set() else 0.0)
         for group_id, setpoint in self.commanded.items():
             m.set_group_mode(group_id, setpoint.mode)
+        m.plan_feasible.set(1.0 if plan.feasible else 0.0)
+        limits = [o.site_limit_kw() for o in self.book.active(time.time())]
+        if not limits:
+            m.obligation_excess.set(0.0)
+        elif site_kw is None:
+            m.obligation_excess.set(math.nan)  # unknown is not zero
+        else:
+            m.obligation_excess.set(max(0.0, site_kw - min(limits)) * 1000.0)
+        for group_id in self.group_ids:
+            known = self.state.group_power_kw(group_id, now_mono_s) is not None
+            m.group_telemetry_known.labels(group_id=group_id).set(1.0 if known else 0.0)
+            awaited = self._awaiting_ack.get(group_id)
+            pending_s = 0.0 if awaited is None else now_mono_s - awaited[1]
+            m.group_ack_pending.labels(group_id=group_id).set(pending_s)
 
     @staticmethod
     def _sum_kw(reader: Any, ids: list[str], now_mono_s: float) -> float:
@@ -1020,6 +1072,17 @@ class Daemon:
             "curtailed": len(plan.curtailed()) if plan else 0,
             "groups": len(self.group_ids),
             "obligations": list(plan.active_obligations) if plan else [],
+            # For `mulletd status`: the plan summary as last published, and what each group reports.
+            "meter_stale": self.state.site_power_kw(now_mono_s) is None,
+            "mqtt_connected": self.link.connected.is_set(),
+            "plan": self._published_plan,
+            "group_power_kw": {g: self.state.group_power_kw(g, now_mono_s) for g in self.group_ids},
+            "awaiting_ack_s": {g: round(now_mono_s - t, 3) for g, (_seq, t) in self._awaiting_ack.items()},
+            "journal": {
+                "written": self.journal.written,
+                "dropped": self.journal.dropped,
+                "queued": self.journal.queue_depth,
+            },
         }
 
 
