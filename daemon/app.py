@@ -206,6 +206,7 @@ class Daemon:
         self._publishing = asyncio.Lock()  # a reconnect's republish must not overtake a newer setpoint
         self.memory = PolicyMemory()
         self._connected_mono_s: float | None = None  # first broker session: when telemetry began to flow
+        self._planning = False  # the start-up picture settled once; from then on every cycle plans
         self._published_plan: dict[str, Any] | None = None
         self._plan_published_mono_s = -math.inf
         # Setpoints are journaled off the hot path, so the newest few may be lost in a crash: jump ahead
@@ -728,11 +729,15 @@ class Daemon:
         """Whether to plan yet. Controllers' retained state arrives just after (re)subscribing; planning
         before it would count every group as unknown, at rated kW during an obligation, and shed them
         all. Wait for every group's telemetry, or for the stale limit, whichever comes first."""
+        if self._planning:
+            return True  # once per process: a group lost later must not stop control
         if self._connected_mono_s is None:
             return False
         if now_mono_s - self._connected_mono_s >= self.config.control.telemetry_stale_after_s:
-            return True
-        return all(self.state.group_power_kw(g, now_mono_s) is not None for g in self.group_ids)
+            self._planning = True
+        else:
+            self._planning = all(self.state.group_power_kw(g, now_mono_s) is not None for g in self.group_ids)
+        return self._planning
 
     async def _publish_setpoints(self, plan: Plan, now_s: float) -> None:
         changed = []
