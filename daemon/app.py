@@ -192,6 +192,9 @@ class Daemon:
         )
         # Groups whose outlets the daemon cut: they get power back before their next run setpoint.
         self.hard_cut: set[str] = set()
+        # Groups whose shed escalation failed (firmware did not shed, no cut acknowledged): treated as
+        # unknown while an obligation is active, so the plan counts them at rated kW and sheds others.
+        self.unshed: set[str] = set()
         self.wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
@@ -546,6 +549,10 @@ class Daemon:
         if not self._settled(now_mono_s):
             return
         snapshot = self.state.snapshot(self.tenant_ids, self.group_ids, now_mono_s)
+        if self.unshed and any(o.active(now_s) for o in self.book.obligations.values()):
+            # Not where its command says: unknown, so counted at rated and no load is added for it.
+            unknown = dict.fromkeys(self.unshed)
+            snapshot = dataclasses.replace(snapshot, group_power_kw={**snapshot.group_power_kw, **unknown})
         started_s = time.perf_counter()
         obligations = list(self.book.obligations.values())
         plan = compute_plan(self.site, snapshot, obligations, now_s, self.memory, self.overrides)
@@ -583,6 +590,7 @@ class Daemon:
             now_mono_s, lambda g: self.state.group_power_kw(g, now_mono_s), self._outlets_kw
         )
         for item in confirmed:
+            self.unshed.discard(item.group_id)
             self.metrics.shed_confirm_seconds.labels(via=item.via, source=item.source).observe(item.after_s)
         for pending in overdue:
             if pending.group_id in self.hard_cut:
@@ -612,6 +620,13 @@ class Daemon:
             detail = _pool_detail(outcome)
             if outcome.ok:
                 self.hard_cut.add(pending.group_id)
+        if result == "ok":
+            self.unshed.discard(pending.group_id)
+        else:
+            # Another path: count it at rated (others shed in its place) and re-send firmware sleep
+            # under a new seq next cycle, which restarts verification; its deadline retries the cut.
+            self.unshed.add(pending.group_id)
+            self.commanded.pop(pending.group_id, None)
         self.metrics.escalations.labels(result=result).inc()
         entry = {
             "group_id": pending.group_id,
@@ -785,6 +800,7 @@ class Daemon:
                 self.verifier.expect(decision.group_id, time.monotonic(), "setpoint")
             else:
                 self.verifier.forget(decision.group_id)
+                self.unshed.discard(decision.group_id)
             log.info(
                 "setpoint",
                 group_id=decision.group_id,

@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,12 +217,22 @@ async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> f
 
 @contextlib.asynccontextmanager
 async def faulty_site(
-    broker, tmp_path: Path, mutate: Callable[[dict], None] | None = None
+    broker,
+    tmp_path: Path,
+    mutate: Callable[[dict], None] | None = None,
+    *,
+    sim_ports: dict[str, int] | None = None,
+    before_daemon: Callable[[SimulatedSite], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Faulty]:
-    """The example site (tests/test_e2e.py's compressed timings) and the daemon, ready = online + a plan."""
+    """The example site (tests/test_e2e.py's compressed timings) and the daemon, ready = online + a plan.
+
+    `sim_ports` moves simulated devices off the ports the daemon is configured with (`meter` or a
+    pdu_id; 0 = any free port), so a proxy can sit in between; `before_daemon` wires it up."""
     config, path = site_config(broker.url, tmp_path, mutate)
     topics = Topics(config.topic_root)
-    site = SimulatedSite(config)
+    ports = dict(sim_ports or {})
+    meter_port = ports.pop("meter", None)
+    site = SimulatedSite(config, meter_port=meter_port, pdu_ports=ports)
     watch = Watch(site)
     watch.install()
     site_task = asyncio.create_task(site.run())
@@ -231,6 +241,8 @@ async def faulty_site(
     observer = Observer(broker.host, broker.port, topics)
     pump = asyncio.create_task(observer.run())
     await observer.wait_state(observer.connected.is_set, 10, "observer connected")
+    if before_daemon is not None:
+        await before_daemon(site)
     daemon = await start_daemon(path, log_path)
     faulty = Faulty(config, path, site, daemon, observer, log_path, watch)
     try:
@@ -254,3 +266,60 @@ def limit_leaving_mining(config: Config, fraction: float) -> float:
     ai_allowance_kw = sum(t.reserved_kw + t.headroom_kw for t in config.tenants)
     fixed_kw = config.site.safety_margin_kw + config.site.base_load_kw + ai_allowance_kw
     return fixed_kw + mining_rated_kw * fraction
+
+
+class SlowProxy:
+    """A TCP proxy that hands every answer back `delay_s` late: a Modbus device that answers in 2 s.
+
+    Requests pass through at once (the device sees them); each chunk the device sends back is held for
+    `delay_s`, in order. `held` is the number of chunks waiting now, `requests` the chunks passed on."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.target_port: int | None = None
+        self.port = 0
+        self.held = 0
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        assert self.target_port is not None
+        try:
+            device_r, device_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.close()
+            return
+        loop = asyncio.get_running_loop()
+
+        def release(chunk: bytes) -> None:
+            self.held -= 1
+            if not client_w.is_closing():
+                client_w.write(chunk)
+
+        async def upstream() -> None:
+            while chunk := await client_r.read(4096):
+                self.requests += 1
+                device_w.write(chunk)
+            device_w.close()
+
+        async def downstream() -> None:
+            while chunk := await device_r.read(4096):
+                self.held += 1
+                loop.call_later(self.delay_s, release, chunk)
+
+        for work in (upstream(), downstream()):
+            task = asyncio.create_task(work)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
