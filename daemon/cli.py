@@ -184,6 +184,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run_status(url, token, watch_s=args.watch)
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from mullet.daemon.fleet import FleetDispatcher
+    from mullet.daemon.fleet_config import FleetConfig, load_fleet_config
+    from mullet.daemon.logs import configure_logging
+
+    try:
+        config: FleetConfig = load_fleet_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            where = problem if problem.startswith(args.config) else f"{args.config}: {problem}"
+            print(where, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    configure_logging(args.log_level)
+
+    async def main(stop: asyncio.Event) -> int:
+        dispatcher = FleetDispatcher(config)
+        task = asyncio.create_task(dispatcher.run())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        dispatcher.stop()
+        stopper.cancel()
+        await task
+        return 0
+
+    return _run_until_signal(main)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mulletd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -239,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--config", required=True, help="agent config (TOML, docs/agents.md)")
     agent.add_argument("--log-level", default="info")
     agent.set_defaults(func=cmd_agent)
+    fleet = sub.add_parser("fleet", help="split portfolio obligations across site daemons (docs/fleet.md)")
+    fleet.add_argument("--config", required=True, help="fleet config (TOML)")
+    fleet.add_argument("--log-level", default="info")
+    fleet.set_defaults(func=cmd_fleet)
     return parser
 
 

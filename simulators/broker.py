@@ -51,8 +51,12 @@ class MosquittoBroker:
 
     name = "mosquitto"
 
-    def __init__(self, executable: str, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, executable: str, port: int | None = None, host: str = "127.0.0.1", extra_config: str = ""
+    ) -> None:
         self.executable = executable
+        # Appended to the generated mosquitto.conf, e.g. a bridge to a fleet broker (deploy/fleet/).
+        self.extra_config = extra_config
         self.host = host
         self.port = port or free_port(host)
         self._dir = Path(tempfile.mkdtemp(prefix="mullet-mosquitto-"))
@@ -83,7 +87,7 @@ class MosquittoBroker:
         conf = self._dir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-            "set_tcp_nodelay true\nmax_inflight_messages 0\nmax_queued_messages 100000\n"
+            "set_tcp_nodelay true\nmax_inflight_messages 0\nmax_queued_messages 100000\n" + self.extra_config
         )
         self.process = subprocess.Popen(
             [self.executable, "-c", str(conf)],

@@ -1,0 +1,287 @@
+"""Fleet dispatch end to end on loopback: two site brokers bridged to a fleet broker (three mosquitto
+processes), three site daemons (`mulletd run`) with simulated sites, and `mulletd fleet`.
+
+Sites a1 and a2 share broker A, b1 has broker B; the fleet dispatcher sees them only through the
+bridges. The test plays the grid operator on the fleet broker and checks each site's ground truth (the
+simulator's physics, which the site meters report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import tomli_w
+from test_e2e import Observer, start_daemon, until
+
+from mullet.daemon.config import Config, parse_config
+from mullet.daemon.fleet_config import parse_fleet_config
+from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.simulators.broker import MosquittoBroker, find_mosquitto
+from mullet.simulators.ports import free_port
+from mullet.simulators.site import SimulatedSite
+
+MULLETD = Path(sys.executable).with_name("mulletd")
+FLEET = "pf"
+FLEET_ROOT = f"fleet/{FLEET}"
+GROUP_KW, GROUPS, AI_KW, BASE_KW = 500.0, 4, 1000.0, 100.0
+
+pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="fleet tests bridge mosquitto processes")
+
+
+def bridge_config(name: str, fleet: MosquittoBroker, site_ids: list[str]) -> str:
+    """What deploy/fleet/site-bridge.conf says, without TLS, for a loopback test."""
+    lines = [
+        f"connection fleet-{name}",
+        f"address {fleet.host}:{fleet.port}",
+        f"remote_clientid bridge-{name}",
+        "cleansession true",
+        "restart_timeout 1 5",
+        "try_private true",
+        "notifications false",
+    ]
+    for site_id in site_ids:
+        root = f"mullet/{site_id}"
+        lines += [f"topic {root}/daemon/# out 1", f"topic {root}/grid/event/ack out 1"]
+        lines += [f"topic {root}/grid/event in 1"]
+    return "\n".join(lines) + "\n"
+
+
+def site_config(site_id: str, broker: MosquittoBroker, tmp_path: Path) -> tuple[Config, Path]:
+    """A small site: 4 x 500 kW mining groups, one 1 MW AI tenant, 100 kW base load."""
+    data = {
+        "site": {
+            "site_id": site_id,
+            "interconnect_kw": 5000,
+            "safety_margin_kw": 50,
+            "base_load_kw": BASE_KW,
+        },
+        "mqtt": {"url": broker.url, "keepalive_s": 5},
+        "meter": {"port": free_port()},
+        "groups": [
+            {"group_id": f"g{i}", "rated_kw": GROUP_KW, "efficiency_j_per_th": 20.0 + i, "priority": 10}
+            for i in range(1, GROUPS + 1)
+        ],
+        "tenants": [{"tenant_id": "ai", "reserved_kw": AI_KW}],
+        "control": {
+            "min_on_s": 0.5,
+            "min_off_s": 0.5,
+            "restore_stagger_s": 0.5,
+            "trip_stages": [{"stage": 1, "threshold_hz": 59.85, "shed_kw": 500}],
+        },
+        "metrics": {"port": free_port()},
+        "journal": {"path": str(tmp_path / f"{site_id}.sqlite")},
+        "simulator": {
+            "curtail_s": 1.0,
+            "resume_s": 2.0,
+            "tenants": [{"tenant_id": "ai", "demand_trace_kw": [AI_KW]}],
+        },
+    }
+    config = parse_config(data)
+    path = tmp_path / f"{site_id}.toml"
+    path.write_text(tomli_w.dumps(data))
+    return config, path
+
+
+@dataclass
+class Site:
+    config: Config
+    path: Path
+    sim: SimulatedSite
+    task: asyncio.Task[None]
+    daemon: asyncio.subprocess.Process
+    log_path: Path
+
+
+@dataclass
+class Fleet:
+    sites: dict[str, Site]
+    observer: Observer
+    dispatcher: asyncio.subprocess.Process
+    fleet_broker: MosquittoBroker
+
+    async def send(self, event: GridEvent) -> None:
+        await self.observer.client.publish(f"{FLEET_ROOT}/grid/event", encode(event), qos=1)
+
+    async def status(self, match, timeout_s: float, since: int = 0) -> dict:
+        _, raw = await self.observer.wait_for(
+            lambda t, p: t == f"{FLEET_ROOT}/status" and match(json.loads(p)), timeout_s, since
+        )
+        return json.loads(raw)
+
+
+@contextlib.asynccontextmanager
+async def fleet_on_loopback(tmp_path: Path) -> AsyncIterator[Fleet]:
+    executable = find_mosquitto()
+    assert executable is not None
+    fleet_broker = MosquittoBroker(executable)
+    brokers = [fleet_broker]
+    sites: dict[str, Site] = {}
+    dispatcher = None
+    try:
+        await fleet_broker.start()
+        layout = {"A": ["a1", "a2"], "B": ["b1"]}
+        site_brokers = {}
+        for name, site_ids in layout.items():
+            broker = MosquittoBroker(executable, extra_config=bridge_config(name, fleet_broker, site_ids))
+            brokers.append(broker)
+            await broker.start()
+            for site_id in site_ids:
+                site_brokers[site_id] = broker
+        for site_id, broker in site_brokers.items():
+            config, path = site_config(site_id, broker, tmp_path)
+            sim = SimulatedSite(config)
+            task = asyncio.create_task(sim.run())
+            await asyncio.wait_for(sim.started.wait(), timeout=15)
+            log_path = tmp_path / f"{site_id}.log"
+            sites[site_id] = Site(config, path, sim, task, await start_daemon(path, log_path), log_path)
+
+        fleet_data = {
+            "fleet": {"fleet_id": FLEET, "period_s": 0.2, "stale_after_s": 15},
+            "mqtt": {"url": fleet_broker.url, "keepalive_s": 5},
+            "metrics": {"port": free_port()},
+            "sites": [{"site_id": s} for s in sites],
+        }
+        parse_fleet_config(fleet_data)  # the file the dispatcher reads is valid
+        fleet_path = tmp_path / "fleet.toml"
+        fleet_path.write_text(tomli_w.dumps(fleet_data))
+        with (tmp_path / "fleet.log").open("ab") as log_file:
+            dispatcher = await asyncio.create_subprocess_exec(
+                str(MULLETD), "fleet", "--config", str(fleet_path), stdout=log_file, stderr=log_file
+            )
+        async with aiomqtt.Client(fleet_broker.host, fleet_broker.port, identifier="grid-operator") as client:
+            await client.subscribe(f"{FLEET_ROOT}/#", qos=1)
+            await client.subscribe("mullet/+/daemon/#", qos=1)
+            await client.subscribe("mullet/+/grid/#", qos=1)
+            observer = Observer(client, Topics(FLEET_ROOT))
+            pump = asyncio.create_task(observer.pump())
+            try:
+                # Every site's plan (with its flexibility) has crossed its bridge to the dispatcher.
+                await Fleet(sites, observer, dispatcher, fleet_broker).status(
+                    lambda s: all(v["alive"] and v["site_kw"] for v in s["sites"].values()), 40
+                )
+                yield Fleet(sites, observer, dispatcher, fleet_broker)
+            finally:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+    finally:
+        for process in [dispatcher, *(s.daemon for s in sites.values())]:
+            if process is not None and process.returncode is None:
+                process.kill()
+                await asyncio.wait_for(process.wait(), 10)
+        for site in sites.values():
+            site.task.cancel()
+        await asyncio.gather(*(s.task for s in sites.values()), return_exceptions=True)
+        for broker in brokers:
+            await broker.stop()
+
+
+def delivered_kw(site: Site, baseline_kw: float) -> float:
+    return baseline_kw - site.sim.site_power_kw()
+
+
+async def test_portfolio_is_split_met_and_resplit_when_a_site_daemon_dies(tmp_path: Path) -> None:
+    async with fleet_on_loopback(tmp_path) as fleet:
+        sites, observer = fleet.sites, fleet.observer
+        full_kw = BASE_KW + AI_KW + GROUPS * GROUP_KW
+        await until(
+            lambda: all(s.sim.site_power_kw() >= 0.99 * full_kw for s in sites.values()), 10, "full load"
+        )
+        baselines = {site_id: s.sim.site_power_kw() for site_id, s in sites.items()}
+        ask_kw = 2400.0
+
+        seen = len(observer.received)
+        await fleet.send(GridEvent(id="pf-1", kind="reduce", kw=ask_kw, program="ECRS", source="test"))
+        ack = await observer.ack("pf-1", timeout_s=10)
+        assert ack["accepted"] is True, ack
+        status = await fleet.status(
+            lambda s: bool(s["portfolio"]) and all(v["acked"] for v in s["portfolio"]["shares"].values()),
+            10,
+            since=seen,
+        )
+        shares = {site_id: v["share_kw"] for site_id, v in status["portfolio"]["shares"].items()}
+        # Three equal sites: equal shares, summing to the obligation, each within what the site can shed.
+        assert set(shares) == {"a1", "a2", "b1"}
+        assert sum(shares.values()) == pytest.approx(ask_kw, abs=0.01)
+        assert all(share == pytest.approx(ask_kw / 3, abs=1.0) for share in shares.values())
+        for site_id, share in shares.items():
+            assert share <= status["sites"][site_id]["sheddable_kw"]["graceful"] + 1.0
+
+        # Met on the ground: each site sheds at least its share below its own baseline.
+        def met(names: list[str]) -> bool:
+            return sum(delivered_kw(sites[n], baselines[n]) for n in names) >= ask_kw
+
+        await until(
+            lambda: all(delivered_kw(sites[n], baselines[n]) >= shares[n] for n in sites),
+            10,
+            "every share met",
+        )
+        assert met(["a1", "a2", "b1"])
+        await fleet.status(lambda s: bool(s["portfolio"]) and s["portfolio"]["met"] is True, 10)
+
+        # SIGKILL a2's daemon: its LWT crosses bridge A, the dispatcher re-splits over a1 and b1.
+        seen = len(observer.received)
+        killed_s = time.monotonic()
+        sites["a2"].daemon.kill()
+        await asyncio.wait_for(sites["a2"].daemon.wait(), 5)
+
+        def resplit_acked(status: dict) -> bool:
+            portfolio = status["portfolio"]
+            return (
+                portfolio["revision"] >= 2
+                and set(portfolio["shares"]) == {"a1", "b1"}
+                and all(v["acked"] and v["event_id"].endswith(".r2") for v in portfolio["shares"].values())
+            )
+
+        status = await fleet.status(resplit_acked, 10, since=seen)
+        resplit_s = time.monotonic() - killed_s
+        print(f"re-split acknowledged by both surviving sites {resplit_s:.2f} s after the SIGKILL")
+        assert resplit_s < 5.0
+        assert status["portfolio"]["resplits"][-1]["failed"] == {"a2": "offline"}
+        new_shares = {site_id: v["share_kw"] for site_id, v in status["portfolio"]["shares"].items()}
+        assert sum(new_shares.values()) == pytest.approx(ask_kw, abs=0.01)
+        # The old events are cancelled at the survivors (their new, tighter limit went first).
+        for site_id in ("a1", "b1"):
+            await observer.wait_for(
+                lambda t, p, site_id=site_id: (
+                    t == f"mullet/{site_id}/grid/event/ack"
+                    and json.loads(p)["code"] == "cancelled"
+                    and json.loads(p)["id"] == "pf-1.r1"
+                ),
+                10,
+                since=seen,
+            )
+
+        # The two survivors alone cover the obligation (a2's controllers still hold its last setpoints,
+        # but the fleet does not count an unknown site).
+        await until(lambda: met(["a1", "b1"]), 10, "portfolio met by the two survivors")
+        met_s = time.monotonic() - killed_s
+        print(f"portfolio met by the survivors alone {met_s:.2f} s after the SIGKILL")
+        for _ in range(5):
+            await asyncio.sleep(0.2)
+            assert met(["a1", "b1"])
+        status = await fleet.status(
+            lambda s: bool(s["portfolio"]) and s["portfolio"]["met"] and not s["sites"]["a2"]["alive"],
+            10,
+            since=seen,
+        )
+        assert status["portfolio"]["delivered_kw"] >= ask_kw
+
+        # The operator's cancel reaches both survivors through the bridges; mining comes back.
+        seen = len(observer.received)
+        await fleet.send(GridEvent(id="pf-1", kind="cancel", source="test"))
+        _, raw = await observer.wait_for(lambda t, p: t == f"{FLEET_ROOT}/grid/event/ack", 10, since=seen)
+        assert json.loads(raw)["code"] == "cancelled"
+        await until(
+            lambda: all(sites[n].sim.mining_power_kw() >= 0.98 * GROUPS * GROUP_KW for n in ("a1", "b1")),
+            15,
+            "mining restored at the survivors",
+        )
