@@ -180,7 +180,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"mulletd status: [http_api] is not enabled in {args.config}", file=sys.stderr)
             return EXIT_CONFIG
         url = f"http://{section.host}:{section.port}"
-        token = token or section.token
+    if args.watch is not None and args.watch <= 0:
+        print("mulletd status: --watch takes a period > 0 s", file=sys.stderr)
+        return EXIT_CONFIG
     return run_status(url, token, watch_s=args.watch)
 
 
@@ -255,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="the live daemon's site, obligations and groups (HTTP API)")
     status.add_argument("--config", default=None, help="site config (for the HTTP API address and token)")
     status.add_argument("--url", default=None, help="the daemon's HTTP API, e.g. http://127.0.0.1:9110")
-    status.add_argument("--token", default=None, help="bearer token (default: the config's)")
+    status.add_argument("--token", default=None, help="bearer token, where reads need one")
     status.add_argument(
         "--watch", nargs="?", type=float, const=2.0, default=None, metavar="S", help="refresh every S s"
     )
