@@ -68,6 +68,32 @@ def test_metrics_catalogue_lists_every_metric() -> None:
     assert documented == registered
 
 
+def _exported_names() -> set[str]:
+    registry = Metrics().registry
+    registry.register(PduCollector(PduPool([])))
+    names = set()
+    for family in registry.collect():
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        elif family.type == "histogram":
+            names.update(f"{family.name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
+        else:
+            names.add(family.name)
+    return names
+
+
+def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "mullet.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
+    exprs.append((PROMETHEUS / "alerts.yml").read_text())
+    used = {name for expr in exprs for name in re.findall(r"\bmullet_[a-z_]+", expr)}
+    assert len(used) > 20
+    assert used <= _exported_names(), used - _exported_names()
+    panel_ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(panel_ids) == len(set(panel_ids))
+
+
 def _with_http_api(data: dict) -> None:
     data["http_api"] = {"enabled": True, "host": "127.0.0.1", "port": free_port()}
     # Graceful events only: the ERS deadline leaves time for firmware sleep.
