@@ -375,7 +375,7 @@ class AsicAgent(DeviceLink):
             elif topic == self.topics.trip:
                 trip = decode(Trip, payload)
                 self.trips_received += 1
-                if self.command.trip(trip.stage):
+                if self.command.trip(trip.stage, trip.epoch):
                     log.warning("trip: shedding", group=self.config.agent.group_id, stage=trip.stage)
                     self._retarget()
             elif topic == self.topics.daemon_online:

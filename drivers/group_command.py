@@ -6,7 +6,10 @@ Shared by the simulated controllers (`simulators/mining.py`) and the ASIC agent
 - a setpoint whose `seq` is the one already applied is a redelivery (retained, QoS 1, or the daemon's
   byte-for-byte republish after a reconnect) and is ignored, so it cannot undo a trip since;
 - a trip sheds the group when it is armed at a stage `<=` the trip's stage, and leaves `seq_applied`
-  alone.
+  alone;
+- fencing (active/standby daemons, docs/protocol.md): a setpoint or trip carrying a leader `epoch` lower
+  than the highest one seen is ignored, so a deposed leader's late command cannot undo the new
+  leader's. A command without an epoch (a daemon without a leader lease) is not fenced.
 """
 
 from __future__ import annotations
@@ -27,10 +30,23 @@ class GroupCommand:
     mode: CommandMode | None = None
     power_kw: float | None = None
     trip_stage: int | None = None
+    epoch: int | None = None  # highest leader epoch seen
+    fenced: int = 0  # commands ignored for a lower epoch
+
+    def _fence(self, epoch: int | None) -> bool:
+        """True when a command of `epoch` must be ignored; otherwise remember the highest epoch."""
+        if epoch is None:
+            return False
+        if self.epoch is not None and epoch < self.epoch:
+            self.fenced += 1
+            return True
+        self.epoch = epoch
+        return False
 
     def apply(self, setpoint: GroupSetpoint) -> bool:
-        """Take a setpoint; False (and no change) for a redelivery of the one already applied."""
-        if setpoint.seq == self.seq_applied:
+        """Take a setpoint; False (and no change) for a redelivery of the one already applied, or for a
+        setpoint from a deposed leader (a lower epoch)."""
+        if setpoint.seq == self.seq_applied or self._fence(setpoint.epoch):
             return False
         self.seq_applied = setpoint.seq
         self.mode = setpoint.mode
@@ -38,9 +54,10 @@ class GroupCommand:
         self.trip_stage = setpoint.trip_stage
         return True
 
-    def trip(self, stage: int) -> bool:
-        """Shed if armed at `stage` or below; True when this group was armed."""
-        if self.trip_stage is None or self.trip_stage > stage:
+    def trip(self, stage: int, epoch: int | None = None) -> bool:
+        """Shed if armed at `stage` or below; True when this group was armed. A trip from a lower epoch
+        than the highest seen is ignored."""
+        if self._fence(epoch) or self.trip_stage is None or self.trip_stage > stage:
             return False
         self.mode = "curtail"
         self.power_kw = None

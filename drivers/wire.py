@@ -18,6 +18,7 @@ WIRE_VERSION = 1
 Kw = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Ts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Seq = Annotated[int, Field(ge=0)]
+Epoch = Annotated[int, Field(ge=1)]
 
 
 P = TypeVar("P", bound=BaseModel)
@@ -35,12 +36,15 @@ class GroupSetpoint(_Payload):
     power_kw: Kw | None = None
     trip_stage: Annotated[int, Field(ge=0)] | None = None
     ts: Ts
+    # Active/standby: the commanding daemon's leader epoch; controllers ignore a lower one (fencing).
+    epoch: Epoch | None = None
 
 
 class Trip(_Payload):
     seq: Seq
     stage: Annotated[int, Field(ge=0)]
     ts: Ts
+    epoch: Epoch | None = None
 
 
 class GroupState(_Payload):
@@ -101,7 +105,9 @@ class WireError(ValueError):
 
 
 def encode(payload: BaseModel) -> bytes:
-    return payload.model_dump_json().encode()
+    # An absent epoch stays off the wire: a daemon without a leader lease sends v1 exactly as before.
+    omit = {"epoch"} if getattr(payload, "epoch", 0) is None else None
+    return payload.model_dump_json(exclude=omit).encode()
 
 
 def decode(model: type[P], raw: bytes) -> P:

@@ -96,9 +96,9 @@ class MiningGroup:
             self.target_kw = self.rated_kw
         return True
 
-    def trip(self, stage: int) -> bool:
-        """Shed at once if armed at `stage` or below; True if this group was armed."""
-        if not self.command.trip(stage):
+    def trip(self, stage: int, epoch: int | None = None) -> bool:
+        """Shed at once if armed at `stage` or below, unless fenced by `epoch`; True if it was armed."""
+        if not self.command.trip(stage, epoch):
             return False
         self.commanded = "curtail"
         self.target_kw = self.sleep_kw
@@ -182,5 +182,5 @@ class MiningController(DeviceLink):
                 self._log.warning("invalid trip", reason=exc.reason, detail=exc.detail)
                 return
             self.trips_received += 1
-            if self.group.trip(trip.stage):
+            if self.group.trip(trip.stage, trip.epoch):
                 await self.publish_state()

@@ -124,3 +124,23 @@ def test_site_flex_counts_measured_draw_above_sleep_and_armed_groups_for_the_fas
     )
     flex = site_flex(site, snapshot, decisions, SLEEP_S)
     assert (flex.site_kw, flex.fast_path_kw, flex.graceful_kw) == (1500.0, 480.0, 480.0)
+
+
+def test_controllers_ignore_commands_from_a_deposed_leader() -> None:
+    """Fencing (drivers/group_command.py): once a controller has seen epoch 7, epoch 6 cannot command it."""
+    from mullet.drivers.group_command import GroupCommand
+    from mullet.drivers.wire import GroupSetpoint, Trip, decode, encode
+
+    command = GroupCommand()
+    assert command.apply(GroupSetpoint(seq=10, mode="run", trip_stage=1, ts=1.0, epoch=6))
+    assert command.apply(GroupSetpoint(seq=11, mode="curtail", ts=2.0, epoch=7))  # the new leader
+    late = GroupSetpoint(seq=12, mode="run", trip_stage=1, ts=3.0, epoch=6)  # the old leader, late
+    assert not command.apply(late)
+    assert (command.mode, command.seq_applied, command.epoch, command.fenced) == ("curtail", 11, 7, 1)
+    assert command.apply(GroupSetpoint(seq=13, mode="run", trip_stage=1, ts=4.0, epoch=7))
+    assert not command.trip(1, epoch=6) and command.mode == "run"
+    assert command.trip(1, epoch=7) and command.mode == "curtail"
+    # Without a lease there is no epoch: not fenced, and v1 bytes carry no epoch field at all.
+    assert command.apply(GroupSetpoint(seq=14, mode="run", ts=5.0))
+    assert b"epoch" not in encode(GroupSetpoint(seq=14, mode="run", ts=5.0))
+    assert decode(Trip, encode(Trip(seq=15, stage=1, ts=6.0, epoch=9))).epoch == 9
