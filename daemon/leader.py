@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aetcd
+import aetcd  # type: ignore[import-untyped]  # aetcd ships no type information
 import structlog
 
 log = structlog.get_logger("mullet.leader")
