@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import re
 import shutil
@@ -25,6 +26,7 @@ from test_e2e import until
 
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.pdu_metrics import PduCollector
+from mullet.daemon.status_cli import format_status, run_status
 from mullet.drivers.pdu import PduPool
 from mullet.drivers.wire import GridEvent
 from mullet.simulators.ports import free_port
@@ -212,3 +214,28 @@ async def test_sigkill_mid_event_keeps_event_and_every_command(mqtt_broker, tmp_
     assert data["samples"] > 1 and data["baseline_kw"] > limit_kw
     in_report = {(c["subject"], c["seq"], c["mode"]) for c in data["commands"] if c["kind"] == "setpoint"}
     assert curtails <= in_report, curtails - in_report
+
+
+def test_status_table_before_the_first_plan_and_with_unknown_readings() -> None:
+    status = {
+        "site_kw": None,
+        "ai_kw": None,
+        "mining_kw": float("nan"),
+        "plan": None,
+        "obligations": ["ev-1"],
+    }
+    text = format_status(
+        {**status, "group_power_kw": {"c01": None}, "mqtt_connected": False, "meter_stale": True}
+    )
+    assert "site       unknown kW" in text and "binding: no plan yet" in text
+    assert "mqtt DOWN   meter STALE" in text
+    assert re.search(r"^ev-1\s+-", text, re.M)  # an obligation id without plan detail still shows
+    assert re.search(r"^c01\s+-\s+-\s+-\s+unknown\s+ok", text, re.M)
+
+
+def test_status_watch_keeps_trying_an_unreachable_daemon() -> None:
+    out = io.StringIO()
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    assert run_status(url, None, watch_s=0.01, out=out, iterations=2) == 0
+    assert out.getvalue().count("(retrying)") == 2
+    assert run_status(url, None, out=io.StringIO()) == 1
