@@ -24,6 +24,7 @@ import pytest
 from grid_site import running_site
 from test_e2e import until
 
+from mullet.daemon.fleet import FleetMetrics
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.pdu_metrics import PduCollector
 from mullet.daemon.status_cli import format_status, run_status
@@ -59,11 +60,11 @@ def test_alert_rules_check_and_unit_tests() -> None:
 
 
 def test_metrics_catalogue_lists_every_metric() -> None:
-    """docs/metrics.md names every metric the daemon exports (its registry and the PDU collector),
-    with its type, and nothing that does not exist."""
+    """docs/metrics.md names every metric the daemon exports (its registry and the PDU collector) and
+    the fleet dispatcher's, with its type, and nothing that does not exist."""
     registry = Metrics().registry
     registry.register(PduCollector(PduPool([])))
-    families = list(registry.collect())
+    families = list(registry.collect()) + list(FleetMetrics([]).registry.collect())
     registered = {(f"{m.name}_total" if m.type == "counter" else m.name): m.type for m in families}
     doc = (ROOT / "docs" / "metrics.md").read_text()
     documented = dict(re.findall(r"^\| `(mullet_[a-z_]+)` \| (gauge|counter|histogram) \|", doc, re.M))
