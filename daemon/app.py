@@ -43,6 +43,7 @@ from mullet.drivers.wire import (
     decode_online,
     encode,
 )
+from mullet.policies.fleet import site_flex
 from mullet.policies.model import (
     GroupDecision,
     GroupMemory,
@@ -52,7 +53,6 @@ from mullet.policies.model import (
     Plan,
     PolicyMemory,
 )
-from mullet.policies.fleet import site_flex
 from mullet.policies.plan import compute_plan
 from mullet.policies.trigger import FrequencyTrigger, TriggerSettings
 
