@@ -1,0 +1,300 @@
+"""Load: the daemon's CPU and memory with telemetry from 600 groups at 1 Hz and 50 PDUs polled at 10 Hz.
+
+`mulletd run` (a subprocess pinned to CPU 0) runs a generated site of 600 mining groups (12 per PDU, two
+outlets each), 2 AI tenants, 50 PDUs (NETIO-style coils, 24 outlets) and the site meter at 10 Hz, over
+a mosquitto of its own. This process (pinned to CPU 1, with mosquitto) serves the meter and the 50 PDUs
+as Modbus TCP simulators and publishes every group's and tenant's `state` once a second, spread evenly
+over the second. The PDU keep-alive (power readback of every outlet, one FC 04 per PDU) has no config
+key and runs every 1 s in the shipped daemon; the daemon here is started through a two-line wrapper
+that sets it to 0.1 s, i.e. 10 Hz polling of all 50 PDUs (500 requests/s). Targets (issue 8): under 25%
+of one core and under 200 MB RSS.
+
+CPU = (utime + stime) of the daemon process over the measurement window / the window; RSS = the
+largest VmRSS seen (sampled every 0.5 s). Figures are for this machine, in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import tomli_w
+from _common import REPO, print_header, print_table, reproduce_command
+
+from mullet.daemon.config import parse_config
+from mullet.drivers.wire import GroupState, TenantState, Topics, encode
+from mullet.simulators.broker import MosquittoBroker, find_mosquitto
+from mullet.simulators.meter import MeterSim
+from mullet.simulators.pdu import make_pdu_sim
+from mullet.simulators.ports import free_port
+
+GROUPS_PER_PDU = 12
+OUTLETS_PER_GROUP = 2
+GROUP_KW = 350.0
+WRAPPER = """
+import sys
+from mullet.drivers.pdu import PduPool
+_from_config = PduPool.from_config.__func__
+PduPool.from_config = classmethod(lambda cls, pdus, **o: _from_config(cls, pdus, **{"keepalive_s": %r, **o}))
+from mullet.daemon.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def site(args: argparse.Namespace, broker_url: str, work: Path) -> dict:
+    pdus = [
+        {
+            "pdu_id": f"pdu-{p:02d}",
+            "port": free_port(),
+            "profile": "netio-coils",
+            "outlets": GROUPS_PER_PDU * OUTLETS_PER_GROUP,
+        }
+        for p in range(args.pdus)
+    ]
+    groups = []
+    for g in range(args.groups):
+        pdu = pdus[g % len(pdus)]
+        slot = (g // len(pdus)) % GROUPS_PER_PDU
+        groups.append(
+            {
+                "group_id": f"g{g:03d}",
+                "rated_kw": GROUP_KW,
+                "efficiency_j_per_th": 17.5 + (g % 12),
+                "outlets": [
+                    {"pdu": pdu["pdu_id"], "outlet": slot * OUTLETS_PER_GROUP + k + 1}
+                    for k in range(OUTLETS_PER_GROUP)
+                ],
+            }
+        )
+    mining_kw = GROUP_KW * args.groups
+    return {
+        "site": {
+            "site_id": f"load-{secrets.token_hex(3)}",
+            "interconnect_kw": mining_kw + 20_000,
+            "safety_margin_kw": 500,
+            "base_load_kw": 1000,
+        },
+        "mqtt": {"url": broker_url},
+        "meter": {"port": free_port(), "poll_hz": 10},
+        "pdus": pdus,
+        "groups": groups,
+        "tenants": [
+            {"tenant_id": "ai-a", "reserved_kw": 8000, "headroom_kw": 500},
+            {"tenant_id": "ai-b", "reserved_kw": 6000, "headroom_kw": 500},
+        ],
+        "control": {
+            "trip_stages": [
+                {"stage": 1, "threshold_hz": 59.85, "shed_kw": mining_kw * 0.1},
+                {"stage": 2, "threshold_hz": 59.7, "shed_kw": mining_kw * 0.2, "hard_cut": True},
+            ]
+        },
+        "metrics": {"host": "127.0.0.1", "port": free_port()},
+        "journal": {"path": str(work / "journal.sqlite")},
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+async def telemetry(config, host: str, port: int, sent: list[int]) -> None:
+    """Every group's and tenant's state once a second, spread evenly over the second (QoS 0)."""
+    import aiomqtt
+
+    topics = Topics(config.topic_root)
+    subjects = [(topics.group_state(g.group_id), g.rated_kw, True) for g in config.groups]
+    subjects += [(topics.tenant_state(t.tenant_id), t.reserved_kw * 0.9, False) for t in config.tenants]
+    async with aiomqtt.Client(
+        host, port, identifier="load-telemetry", max_queued_outgoing_messages=100_000
+    ) as client:
+        for g in config.groups:
+            await client.publish(topics.group_online(g.group_id), b"1", qos=1, retain=True)
+        gap_s = 1.0 / len(subjects)
+        next_s = time.monotonic()
+        while True:
+            for topic, kw, mining in subjects:
+                now = time.time()
+                state = (
+                    GroupState(
+                        seq_applied=None,
+                        mode="run",
+                        power_kw=kw,
+                        hashrate_ths=kw * 57,
+                        miners_online=100,
+                        ts=now,
+                    )
+                    if mining
+                    else TenantState(power_kw=kw, demand_kw=kw, ts=now)
+                )
+                await client.publish(topic, encode(state), qos=0, retain=True)
+                sent[0] += 1
+                next_s += gap_s
+                delay_s = next_s - time.monotonic()
+                if delay_s > 0:
+                    await asyncio.sleep(delay_s)
+                elif delay_s < -1.0:
+                    next_s = time.monotonic()  # fell behind: do not burst
+
+
+async def run(args: argparse.Namespace) -> int:
+    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        print("needs Linux and 2 CPUs (the daemon on one, the load on the other)")
+        return 2
+    os.sched_setaffinity(0, {1})
+    mosquitto = find_mosquitto()
+    if mosquitto is None:
+        print("needs mosquitto")
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="mullet-load-"))
+    broker = MosquittoBroker(mosquitto)
+    await broker.start()
+    assert broker.process is not None
+    os.sched_setaffinity(broker.process.pid, {1})
+    data = site(args, broker.url, work)
+    config = parse_config(data)
+    path = work / "site.toml"
+    path.write_text(tomli_w.dumps(data))
+    meter = MeterSim(power_kw=lambda: 20_000.0, frequency_hz=lambda: 60.0, port=config.meter.port)
+    pdus = [
+        make_pdu_sim(p.pdu_id, p.outlets, outlet_power_w=lambda _o: GROUP_KW * 500.0, port=p.port)
+        for p in config.pdus
+    ]
+    for server in (meter, *pdus):
+        await server.start()
+    sent = [0]
+    publisher = asyncio.create_task(telemetry(config, broker.host, broker.port, sent))
+    log = (work / "mulletd.log").open("wb")
+    daemon = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        WRAPPER % args.pdu_poll_s,
+        "run",
+        "--config",
+        str(path),
+        "--log-level",
+        "warning",
+        stdout=log,
+        stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+        cwd=REPO,
+    )
+    try:
+        # Warm-up: until the daemon plans with every group's telemetry known, plus a few seconds.
+        deadline_s = time.monotonic() + 60
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                samples = await asyncio.to_thread(metrics, config.metrics.port)
+            except OSError:
+                samples = {}
+            mining_w = samples.get("mullet_mining_power_watts", float("nan"))
+            if samples.get("mullet_plan_compute_seconds_count", 0) > 0 and mining_w == mining_w:
+                break
+            if time.monotonic() > deadline_s or daemon.returncode is not None:
+                print("daemon did not come up; log:", (work / "mulletd.log").read_text()[-2000:])
+                return 1
+        await asyncio.sleep(args.warmup_s)
+        before = await asyncio.to_thread(metrics, config.metrics.port)
+        requests_before = sum(p.requests for p in pdus)
+        sent_before = sent[0]
+        cpu_before, wall_before = cpu_seconds(daemon.pid), time.monotonic()
+        peak_rss = rss_mb(daemon.pid)
+        while time.monotonic() - wall_before < args.seconds:
+            await asyncio.sleep(0.5)
+            peak_rss = max(peak_rss, rss_mb(daemon.pid))
+        cpu_s, wall_s = cpu_seconds(daemon.pid) - cpu_before, time.monotonic() - wall_before
+        after = await asyncio.to_thread(metrics, config.metrics.port)
+        pdu_requests = sum(p.requests for p in pdus) - requests_before
+        telemetry_rate = (sent[0] - sent_before) / wall_s
+        meter_key = next(k for k in after if k.startswith("mullet_modbus_round_trip_seconds_count"))
+        meter_rate = (after[meter_key] - before.get(meter_key, 0.0)) / wall_s
+        cycles = after["mullet_plan_compute_seconds_count"] - before["mullet_plan_compute_seconds_count"]
+        plan_s = (after["mullet_plan_compute_seconds_sum"] - before["mullet_plan_compute_seconds_sum"]) / max(
+            cycles, 1
+        )
+        known = after.get("mullet_mining_power_watts", float("nan")) == after.get("mullet_mining_power_watts")
+        cpu_pct = 100.0 * cpu_s / wall_s
+        print_table(
+            ["what", "value", "target"],
+            [
+                ("daemon CPU, % of one core", cpu_pct, "< 25"),
+                ("daemon RSS peak, MB", peak_rss, "< 200"),
+                ("telemetry published, msg/s", telemetry_rate, f"{args.groups + 2}"),
+                ("PDU requests served, /s", pdu_requests / wall_s, f"{args.pdus / args.pdu_poll_s:.0f}"),
+                ("meter polls, /s", meter_rate, "10"),
+                ("control cycles, /s", cycles / wall_s, "1"),
+                ("plan compute, ms (mean)", plan_s * 1000, ""),
+                ("every group known at the end", "yes" if known else "no", "yes"),
+            ],
+        )
+        print()
+        ok = cpu_pct < 25.0 and peak_rss < 200.0 and known
+        print(json.dumps({"cpu_pct": round(cpu_pct, 1), "rss_mb": round(peak_rss, 1), "ok": ok}))
+        return 0 if ok else 1
+    finally:
+        if daemon.returncode is None:
+            daemon.terminate()
+            try:
+                await asyncio.wait_for(daemon.wait(), 10)
+            except TimeoutError:
+                daemon.kill()
+        publisher.cancel()
+        await asyncio.gather(publisher, return_exceptions=True)
+        for server in (meter, *pdus):
+            await server.stop()
+        await broker.stop()
+        log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=600)
+    parser.add_argument("--pdus", type=int, default=50)
+    parser.add_argument("--pdu-poll-s", type=float, default=0.1, help="PDU keep-alive period (10 Hz)")
+    parser.add_argument("--warmup-s", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="measurement window")
+    args = parser.parse_args()
+    options = [
+        ("--groups", args.groups),
+        ("--pdus", args.pdus),
+        ("--pdu-poll-s", args.pdu_poll_s),
+        ("--warmup-s", args.warmup_s),
+        ("--seconds", args.seconds),
+    ]
+    print_header(
+        "load: 600 groups of telemetry at 1 Hz + 50 PDUs polled at 10 Hz",
+        "CPU (% of one core) and peak RSS of the mulletd process, pinned to CPU 0",
+        reproduce_command("load.py", options),
+    )
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
