@@ -17,6 +17,7 @@ from mullet.daemon.config import Config, ConfigError, load_config
 from mullet.daemon.events import Decision, ObligationBook, rejected
 from mullet.daemon.fastpath import FastPath, TripRecord, TripSettled
 from mullet.daemon.grid_ven import run_ven
+from mullet.daemon.ha import HaRole, stamp_epoch
 from mullet.daemon.http_api import serve_http_api
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
@@ -130,13 +131,21 @@ class Daemon:
             programs=config.program_catalogue(),
             firmware_sleep_s=config.control.firmware_sleep_s,
         )
+        # Active/standby ([ha]): only the leader commands; None = a single daemon, as in v1.
+        self.ha = (
+            HaRole(config.ha, site_id=config.site.site_id, topics=self.topics, metrics=self.metrics)
+            if config.ha is not None
+            else None
+        )
         self.link = MqttLink(
             config.mqtt.url,
-            client_id=config.mqtt.client_id or f"mulletd-{config.site.site_id}",
-            subscriptions=self.topics.daemon_subscriptions(),
+            client_id=config.mqtt.client_id
+            or (self.ha.client_id if self.ha else f"mulletd-{config.site.site_id}"),
+            subscriptions=self.topics.daemon_subscriptions() + (self.ha.subscriptions if self.ha else []),
             on_message=self._on_message,
             on_connect=self._on_connect,
-            will_topic=self.topics.daemon_online,
+            # A pair cannot share one will: each node has its own, the leader owns daemon/online.
+            will_topic=self.ha.node_online_topic if self.ha else self.topics.daemon_online,
             keepalive_s=config.mqtt.keepalive_s,
             reconnect_min_s=config.mqtt.reconnect_min_s,
             reconnect_max_s=config.mqtt.reconnect_max_s,
@@ -175,7 +184,9 @@ class Daemon:
             stages=config.trip_stages(),
             outlets_by_group={g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups},
             pdus=self.pdus,
-            publish_trip=lambda payload: self.link.publish_now(self.topics.trip, payload, qos=1),
+            publish_trip=lambda payload: self.link.publish_now(
+                self.topics.trip, stamp_epoch(payload, self.epoch), qos=1
+            ),
             next_seq=self._next_seq,
             on_fired=self._on_trip,
             on_settled=self._on_trip_settled,
@@ -251,8 +262,12 @@ class Daemon:
                 if self.config.openadr.enabled:
                     tg.create_task(run_ven(self, self.config.openadr), name="openadr")
                 tg.create_task(self._supervise(), name="supervisor")
+                if self.ha is not None:
+                    tg.create_task(self.ha.run(self), name="ha")
                 await self._stop.wait()
                 self.notifier.stopping()
+                if self.ha is not None:
+                    await self.ha.stop(self)
                 # Say goodbye while the session is still up; a clean disconnect fires no LWT.
                 await self.link.close()
                 raise _Stopped
@@ -269,6 +284,16 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def commanding(self) -> bool:
+        """Whether this daemon may plan, publish, fire and ack: always without [ha], else the leader."""
+        return self.ha is None or self.ha.commanding
+
+    @property
+    def epoch(self) -> int | None:
+        """The leader epoch every command carries; None without [ha] (nothing added to the wire)."""
+        return None if self.ha is None else self.ha.epoch
 
     def _recover_obligations(self) -> None:
         """Accepted obligations survive a restart: replay the journal's accepted and cancelled events."""
@@ -357,6 +382,8 @@ class Daemon:
         log.warning("message rejected", reason=reason, topic=topic[:200], detail=detail[:300])
 
     def _on_message(self, topic: str, raw: bytes) -> None:
+        if self.ha is not None and self.ha.on_message(self, topic, raw):
+            return  # the standby's warm copy, presence and fencing topics
         try:
             parsed = self.topics.parse(topic)
             subject = parsed.subject
@@ -434,6 +461,9 @@ class Daemon:
     async def _grid_events(self) -> None:
         while True:
             item, reply = await self._grid_queue.get()
+            if self.ha is not None and not self.ha.commanding:
+                self.ha.refuse(item, reply)  # the leader journals and acks; we keep MQTT ones warm
+                continue
             if isinstance(item, _RejectedEvent):
                 self.journal.record("grid_event_rejected", {"id": item.event_id, "reason": item.reason})
                 ack = await self._ack(item.event_id, False, item.reason, item.code)
@@ -488,11 +518,14 @@ class Daemon:
 
     async def _ack(self, event_id: str, accepted: bool, reason: str, code: str) -> GridEventAck:
         ack = GridEventAck(id=event_id, accepted=accepted, reason=reason, code=code)
+        if self.ha is not None:
+            await self.ha.publish_handover(self)  # the standby has the obligation before the sender
         await self.link.publish(self.topics.grid_event_ack, encode(ack), qos=1)
         return ack
 
     def _on_meter_sample(self, sample: MeterSample) -> None:
-        self.fastpath.on_sample(sample.frequency_hz, sample.monotonic_s)  # first: the trip cannot wait
+        if self.commanding:  # a standby reads the meter for its warm state; only the leader trips
+            self.fastpath.on_sample(sample.frequency_hz, sample.monotonic_s)  # first: it cannot wait
         was_stale = self.state.site_power_kw(sample.monotonic_s) is None
         self.state.meter = sample
         if was_stale:
@@ -538,6 +571,9 @@ class Daemon:
                 log.exception("control cycle failed")
 
     async def _cycle(self) -> None:
+        if self.ha is not None and not self.ha.commanding:
+            self.ha.idle(self)  # a standby plans nothing
+            return
         now_s = time.time()
         now_mono_s = time.monotonic()
         for event_id in self.book.expire(now_s):
@@ -568,6 +604,8 @@ class Daemon:
         await self._publish_setpoints(plan, now_s)
         await self._publish_tenant_caps(plan, now_s)
         await self._publish_plan(plan)
+        if self.ha is not None:
+            await self.ha.publish_handover(self)
         self._update_metrics(plan, now_mono_s)
         await self._verify_sheds(time.monotonic())
         self.ready.set()
@@ -776,6 +814,7 @@ class Daemon:
                     power_kw=decision.power_kw,
                     trip_stage=decision.trip_stage,
                     ts=now_s,
+                    epoch=self.epoch,
                 )
             )
         # Journaled before they go out: after a crash, the newest command per group is on disk, so a
@@ -921,6 +960,10 @@ class Daemon:
         self.metrics.mqtt_connections.inc()
         if self._connected_mono_s is None:
             self._connected_mono_s = time.monotonic()
+        if self.ha is not None:
+            await self.ha.on_connect(self)
+        if not self.commanding:
+            return  # a standby's retained state is the leader's to say
         async with self._publishing:
             for tenant_id, tenant_setpoint in list(self.tenant_setpoints.items()):
                 payload = encode(tenant_setpoint)

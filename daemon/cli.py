@@ -14,6 +14,7 @@ from typing import Any
 from mullet.daemon.config import Config, ConfigError, load_config
 
 EXIT_CONFIG = 2
+EXIT_LEADERSHIP_LOST = 3  # [ha]: the leader lease could not be kept (docs/fleet.md section 6)
 
 
 def _load_or_exit(path: str) -> Config:
@@ -46,6 +47,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mullet.daemon.app import Daemon
+    from mullet.daemon.leader import LeadershipLost
     from mullet.daemon.logs import configure_logging
     from mullet.daemon.notify import Notifier
     from mullet.daemon.secrets import SecretError
@@ -66,8 +68,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         daemon.stop()
         stopper.cancel()
-        await task
-        return 0
+        lost = False
+        try:
+            await task
+        except* LeadershipLost:
+            lost = True  # [ha]: commanding stopped; systemd restarts us as the standby
+        return EXIT_LEADERSHIP_LOST if lost else 0
 
     return _run_until_signal(main)
 

@@ -363,6 +363,26 @@ class SimulatorSection(_Strict):
     mqtt_password_file: SecretFile | None = None
 
 
+def _etcd_endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return value
+
+
+class HaSection(_Strict):
+    """Active/standby at one site (docs/fleet.md section 6): two daemons, a leader lease in etcd."""
+
+    # etcd client endpoints, "host:port", tried in turn (etcd's v3 gRPC API, etcd >= 3.4).
+    etcd_endpoints: Annotated[
+        list[Annotated[str, AfterValidator(_etcd_endpoint)]], Field(min_length=1, max_length=16)
+    ]
+    # The site's election key; both daemons of a site name the same one. Default /mullet/<site_id>/leader.
+    election_key: Annotated[str, Field(min_length=2, max_length=256, pattern=r"^/[^\s]*$")] | None = None
+    node_id: Ident  # this daemon's name in the pair; must differ between the two
+    lease_ttl_s: Annotated[int, Field(ge=1, le=60)] = 2
+
+
 class Config(_Strict):
     site: SiteSection
     mqtt: MqttSection = MqttSection()
@@ -378,6 +398,7 @@ class Config(_Strict):
     programs: list[ProgramSection] = []
     openadr: OpenAdrSection = OpenAdrSection()
     http_api: HttpApiSection = HttpApiSection()
+    ha: HaSection | None = None  # absent: one daemon, no lease, no epoch on the wire
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import aetcd  # type: ignore[import-untyped]  # aetcd ships no type information
 import structlog
@@ -25,10 +26,22 @@ class LeadershipLost(Exception):
 
 
 class LeaderLease:
-    def __init__(self, host: str, port: int, *, key: str, node_id: str, ttl_s: int = 2) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        key: str,
+        node_id: str,
+        ttl_s: int = 2,
+        fallbacks: Sequence[tuple[str, int]] = (),
+    ) -> None:
         if ttl_s < 1:
             raise ValueError(f"ttl_s must be >= 1 s (etcd lease granularity), got {ttl_s}")
         self.host, self.port = host, port
+        # Further members of the etcd cluster: a campaign that fails moves on to the next one.
+        self._endpoints = [(host, port), *fallbacks]
+        self._attempt = 0
         self.key = key.encode()
         self.node_id = node_id
         self.ttl_s = ttl_s
@@ -52,6 +65,8 @@ class LeaderLease:
                 raise
             except Exception as exc:  # etcd away or without a quorum: a standby just tries again
                 log.warning("leader campaign failed", node_id=self.node_id, error=repr(exc)[:200])
+                self._attempt += 1
+                self.host, self.port = self._endpoints[self._attempt % len(self._endpoints)]
             await asyncio.sleep(self.ttl_s / 5)
 
     async def _campaign(self, client: aetcd.Client) -> None:
