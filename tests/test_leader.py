@@ -24,6 +24,13 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[int]:
+    with etcd_server(tmp_path) as (client_port, _process):
+        yield client_port
+
+
+@contextlib.contextmanager
+def etcd_server(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A one-member etcd on loopback: its client port and process (to kill it mid-test)."""
     client_port, peer_port = free_port(), free_port()
     assert ETCD is not None
     with (tmp_path / "etcd.log").open("wb") as log_file:
@@ -42,7 +49,7 @@ def etcd(tmp_path: Path) -> Iterator[int]:
         )  # fmt: skip
     try:
         asyncio.run(wait_listening("127.0.0.1", client_port, timeout_s=15))
-        yield client_port
+        yield client_port, process
     finally:
         process.kill()
         process.wait(timeout=10)

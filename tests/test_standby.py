@@ -1,0 +1,75 @@
+"""The standby's warm copy and the leader's handover document (daemon/standby.py), and the epoch stamp on
+the fast path's trip (daemon/ha.py): pure, no broker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mullet.daemon.ha import stamp_epoch
+from mullet.daemon.standby import PENDING_EVENTS_MAX, Handover, WarmCopy, handover_document
+from mullet.drivers.wire import GridEvent, GroupSetpoint, Trip, WireError, decode, encode
+from mullet.policies.model import Obligation, Override
+
+
+def _handover(epoch: int = 7) -> Handover:
+    event = GridEvent(id="ev-1", kind="limit", kw=9000.0, program="ERS-10", source="test")
+    obligation = Obligation("ev-1", "limit", 9000.0, 100.0, None, program="ERS-10", deadline_s=600.0)
+    hold = Obligation("ufr-12", "limit", 13000.0, 100.0, None, program="under-frequency stage 1")
+    return Handover(
+        node_id="a",
+        epoch=epoch,
+        seq=4100,
+        obligations=((event, obligation), (None, hold)),
+        cancelled=frozenset({"ev-0"}),
+        latched_stages=frozenset({1}),
+        hard_cut=frozenset({"c01"}),
+        restores=((1.0, 600.0),),
+        overrides=(Override("c02", "curtail", 2e9, "maintenance"),),
+    )
+
+
+def test_the_handover_document_round_trips() -> None:
+    handover = _handover()
+    raw = json.dumps({**handover_document(handover), "ts": 1.0}).encode()
+    assert Handover.parse(raw) == handover
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json", b"[]", b'{"v":2}', b'{"v":1,"node_id":"a"}', b'{"v":1,"obligations":[{"event":3}]}'],
+)
+def test_a_bad_handover_is_a_wire_error_not_a_crash(raw: bytes) -> None:
+    with pytest.raises(WireError):
+        Handover.parse(raw)
+
+
+def test_the_warm_copy_ignores_a_deposed_leaders_setpoint_and_tracks_the_highest_seq() -> None:
+    warm = WarmCopy()
+    warm.on_setpoint("c01", GroupSetpoint(seq=10, mode="run", ts=1.0, epoch=5))
+    warm.on_setpoint("c01", GroupSetpoint(seq=99, mode="curtail", ts=2.0, epoch=4))  # a zombie's
+    assert warm.setpoints["c01"].seq == 10
+    warm.on_handover(_handover(epoch=5))
+    warm.on_handover(_handover(epoch=3))  # an older leader's, retained late: ignored
+    assert warm.handover is not None and warm.handover.epoch == 5
+    assert warm.max_seq == 4100
+
+
+def test_unacked_grid_events_are_kept_bounded_and_dropped_once_acked() -> None:
+    warm = WarmCopy()
+    for i in range(PENDING_EVENTS_MAX + 5):
+        warm.on_grid_event(GridEvent(id=f"ev-{i}", kind="cancel"), now_mono_s=100.0)
+    assert len(warm.pending_events) == PENDING_EVENTS_MAX
+    warm.on_ack("ev-6")
+    ids = [e.id for e in warm.unacked_events(now_mono_s=101.0)]
+    assert "ev-6" not in ids and "ev-0" not in ids and ids[0] == "ev-5"
+    assert warm.unacked_events(now_mono_s=1000.0) == []  # too old: the sender has retried or given up
+
+
+def test_the_trip_stamp_is_what_encode_gives_with_an_epoch_and_nothing_without() -> None:
+    trip = Trip(seq=4190, stage=1, ts=1767225612.031)
+    assert stamp_epoch(encode(trip), None) == encode(trip)
+    stamped = stamp_epoch(encode(trip), 12)
+    assert stamped == encode(Trip(seq=4190, stage=1, ts=1767225612.031, epoch=12))
+    assert decode(Trip, stamped).epoch == 12
