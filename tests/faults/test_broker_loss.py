@@ -41,7 +41,7 @@ async def test_broker_killed_mid_event_daemon_resyncs_and_the_site_stays_within_
         assert curtailed
         last_set = {sp["group_id"]: sp for sp in observer.group_setpoints()}
         assert set(last_set) == set(site.groups)
-        _ticks_before = run.watch.ticks
+        ticks_before = run.watch.ticks
 
         broker.kill()  # SIGKILL: no persistence, every retained message is gone
         # The outage lasts until every client has seen it: the controllers, the observer, the daemon.
@@ -82,7 +82,7 @@ async def test_broker_killed_mid_event_daemon_resyncs_and_the_site_stays_within_
         await run.until_metric("mullet_mining_power_watts", lambda v: v == v, 5)  # not NaN: all known
         # Held through the outage: nothing the daemon had curtailed ran again, and no tick was over.
         assert {g.group_id for g in site.groups.values() if g.commanded == "curtail"} == curtailed
-        assert run.watch.ticks > _ticks_before
+        assert run.watch.ticks > ticks_before
         assert run.watch.over == [], f"site above {limit_kw} kW: {run.watch.over[:5]}"
 
         seen = len(observer.received)

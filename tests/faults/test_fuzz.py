@@ -22,6 +22,7 @@ import asyncio
 import json
 import math
 import os
+import struct
 import time
 import tomllib
 from collections import Counter
@@ -40,7 +41,7 @@ from mullet.daemon.events import REJECTION_CODES, ObligationBook
 from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.meter import MAX_PLAUSIBLE_HZ, ModbusMeter
 from mullet.drivers.wire import GridEvent, GroupState, Price, TenantState, WireError, decode, decode_online
-from mullet.policies.model import SiteSnapshot
+from mullet.policies.model import PolicyMemory, SiteSnapshot
 from mullet.policies.plan import compute_plan
 from mullet.simulators.meter import MeterSim
 
@@ -241,17 +242,11 @@ def test_random_grid_events_are_decided_without_crash_and_refusals_change_nothin
         tenant_power_kw={t.tenant_id: None for t in site.tenants},
         group_power_kw={g.group_id: g.rated_kw for g in site.groups},
     )
-    plan = compute_plan(site, snapshot, list(book.obligations.values()), now_s, _memory())
+    plan = compute_plan(site, snapshot, list(book.obligations.values()), now_s, PolicyMemory())
     for tenant, decision in zip(site.tenants, plan.tenants, strict=True):
         assert (
             decision.power_cap_kw is None or decision.power_cap_kw >= tenant.reserved_kw - tenant.flexible_kw
         )
-
-
-def _memory():
-    from mullet.policies.model import PolicyMemory
-
-    return PolicyMemory()
 
 
 def _config_paths(data: dict, prefix: tuple = ()) -> list[tuple]:
@@ -292,7 +287,7 @@ def test_random_config_mutations_give_a_config_or_a_clear_error(data: st.DataObj
         assert exc.problems and all(": " in line for line in exc.problems), exc.problems
         return
     site = config.site_spec()
-    compute_plan(site, SiteSnapshot(None, {}), [], time.time(), _memory())
+    compute_plan(site, SiteSnapshot(None, {}), [], time.time(), PolicyMemory())
     for group in site.groups:
         assert math.isfinite(group.rated_kw) and group.rated_kw > 0
 
@@ -371,8 +366,6 @@ async def test_random_meter_register_values_reach_the_daemon_only_when_plausible
 
 
 def _as_float32(value: float) -> float:
-    import struct
-
     try:
         return struct.unpack(">f", struct.pack(">f", value))[0]
     except OverflowError:
