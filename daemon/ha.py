@@ -23,7 +23,7 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mullet.daemon.config import HaSection
 from mullet.daemon.events import Decision
@@ -46,6 +46,25 @@ if TYPE_CHECKING:
     from mullet.daemon.app import Daemon
 
 log = structlog.get_logger("mullet.ha")
+
+
+class HaMetrics:
+    """The pair's metrics (registered only with [ha]; docs/metrics.md)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.leader = Gauge("mullet_ha_leader", "1 while this daemon commands the site.", registry=r)
+        self.epoch = Gauge("mullet_ha_epoch", "This daemon's leader epoch; 0 as standby.", registry=r)
+        self.takeovers = Counter("mullet_ha_takeovers_total", "Times this daemon took over.", registry=r)
+        self.foreign = Counter(
+            "mullet_ha_foreign_commands_total",
+            "Setpoints from a lower epoch seen while leading (a deposed leader); ours republished.",
+            registry=r,
+        )
+        self.standby_refused = Counter(
+            "mullet_ha_standby_grid_events_total",
+            "Grid events a standby left to the leader (MQTT: no ack; HTTP/OpenADR: refused).",
+            registry=r,
+        )
 
 
 def stamp_epoch(payload: bytes, epoch: int | None) -> bytes:
@@ -89,20 +108,9 @@ class HaRole:
         self._ready_sent = False
         self._orphan_watch: asyncio.Task[None] | None = None
         self._link: Any = None  # the daemon's MqttLink, once running
-        r = metrics.registry
-        self.leader_gauge = Gauge("mullet_ha_leader", "1 while this daemon commands the site.", registry=r)
-        self.epoch_gauge = Gauge("mullet_ha_epoch", "This daemon's leader epoch; 0 as standby.", registry=r)
-        self.takeovers = Counter("mullet_ha_takeovers_total", "Times this daemon took over.", registry=r)
-        self.foreign = Counter(
-            "mullet_ha_foreign_commands_total",
-            "Setpoints from a lower epoch seen while leading (a deposed leader); ours republished.",
-            registry=r,
-        )
-        self.standby_refused = Counter(
-            "mullet_ha_standby_grid_events_total",
-            "Grid events a standby left to the leader (MQTT: no ack; HTTP/OpenADR: refused).",
-            registry=r,
-        )
+        m = HaMetrics(metrics.registry)
+        self.leader_gauge, self.epoch_gauge, self.takeovers = m.leader, m.epoch, m.takeovers
+        self.foreign, self.standby_refused = m.foreign, m.standby_refused
 
     # ---- state -----------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from grid_site import running_site
 from test_e2e import until
 
 from mullet.daemon.fleet import FleetMetrics
+from mullet.daemon.ha import HaMetrics
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.pdu_metrics import PduCollector
 from mullet.daemon.status_cli import format_status, run_status
@@ -64,6 +65,7 @@ def test_metrics_catalogue_lists_every_metric() -> None:
     the fleet dispatcher's, with its type, and nothing that does not exist."""
     registry = Metrics().registry
     registry.register(PduCollector(PduPool([])))
+    HaMetrics(registry)  # registered only with [ha]
     families = list(registry.collect()) + list(FleetMetrics([]).registry.collect())
     registered = {(f"{m.name}_total" if m.type == "counter" else m.name): m.type for m in families}
     doc = (ROOT / "docs" / "metrics.md").read_text()
