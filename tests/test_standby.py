@@ -73,3 +73,18 @@ def test_the_trip_stamp_is_what_encode_gives_with_an_epoch_and_nothing_without()
     stamped = stamp_epoch(encode(trip), 12)
     assert stamped == encode(Trip(seq=4190, stage=1, ts=1767225612.031, epoch=12))
     assert decode(Trip, stamped).epoch == 12
+
+
+def test_the_ha_section_is_optional_and_strict() -> None:
+    import tomllib
+    from pathlib import Path
+
+    from mullet.daemon.config import ConfigError, parse_config
+
+    data = tomllib.loads((Path(__file__).resolve().parents[1] / "deploy" / "site.example.toml").read_text())
+    assert parse_config(data).ha is None  # absent: a single daemon, as before
+    data["ha"] = {"etcd_endpoints": ["127.0.0.1:2379"], "node_id": "a"}
+    assert parse_config(data).ha is not None and parse_config(data).ha.lease_ttl_s == 2
+    for bad in ({"etcd_endpoints": ["nohost"]}, {"lease_ttl_s": 0}, {"ttl": 2}, {"etcd_endpoints": []}):
+        with pytest.raises(ConfigError):
+            parse_config({**data, "ha": {**data["ha"], **bad}})
