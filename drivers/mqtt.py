@@ -120,6 +120,9 @@ class MqttLink:
         self.connections = 0
         self.handler_errors = 0
         self._acks: dict[int, asyncio.Future[bool]] = {}  # mid -> PUBACK of a publish_now
+        # Resolved when the current session ends: aiomqtt 2.5 does not wake a publish waiting for its
+        # PUBACK when the broker dies, so publish() also waits on this (else 5 s per publish).
+        self._session_over: asyncio.Future[None] | None = None
 
     async def run(self) -> None:
         attempt = 0
@@ -136,6 +139,8 @@ class MqttLink:
                 self.connected.clear()
                 self.disconnected.set()
                 self._fail_acks()
+                if self._session_over is not None and not self._session_over.done():
+                    self._session_over.set_result(None)
             # A session that got as far as connecting starts the backoff over.
             attempt = 0 if self.connections > connections_before else attempt + 1
             await asyncio.sleep(self._delay(attempt))
@@ -152,7 +157,9 @@ class MqttLink:
             identifier=self.client_id,
             will=will,
             keepalive=self.keepalive_s,
-            timeout=5.0,
+            # Connect and subscribe: the site broker is on the LAN; a just-restarted mosquitto that
+            # does not answer in 2 s is retried with backoff rather than waited on (faults suite).
+            timeout=2.0,
             max_inflight_messages=1000,
             max_queued_outgoing_messages=10_000,
             tls_context=self._tls,
@@ -161,6 +168,7 @@ class MqttLink:
         # Setpoints to hundreds of groups go out concurrently by design; aiomqtt warns above 10.
         client.pending_calls_threshold = 10_000
         self._track_acks(client)
+        self._session_over = asyncio.get_running_loop().create_future()
         async with client:
             reraise_swallowed_cancel()
             for topic in self.subscriptions:
@@ -187,16 +195,28 @@ class MqttLink:
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
         """Publish if connected. False means not sent: the caller keeps its state and resends on connect."""
-        client = self._client
-        if client is None:
+        client, session_over = self._client, self._session_over
+        if client is None or session_over is None:
+            return False
+        publishing = asyncio.ensure_future(
+            client.publish(topic, payload, qos=qos, retain=retain, timeout=5.0)
+        )
+        try:
+            await asyncio.wait((publishing, session_over), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            publishing.cancel()
+            raise
+        if not publishing.done():
+            publishing.cancel()
+            log.warning("mqtt publish abandoned: the session ended before its PUBACK", topic=topic)
             return False
         try:
-            await client.publish(topic, payload, qos=qos, retain=retain)
+            publishing.result()
         except aiomqtt.MqttError as exc:
             log.warning("mqtt publish failed", topic=topic, error=str(exc))
             return False
-        finally:
-            reraise_swallowed_cancel()
+        except asyncio.CancelledError:  # cancelled inside aiomqtt, not by our caller
+            return False
         return True
 
     def publish_now(self, topic: str, payload: bytes, *, qos: int = 1) -> asyncio.Future[bool] | None:

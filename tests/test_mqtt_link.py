@@ -138,3 +138,36 @@ async def test_publish_now_puts_the_publish_on_the_socket_before_returning(mqtt_
 async def test_publish_now_without_a_session_sends_nothing() -> None:
     link = MqttLink("mqtt://127.0.0.1:1", client_id="never-connected", subscriptions=[], on_message=Inbox())
     assert link.publish_now("site/mining/trip", b"{}") is None
+
+
+async def test_a_publish_waiting_for_its_puback_returns_false_when_the_broker_dies(restartable_broker) -> None:
+    """aiomqtt 2.5 leaves such a publish waiting out its whole timeout (5 s): the control loop would
+    stall that long on a broker crash (faults suite). The link ends it with the session."""
+    import os
+    import signal
+
+    link = MqttLink(
+        restartable_broker.url,
+        client_id="puback-waiter",
+        subscriptions=[],
+        on_message=Inbox(),
+        reconnect_min_s=5.0,  # stay disconnected for the assertion
+        reconnect_max_s=5.0,
+    )
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.connected.wait(), 5)
+        assert restartable_broker.process is not None
+        pid = restartable_broker.process.pid
+        os.kill(pid, signal.SIGSTOP)  # the broker stops answering: no PUBACK
+        publishing = asyncio.create_task(link.publish("site/x", b"1", qos=1))
+        await asyncio.wait_for(link.connected.wait(), 1)  # still connected as far as we know
+        assert not publishing.done()
+        os.kill(pid, signal.SIGKILL)  # the connection is reset; the session ends
+        os.kill(pid, signal.SIGCONT)
+        assert await asyncio.wait_for(publishing, 2.0) is False
+        assert link.disconnected.is_set()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        restartable_broker.process = None
