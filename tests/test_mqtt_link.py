@@ -140,7 +140,9 @@ async def test_publish_now_without_a_session_sends_nothing() -> None:
     assert link.publish_now("site/mining/trip", b"{}") is None
 
 
-async def test_a_publish_waiting_for_its_puback_returns_false_when_the_broker_dies(restartable_broker) -> None:
+async def test_a_publish_waiting_for_its_puback_returns_false_when_the_broker_dies(
+    restartable_broker,
+) -> None:
     """aiomqtt 2.5 leaves such a publish waiting out its whole timeout (5 s): the control loop would
     stall that long on a broker crash (faults suite). The link ends it with the session."""
     import os
