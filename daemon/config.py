@@ -135,6 +135,19 @@ class PduSection(_Strict):
     device_id: Annotated[int, Field(ge=0, le=247)] = 1
     profile: str = "netio-coils"
     outlets: Annotated[int, Field(ge=1, le=256)]
+    # Driver timings (drivers/pdu.py): a small timeout and no retries on the real-time path.
+    timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.2
+    keepalive_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    stale_after_s: Annotated[float, Field(gt=0, le=600)] = 3.0
+
+    @model_validator(mode="after")
+    def _stale_after_keepalive(self) -> PduSection:
+        if self.stale_after_s <= self.keepalive_s:
+            raise ValueError(
+                f"stale_after_s ({self.stale_after_s}) must exceed keepalive_s ({self.keepalive_s}),"
+                " or every reading goes stale before the next one"
+            )
+        return self
 
 
 class OutletRef(_Strict):

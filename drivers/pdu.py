@@ -130,6 +130,12 @@ class PduSpec(Protocol):
     def profile(self) -> str: ...
     @property
     def outlets(self) -> int: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def keepalive_s(self) -> float: ...
+    @property
+    def stale_after_s(self) -> float: ...
 
 
 class OutletRefLike(Protocol):
@@ -218,7 +224,13 @@ class PduClient:
 
     @classmethod
     def from_spec(cls, spec: PduSpec, **options: Any) -> PduClient:
-        """A client for one `config.pdus[]` entry; `options` are the keyword arguments of `__init__`."""
+        """A client for one `config.pdus[]` entry; `options` (keyword arguments of `__init__`) override
+        the entry's timings."""
+        timings = {
+            "timeout_s": spec.timeout_s,
+            "keepalive_s": spec.keepalive_s,
+            "stale_after_s": spec.stale_after_s,
+        }
         return cls(
             spec.pdu_id,
             spec.host,
@@ -226,7 +238,7 @@ class PduClient:
             outlets=spec.outlets,
             profile=spec.profile,
             device_id=spec.device_id,
-            **options,
+            **{**timings, **options},
         )
 
     # status

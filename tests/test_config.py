@@ -74,6 +74,11 @@ def test_check_config_names_a_negative_rated_kw(tmp_path: Path) -> None:
             "groups[0].outlets[0].outlet: pdu 'pdu-a' has 12",
         ),
         (lambda d: d["mqtt"].update(url="http://x"), "mqtt.url: "),
+        (
+            lambda d: d["pdus"][0].update(keepalive_s=2.0, stale_after_s=1.5),
+            "pdus[0]: stale_after_s (1.5) must exceed keepalive_s (2.0)",
+        ),
+        (lambda d: d["pdus"][1].update(timeout_s=0), "pdus[1].timeout_s: must be > 0, got 0"),
     ],
 )
 def test_bad_configs_name_the_key(mutate, expected: str) -> None:

@@ -587,6 +587,9 @@ async def test_a_cut_during_a_keepalive_read_waits_its_turn_and_both_are_answere
 async def test_pool_from_config_accepts_config_outlet_refs(site: SimulatedSite) -> None:
     config = site.config
     specs = [p.model_copy(update={"port": site.pdus[p.pdu_id].port}) for p in config.pdus]
+    configured = PduPool.from_config([specs[0].model_copy(update={"timeout_s": 0.5, "keepalive_s": 2.0})])
+    client = configured.clients[specs[0].pdu_id]
+    assert (client.timeout_s, client.keepalive_s, client.stale_after_s) == (0.5, 2.0, 3.0)
     pool = PduPool.from_config(specs, **FAST)
     await pool.start()
     try:
