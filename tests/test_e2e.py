@@ -7,6 +7,7 @@ ground truth (the simulator's physics, which the meter reports over Modbus).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import secrets
@@ -141,10 +142,13 @@ async def start_daemon(config_path: Path, log_path: Path) -> asyncio.subprocess.
         )
 
 
-@pytest.fixture
-async def running(mqtt_broker, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
-    """The daemon and the simulated site; `indirect` parametrisation passes a config mutator."""
-    config, path = site_config(mqtt_broker.url, tmp_path, getattr(request, "param", None))
+@contextlib.asynccontextmanager
+async def running_site(
+    mqtt_broker, tmp_path: Path, mutate: Callable[[dict], None] | None = None
+) -> AsyncIterator[Running]:
+    """The daemon (`mulletd run`) and a simulated site, ready (online, a plan published); for tests that
+    set up something else first (an OpenADR VTN) or build a config mutator at run time."""
+    config, path = site_config(mqtt_broker.url, tmp_path, mutate)
     topics = Topics(config.topic_root)
     site = SimulatedSite(config)
     site_task = asyncio.create_task(site.run())
@@ -159,7 +163,6 @@ async def running(mqtt_broker, tmp_path: Path, request: pytest.FixtureRequest) -
         pump = asyncio.create_task(observer.pump())
         running = Running(config, path, site, daemon, observer, log_path)
         try:
-            # Ready = online, and a plan published.
             await observer.wait_for(lambda t, p: t == topics.daemon_online and p == b"1", 20)
             await observer.wait_for(lambda t, p: t == topics.daemon_plan, 20)
             yield running
@@ -170,6 +173,13 @@ async def running(mqtt_broker, tmp_path: Path, request: pytest.FixtureRequest) -
                 await asyncio.wait_for(running.daemon.wait(), 10)
             site_task.cancel()
             await asyncio.gather(site_task, pump, return_exceptions=True)
+
+
+@pytest.fixture
+async def running(mqtt_broker, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    """The daemon and the simulated site; `indirect` parametrisation passes a config mutator."""
+    async with running_site(mqtt_broker, tmp_path, getattr(request, "param", None)) as started:
+        yield started
 
 
 def _ai_caps(observer: Observer) -> list[object]:

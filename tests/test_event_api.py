@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from grid_site import running_site
-from test_e2e import Running, start_daemon, until
+from test_e2e import Running, running_site, start_daemon, until
 
 from mullet.drivers.wire import GridEvent, encode
 from mullet.simulators.ports import free_port

@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from grid_site import running_site
-from test_e2e import until
+from test_e2e import running_site, until
 
 from mullet.daemon.fleet import FleetMetrics
 from mullet.daemon.ha import HaMetrics

@@ -12,9 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from grid_site import running_site
 from openleadr import OpenADRServer, enums, objects, utils
-from test_e2e import Running, until
+from test_e2e import Running, running_site, until
 
 from mullet.simulators.ports import free_port
 
