@@ -6,13 +6,12 @@ docs/agents.md documents every key; keep the two in step.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mullet.daemon.config import ConfigError, Ident, MqttSection, Port, _format_error
+from mullet.daemon.config import Ident, MqttSection, Port, load_model, parse_model
 
 PositiveS = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
 PositiveW = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
@@ -118,19 +117,8 @@ class GpuAgentConfig(_Strict):
 
 
 def parse_agent_config(model: type[C], data: dict[str, Any]) -> C:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError([_format_error(e) for e in exc.errors()]) from None
+    return parse_model(model, data)
 
 
 def load_agent_config(model: type[C], path: str | Path) -> C:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_agent_config(model, data)
+    return load_model(model, path)

@@ -9,7 +9,7 @@ import itertools
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -594,14 +594,19 @@ def _format_error(err: Any) -> str:
     return f"{path}: {reason}" if path else reason
 
 
-def parse_config(data: dict[str, Any]) -> Config:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(model: type[M], data: dict[str, Any]) -> M:
+    """Validate `data` as `model`; ConfigError listing every problem as `path: reason`."""
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([_format_error(e) for e in exc.errors()]) from None
 
 
-def load_config(path: str | Path) -> Config:
+def load_model(model: type[M], path: str | Path) -> M:
+    """Read and validate a TOML file as `model` (the site, an agent or the fleet dispatcher)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -610,7 +615,15 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_config(data)
+    return parse_model(model, data)
 
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_config"]
+def parse_config(data: dict[str, Any]) -> Config:
+    return parse_model(Config, data)
+
+
+def load_config(path: str | Path) -> Config:
+    return load_model(Config, path)
+
+
+__all__ = ["Config", "ConfigError", "load_config", "load_model", "parse_config", "parse_model"]

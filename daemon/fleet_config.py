@@ -3,20 +3,19 @@ unknown keys are errors. docs/fleet.md describes every key."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from mullet.daemon.config import (
-    ConfigError,
     Ident,
     MetricsSection,
     MqttSection,
-    _format_error,
     _Strict,
     _unique,
+    load_model,
+    parse_model,
 )
 
 
@@ -64,19 +63,8 @@ class FleetConfig(_Strict):
 
 
 def parse_fleet_config(data: dict[str, Any]) -> FleetConfig:
-    try:
-        return FleetConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError([_format_error(e) for e in exc.errors()]) from None
+    return parse_model(FleetConfig, data)
 
 
 def load_fleet_config(path: str | Path) -> FleetConfig:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_fleet_config(data)
+    return load_model(FleetConfig, path)
