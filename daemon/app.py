@@ -55,7 +55,7 @@ from mullet.policies.model import (
     PolicyMemory,
 )
 from mullet.policies.plan import compute_plan
-from mullet.policies.trigger import FrequencyTrigger, TriggerSettings
+from mullet.policies.trigger import FrequencyTrigger, TriggerSettings, trip_hold
 
 log = structlog.get_logger("mullet.daemon")
 
@@ -358,15 +358,8 @@ class Daemon:
                     groups[group_id] = GroupMemory("curtail", None, wall_s)
         self.memory = dataclasses.replace(self.memory, groups=groups)
         for seq, (wall_s, stage, _groups) in open_trips.items():
-            event_id = f"ufr-{seq}"
-            self.book.obligations[event_id] = Obligation(
-                event_id=event_id,
-                kind="limit",
-                kw=self.site.interconnect_kw,
-                start_s=wall_s,
-                end_s=None,
-                program=f"under-frequency stage {stage}",
-            )
+            hold = trip_hold(seq, stage, self.site.interconnect_kw, wall_s)
+            self.book.obligations[hold.event_id] = hold
         self.fastpath.trigger.latch(frozenset(stage for _wall_s, stage, _groups in open_trips.values()))
         if open_trips or self.hard_cut:
             log.warning(
@@ -710,15 +703,8 @@ class Daemon:
                 self.verifier.expect(group_id, record.sample_mono_s, "trip")
         if record.cause == "frequency":
             # Restores wait for the frequency to recover (the trigger's release), like an obligation.
-            event_id = f"ufr-{record.seq}"
-            self.book.obligations[event_id] = Obligation(
-                event_id=event_id,
-                kind="limit",
-                kw=self.site.interconnect_kw,
-                start_s=now_s,
-                end_s=None,
-                program=f"under-frequency stage {record.stage}",
-            )
+            hold = trip_hold(record.seq, record.stage, self.site.interconnect_kw, now_s)
+            self.book.obligations[hold.event_id] = hold
         cause = "frequency" if record.cause == "frequency" else "grid_event"
         self.metrics.trips.labels(stage=str(record.stage), cause=cause).inc()
         entry = {

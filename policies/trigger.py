@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mullet.policies.model import TripStage
+from mullet.policies.model import Obligation, TripStage
 
 MAX_PLAUSIBLE_HZ = 100.0
 
@@ -105,3 +105,16 @@ class FrequencyTrigger:
         self._latched.clear()
         self._normal_since_s = None
         return True
+
+
+def trip_hold(seq: int, stage: int, interconnect_kw: float, start_s: float) -> Obligation:
+    """The obligation a frequency trip leaves behind: restores wait for the trigger's release, like
+    any obligation; its limit is the interconnect, so it holds without shedding more (`ufr-<seq>`)."""
+    return Obligation(
+        event_id=f"ufr-{seq}",
+        kind="limit",
+        kw=interconnect_kw,
+        start_s=start_s,
+        end_s=None,
+        program=f"under-frequency stage {stage}",
+    )

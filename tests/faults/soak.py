@@ -43,7 +43,7 @@ from mullet.daemon.journal import Journal
 from mullet.drivers.wire import GridEvent, GroupSetpoint
 from mullet.policies.model import GroupMemory, Obligation, PolicyMemory, SiteSnapshot
 from mullet.policies.plan import compute_plan
-from mullet.policies.trigger import FrequencyTrigger, TriggerSettings
+from mullet.policies.trigger import FrequencyTrigger, TriggerSettings, trip_hold
 from mullet.simulators.mining import MiningGroup
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "site.example.toml"
@@ -234,15 +234,8 @@ class Soak:
             groups[group_id] = GroupMemory("curtail", None, now)
             self.note_mode(group_id, "curtail", now)
         self.memory = dataclasses.replace(self.memory, groups=groups)
-        event_id = f"ufr-{self.seq}"
-        self.book.obligations[event_id] = Obligation(
-            event_id=event_id,
-            kind="limit",
-            kw=self.site.interconnect_kw,
-            start_s=now,
-            end_s=None,
-            program=f"under-frequency stage {stage}",
-        )
+        hold = trip_hold(self.seq, stage, self.site.interconnect_kw, now)
+        self.book.obligations[hold.event_id] = hold
 
     async def cycle(self, now: float) -> None:
         for group_id in self.groups:
