@@ -28,6 +28,7 @@ from pydantic import Field
 from mullet.daemon.agent_config import GpuAgentConfig
 from mullet.daemon.agent_link import broker_of, say_offline
 from mullet.daemon.gpu_cap import GpuRange, split_cap
+from mullet.drivers.group_command import EpochFence
 from mullet.drivers.nvml import GpuInfo, Nvml, NvmlError
 from mullet.drivers.wire import TenantSetpoint, TenantState, Topics, WireError, decode, encode
 from mullet.simulators.mqtt_link import DeviceLink
@@ -84,6 +85,7 @@ class GpuAgent(DeviceLink):
         self.nvml = nvml
         self.gpus: list[GpuView] = []
         self.seq_applied: int | None = None
+        self.fence = EpochFence()
         self.cap_kw: float | None = None
         self.feasible = True
         self.invalid_setpoints = 0
@@ -255,8 +257,8 @@ class GpuAgent(DeviceLink):
             self.invalid_setpoints += 1
             log.warning("message rejected", topic=topic, reason=exc.reason, detail=exc.detail)
             return
-        if setpoint.seq == self.seq_applied:
-            return  # a redelivery of the setpoint in force
+        if setpoint.seq == self.seq_applied or self.fence.refuses(setpoint.epoch):
+            return  # a redelivery of the setpoint in force, or a deposed leader's late cap
         self.seq_applied = setpoint.seq
         self.cap_kw = setpoint.power_cap_kw
         log.info("tenant setpoint applied", seq=setpoint.seq, power_cap_kw=setpoint.power_cap_kw)

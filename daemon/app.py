@@ -847,7 +847,9 @@ class Daemon:
                 if previous is not None and previous.power_cap_kw == decision.power_cap_kw:
                     continue
                 self.seq += 1
-                setpoint = TenantSetpoint(seq=self.seq, power_cap_kw=decision.power_cap_kw, ts=now_s)
+                setpoint = TenantSetpoint(
+                    seq=self.seq, power_cap_kw=decision.power_cap_kw, ts=now_s, epoch=self.epoch
+                )
                 topic = self.topics.tenant_set(decision.tenant_id)
                 if not await self.link.publish(topic, encode(setpoint), qos=1, retain=True):
                     return

@@ -343,7 +343,9 @@ class HaRole:
         tenants = {}
         for tenant_id, old_cap in sorted(daemon.tenant_setpoints.items()):
             daemon.seq += 1
-            tenants[tenant_id] = TenantSetpoint(seq=daemon.seq, power_cap_kw=old_cap.power_cap_kw, ts=now_s)
+            tenants[tenant_id] = TenantSetpoint(
+                seq=daemon.seq, power_cap_kw=old_cap.power_cap_kw, ts=now_s, epoch=epoch
+            )
         reason = f"takeover by {self.node_id}, epoch {epoch}"
         await daemon.journal.durable_many(
             [

@@ -1,7 +1,8 @@
 """What a mining-group controller was told last, by protocol v1's rules (docs/protocol.md 3.1-3.2).
 
 Shared by the simulated controllers (`simulators/mining.py`) and the ASIC agent
-(`daemon/agent_asic.py`), so both follow `set` and `trip` the same way:
+(`daemon/agent_asic.py`), so both follow `set` and `trip` the same way (`EpochFence` also by the AI
+tenant controllers, `simulators/ai.py` and `daemon/agent_gpu.py`):
 
 - a setpoint whose `seq` is the one already applied is a redelivery (retained, QoS 1, or the daemon's
   byte-for-byte republish after a reconnect) and is ignored, so it cannot undo a trip since;
@@ -14,12 +15,30 @@ Shared by the simulated controllers (`simulators/mining.py`) and the ASIC agent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mullet.drivers.wire import GroupSetpoint
 
 CommandMode = Literal["run", "curtail"]
+
+
+@dataclass(slots=True)
+class EpochFence:
+    """The highest leader epoch a controller has seen (mining groups and AI tenants alike)."""
+
+    epoch: int | None = None
+    fenced: int = 0  # commands ignored for a lower epoch
+
+    def refuses(self, epoch: int | None) -> bool:
+        """True when a command of `epoch` must be ignored; otherwise remember the highest epoch."""
+        if epoch is None:
+            return False
+        if self.epoch is not None and epoch < self.epoch:
+            self.fenced += 1
+            return True
+        self.epoch = epoch
+        return False
 
 
 @dataclass(slots=True)
@@ -30,18 +49,18 @@ class GroupCommand:
     mode: CommandMode | None = None
     power_kw: float | None = None
     trip_stage: int | None = None
-    epoch: int | None = None  # highest leader epoch seen
-    fenced: int = 0  # commands ignored for a lower epoch
+    fence: EpochFence = field(default_factory=EpochFence)
+
+    @property
+    def epoch(self) -> int | None:
+        return self.fence.epoch
+
+    @property
+    def fenced(self) -> int:
+        return self.fence.fenced
 
     def _fence(self, epoch: int | None) -> bool:
-        """True when a command of `epoch` must be ignored; otherwise remember the highest epoch."""
-        if epoch is None:
-            return False
-        if self.epoch is not None and epoch < self.epoch:
-            self.fenced += 1
-            return True
-        self.epoch = epoch
-        return False
+        return self.fence.refuses(epoch)
 
     def apply(self, setpoint: GroupSetpoint) -> bool:
         """Take a setpoint; False (and no change) for a redelivery of the one already applied, or for a

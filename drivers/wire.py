@@ -66,6 +66,7 @@ class TenantSetpoint(_Payload):
     seq: Seq
     power_cap_kw: Kw | None = None
     ts: Ts
+    epoch: Epoch | None = None  # as GroupSetpoint: a lower one than seen is ignored (fencing)
 
 
 class GridEvent(_Payload):

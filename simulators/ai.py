@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
+from mullet.drivers.group_command import EpochFence
 from mullet.drivers.wire import TenantSetpoint, TenantState, Topics, WireError, decode, encode
 from mullet.simulators.mqtt_link import Broker, DeviceLink
 
@@ -48,6 +49,7 @@ class TenantSim:
         self.trace = trace
         self.cap_kw: float | None = None
         self.seq_applied: int | None = None
+        self.fence = EpochFence()
         self.caps_received: list[float | None] = []
         self._elapsed_s = elapsed_s
 
@@ -61,6 +63,8 @@ class TenantSim:
         return demand_kw if self.cap_kw is None else min(demand_kw, self.cap_kw)
 
     def apply(self, setpoint: TenantSetpoint) -> None:
+        if self.fence.refuses(setpoint.epoch):
+            return  # a deposed leader's late cap
         self.caps_received.append(setpoint.power_cap_kw)
         self.cap_kw = setpoint.power_cap_kw
         self.seq_applied = setpoint.seq

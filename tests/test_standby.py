@@ -88,3 +88,17 @@ def test_the_ha_section_is_optional_and_strict() -> None:
     for bad in ({"etcd_endpoints": ["nohost"]}, {"lease_ttl_s": 0}, {"ttl": 2}, {"etcd_endpoints": []}):
         with pytest.raises(ConfigError):
             parse_config({**data, "ha": {**data["ha"], **bad}})
+
+
+def test_an_ai_tenant_ignores_a_cap_from_a_deposed_leader_and_the_wire_omits_an_absent_epoch() -> None:
+    from mullet.drivers.wire import TenantSetpoint
+    from mullet.simulators.ai import DemandTrace, TenantSim
+
+    tenant = TenantSim("ai-a", DemandTrace([1000.0], 1.0), lambda: 0.0)
+    tenant.apply(TenantSetpoint(seq=20, power_cap_kw=800.0, ts=1.0, epoch=9))  # the new leader
+    tenant.apply(TenantSetpoint(seq=21, power_cap_kw=None, ts=2.0, epoch=4))  # the old one, late
+    assert tenant.cap_kw == 800.0 and tenant.seq_applied == 20 and tenant.fence.fenced == 1
+    tenant.apply(TenantSetpoint(seq=22, power_cap_kw=None, ts=3.0))  # no lease: never fenced
+    assert tenant.cap_kw is None
+    assert b"epoch" not in encode(TenantSetpoint(seq=1, power_cap_kw=None, ts=1.0))
+    assert decode(TenantSetpoint, encode(TenantSetpoint(seq=1, ts=1.0, epoch=3))).epoch == 3
