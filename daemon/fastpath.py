@@ -152,10 +152,19 @@ class FastPath:
         # Outlets first: a cut drops load in milliseconds, the broadcast starts a firmware sleep that
         # takes seconds (design.md section 6); and the broker's fan-out to hundreds of controllers,
         # once woken, competes with these writes for the CPU on a small site server.
-        cut = None if armed.cut is None or self.pdus is None else self.pdus.switch_now(armed.cut)
+        cut: Awaitable[PoolResult] | None = None
+        if armed.cut is not None and self.pdus is not None:
+            try:
+                cut = self.pdus.switch_now(armed.cut)
+            except Exception:  # a driver bug must not keep the broadcast from going out
+                log.exception("armed pdu cut did not start", stage=stage)
         issued_s = time.monotonic() if cut is not None else None
         seq = self.next_seq()
-        ack = self.publish_trip(encode(Trip(seq=seq, stage=stage, ts=time.time())))
+        ack: asyncio.Future[bool] | None = None
+        try:
+            ack = self.publish_trip(encode(Trip(seq=seq, stage=stage, ts=time.time())))
+        except Exception:  # recorded as not published; the supervisor's curtail setpoints follow
+            log.exception("trip broadcast failed", stage=stage, seq=seq)
         published_s = time.monotonic()
         record = TripRecord(
             stage, seq, cause, sample_mono_s, published_s, issued_s, armed.groups, armed.outlets
