@@ -13,8 +13,9 @@ from typing import Any
 
 import structlog
 
+from mullet.daemon import recovery
 from mullet.daemon.config import Config, ConfigError, load_config
-from mullet.daemon.events import Decision, ObligationBook, rejected
+from mullet.daemon.events import ObligationBook, rejected
 from mullet.daemon.fastpath import FastPath, TripRecord, TripSettled
 from mullet.daemon.grid_ven import run_ven
 from mullet.daemon.ha import HaRole, stamp_epoch
@@ -49,7 +50,6 @@ from mullet.policies.model import (
     GroupDecision,
     GroupMemory,
     GroupMode,
-    Obligation,
     Override,
     Plan,
     PolicyMemory,
@@ -64,7 +64,6 @@ SEQ_RESTART_GAP = 1000
 # The plan is republished at least this often, unchanged or not: a fleet dispatcher reads a plan older
 # than its stale limit as a site gone (docs/fleet.md).
 PLAN_HEARTBEAT_S = 5.0
-_RUNNING = GroupMemory("run", None, 0.0)
 
 
 class _Stopped(Exception):
@@ -233,10 +232,7 @@ class Daemon:
         self.cycles = 0  # completed control cycles (a plan computed and acted on)
         self.last_cycle_mono_s: float | None = None
         self.started_mono_s = time.monotonic()
-        self._recover_overrides()
-        self._recover_obligations()
-        self._recover_commanded()
-        self._recover_fast_path()
+        self._recover()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -295,77 +291,24 @@ class Daemon:
         """The leader epoch every command carries; None without [ha] (nothing added to the wire)."""
         return None if self.ha is None else self.ha.epoch
 
-    def _recover_obligations(self) -> None:
-        """Accepted obligations survive a restart: replay the journal's accepted and cancelled events."""
+    def _recover(self) -> None:
+        """Take back what the last run held (daemon/recovery.py): a restart never restores load the
+        last run had shed."""
         now_s = time.time()
-        for _wall_s, _kind, _subject, data in self.journal.entries("grid_event"):
-            event = GridEvent.model_validate(data["event"])
-            obligation = Obligation(**data["obligation"]) if data.get("obligation") else None
-            replayed = Decision(True, "recovered", obligation=obligation, cancels=data.get("cancels"))
-            self.book.apply(event, replayed)
-        self.book.expire(now_s)
-
-    def _recover_commanded(self) -> None:
-        """What the last run told each group, so a restart keeps min on/off times and, with readings
-        unknown, restores nothing."""
-        memory: dict[str, GroupMemory] = {}
-        for group_id, data in self.journal.last_setpoints().items():
-            if group_id not in self.group_ids:
-                continue
-            setpoint = GroupSetpoint.model_validate({"v": 1, **data})
-            self.commanded[group_id] = setpoint
-            # The last setpoint's time stands in for the last switch: min on/off can only lengthen.
-            memory[group_id] = GroupMemory(setpoint.mode, setpoint.power_kw, setpoint.ts)
-        window_start_s = time.time() - 60.0
-        ledger = tuple(
-            sorted(
-                (float(data["t"]), float(data["kw"]))
-                for _wall_s, _kind, _subject, data in self.journal.entries("restore")
-                if data["t"] > window_start_s
-            )
-        )
-        self.memory = PolicyMemory(groups=memory, restores=ledger)
-
-    def _recover_fast_path(self) -> None:
-        """A restart during an under-frequency event keeps its holds: trips not yet released stay
-        latched with their `ufr-` obligations (released only after release_after_s of normal
-        frequency seen by this process), and groups whose outlets were cut stay marked, so a restore
-        switches them on before their run setpoint."""
-        open_trips: dict[int, tuple[float, int, list[str]]] = {}  # seq -> (wall_s, stage, groups)
-        kinds = ("trip", "trip_released", "escalation", "outlets_restored")
-        for wall_s, kind, _subject, data in self.journal.entries(kinds):
-            if kind == "trip":
-                if data.get("cause") == "frequency":
-                    open_trips[int(data["seq"])] = (wall_s, int(data["stage"]), list(data.get("groups", ())))
-                cut = {tuple(o) for o in data.get("outlets", ())}
-                for group_id in data.get("groups", ()):
-                    outlets = self.outlets_by_group.get(group_id, [])
-                    if outlets and all(o in cut for o in outlets):
-                        self.hard_cut.add(group_id)
-            elif kind == "trip_released":
-                open_trips.clear()
-            elif kind == "escalation" and data.get("result") == "ok":
-                self.hard_cut.add(str(data["group_id"]))
-            elif kind == "outlets_restored":
-                self.hard_cut.discard(str(data["group_id"]))
-        self.hard_cut &= set(self.group_ids)
-        # The trip shed these whatever the last setpoint said (the curtail setpoints that follow a
-        # trip may not have gone out before the restart).
-        groups = dict(self.memory.groups)
-        for wall_s, _stage, tripped in open_trips.values():
-            for group_id in tripped:
-                if group_id in self.group_ids and groups.get(group_id, _RUNNING).mode != "curtail":
-                    groups[group_id] = GroupMemory("curtail", None, wall_s)
-        self.memory = dataclasses.replace(self.memory, groups=groups)
-        for seq, (wall_s, stage, _groups) in open_trips.items():
-            hold = trip_hold(seq, stage, self.site.interconnect_kw, wall_s)
+        self.overrides = recovery.overrides(self.journal, self.group_ids, now_s)
+        recovery.replay_obligations(self.journal, self.book, now_s)
+        self.commanded, self.memory = recovery.commanded(self.journal, self.group_ids)
+        holds = recovery.fast_path_holds(self.journal, self.outlets_by_group, self.group_ids)
+        self.hard_cut = holds.hard_cut
+        self.memory = holds.shed(self.memory, self.group_ids)
+        for hold in holds.obligations(self.site.interconnect_kw):
             self.book.obligations[hold.event_id] = hold
-        self.fastpath.trigger.latch(frozenset(stage for _wall_s, stage, _groups in open_trips.values()))
-        if open_trips or self.hard_cut:
+        self.fastpath.trigger.latch(holds.latched_stages)
+        if holds.open_trips or holds.hard_cut:
             log.warning(
                 "recovered under-frequency holds",
-                obligations=sorted(f"ufr-{seq}" for seq in open_trips),
-                hard_cut=sorted(self.hard_cut),
+                obligations=sorted(f"ufr-{seq}" for seq in holds.open_trips),
+                hard_cut=sorted(holds.hard_cut),
             )
 
     # ---- inbound ---------------------------------------------------------------------------
@@ -714,7 +657,7 @@ class Daemon:
             "groups": list(record.groups),
             "outlets": [list(o) for o in record.outlets],
         }
-        # Durable in the background: a restart during the event must find it (_recover_fast_path).
+        # Durable in the background: a restart during the event must find it (recovery.fast_path_holds).
         self._background(self.journal.durable("trip", entry, subject=str(record.stage)), "journal trip")
         log.warning(
             "trip fired",
@@ -1048,16 +991,6 @@ class Daemon:
             self.overrides[group_id] = Override(group_id, mode_held, until_s, note)
         log.warning("override", **entry)
         self.wake.set()
-
-    def _recover_overrides(self) -> None:
-        now_s = time.time()
-        for _wall_s, _kind, _subject, data in self.journal.entries("override"):
-            group_id, mode = str(data["group_id"]), data["mode"]
-            if mode in ("run", "curtail") and data["until"] > now_s and group_id in self.group_ids:
-                held: GroupMode = "run" if mode == "run" else "curtail"
-                self.overrides[group_id] = Override(group_id, held, float(data["until"]), str(data["note"]))
-            else:
-                self.overrides.pop(group_id, None)
 
     # ---- configuration reload (SIGHUP) -----------------------------------------------------
 
