@@ -170,7 +170,11 @@ async def send_cap(client: aiomqtt.Client, topics: Topics, seq: int, cap_kw: flo
 
 async def test_gpu_agent_spreads_a_cap_over_eight_gpus_and_honours_it(mqtt_broker) -> None:
     async with gpu_agent(mqtt_broker) as (agent, gpus, topics, client, states):
-        uncapped = await wait_state(states, lambda s: s["seq_applied"] is None)
+        # Before its first power readings the agent counts each GPU at its maximum (unknown is not
+        # zero): take a state stamped after a completed control cycle (which read every GPU).
+        await asyncio.wait_for(agent.cycle_done.wait(), 5)
+        read_s = time.time()
+        uncapped = await wait_state(states, lambda s: s["seq_applied"] is None and s["ts"] >= read_s)
         demand_w = sum(g.demand_w for g in FLEET)
         assert uncapped["power_kw"] == pytest.approx(demand_w / 1000 + OVERHEAD_KW)
 
