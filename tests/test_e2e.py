@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import secrets
 import signal
 import sys
@@ -130,7 +131,10 @@ class Running:
         raise AssertionError(f"metric {name} not exported")
 
 
-async def start_daemon(config_path: Path, log_path: Path) -> asyncio.subprocess.Process:
+async def start_daemon(
+    config_path: Path, log_path: Path, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """`mulletd run` on `config_path`, logging to `log_path`; `env` adds to the environment."""
     with log_path.open("ab") as log_file:
         return await asyncio.create_subprocess_exec(
             str(MULLETD),
@@ -139,12 +143,16 @@ async def start_daemon(config_path: Path, log_path: Path) -> asyncio.subprocess.
             str(config_path),
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
         )
 
 
 @contextlib.asynccontextmanager
 async def running_site(
-    mqtt_broker, tmp_path: Path, mutate: Callable[[dict], None] | None = None
+    mqtt_broker,
+    tmp_path: Path,
+    mutate: Callable[[dict], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Running]:
     """The daemon (`mulletd run`) and a simulated site, ready (online, a plan published); for tests that
     set up something else first (an OpenADR VTN) or build a config mutator at run time."""
@@ -154,7 +162,7 @@ async def running_site(
     site_task = asyncio.create_task(site.run())
     await asyncio.wait_for(site.started.wait(), timeout=15)
     log_path = tmp_path / "mulletd.log"
-    daemon = await start_daemon(path, log_path)
+    daemon = await start_daemon(path, log_path, env)
     async with aiomqtt.Client(
         mqtt_broker.host, mqtt_broker.port, identifier=f"agg-{secrets.token_hex(3)}"
     ) as client:

@@ -8,7 +8,6 @@ side of sd_notify is played by a Unix datagram socket of the test's own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -17,23 +16,22 @@ import socket
 import sqlite3
 import time
 import tomllib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import aiomqtt
 import pytest
 import tomli_w
-from test_e2e import MULLETD, Observer, Running, site_config, until
+from test_e2e import MULLETD, Running, running_site, site_config, until
 
 from mullet.daemon.config import ConfigError, parse_config
 from mullet.daemon.notify import Notifier
 from mullet.daemon.secrets import SecretError, read_secret
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.drivers.wire import GridEvent, encode
 from mullet.policies.model import GroupSpec, Override, SiteSnapshot, SiteSpec
 from mullet.policies.plan import compute_plan
 from mullet.simulators.ports import free_port
-from mullet.simulators.site import SimulatedSite
 
 TOKEN = "op-token-" + "7" * 24
 
@@ -168,45 +166,6 @@ def test_an_override_holds_a_group_against_the_rules_and_says_so_until_it_expire
 # ---- the daemon as a service --------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _site_and_daemon(
-    mqtt_broker, tmp_path: Path, mutate: Callable[[dict], None] | None = None, env: dict | None = None
-) -> AsyncIterator[Running]:
-    config, path = site_config(mqtt_broker.url, tmp_path, mutate)
-    topics = Topics(config.topic_root)
-    site = SimulatedSite(config)
-    site_task = asyncio.create_task(site.run())
-    await asyncio.wait_for(site.started.wait(), timeout=15)
-    log_path = tmp_path / "mulletd.log"
-    with log_path.open("ab") as log_file:
-        daemon = await asyncio.create_subprocess_exec(
-            str(MULLETD),
-            "run",
-            "--config",
-            str(path),
-            stdout=log_file,
-            stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-    async with aiomqtt.Client(
-        mqtt_broker.host, mqtt_broker.port, identifier=f"op-{secrets.token_hex(3)}"
-    ) as c:
-        await c.subscribe(f"{config.topic_root}/#", qos=1)
-        observer = Observer(c, topics)
-        pump = asyncio.create_task(observer.pump())
-        running = Running(config, path, site, daemon, observer, log_path)
-        try:
-            await observer.wait_for(lambda t, p: t == topics.daemon_plan, 20)
-            yield running
-        finally:
-            pump.cancel()
-            if daemon.returncode is None:
-                daemon.kill()
-                await asyncio.wait_for(daemon.wait(), 10)
-            site_task.cancel()
-            await asyncio.gather(site_task, pump, return_exceptions=True)
-
-
 def _log_events(running: Running) -> list[dict]:
     return [json.loads(line) for line in running.log_path.read_text().splitlines() if line.startswith("{")]
 
@@ -238,7 +197,7 @@ async def test_ready_comes_after_the_first_plan_watchdog_after_cycles_and_sigter
     notify.setblocking(False)
     loop = asyncio.get_running_loop()
     env = {"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}  # pings >= 0.1 s apart
-    async with _site_and_daemon(mqtt_broker, tmp_path, env=env) as running:
+    async with running_site(mqtt_broker, tmp_path, env=env) as running:
         received: list[dict[str, str]] = []
         while sum(1 for m in received if m.get("WATCHDOG") == "1") < 3:
             raw = await asyncio.wait_for(loop.sock_recv(notify, 4096), 10)
@@ -338,7 +297,7 @@ async def test_api_writes_need_the_token_and_a_refused_write_changes_nothing(
     mqtt_broker, tmp_path: Path
 ) -> None:
     async with (
-        _site_and_daemon(mqtt_broker, tmp_path, _with_api(tmp_path / "api-token")) as running,
+        running_site(mqtt_broker, tmp_path, _with_api(tmp_path / "api-token")) as running,
         aiohttp.ClientSession() as http,
     ):
         base = f"http://127.0.0.1:{running.config.http_api.port}"
@@ -444,7 +403,7 @@ async def test_api_writes_are_refused_when_no_token_is_configured(mqtt_broker, t
     def mutate(data: dict) -> None:
         data["http_api"] = {"enabled": True, "port": free_port()}
 
-    async with _site_and_daemon(mqtt_broker, tmp_path, mutate) as running, aiohttp.ClientSession() as http:
+    async with running_site(mqtt_broker, tmp_path, mutate) as running, aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{running.config.http_api.port}"
         body = {"group_id": "c01", "mode": "run", "duration_s": 10}
         async with http.post(
