@@ -18,7 +18,7 @@ from mullet.daemon.config import Config, ConfigError, load_config
 from mullet.daemon.events import ObligationBook, rejected
 from mullet.daemon.fastpath import FastPath, TripRecord, TripSettled
 from mullet.daemon.grid_ven import run_ven
-from mullet.daemon.ha import HaRole, stamp_epoch
+from mullet.daemon.ha import HaRole
 from mullet.daemon.http_api import serve_http_api
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
@@ -166,6 +166,7 @@ class Daemon:
             confirm_now=lambda: self.fastpath.confirming,
             confirm_delay_s=config.control.trip_confirm_delay_ms / 1000.0,
         )
+        self.outlets_by_group = {g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups}
         # A warm connection to every PDU, so a cut is one round trip (design.md section 3).
         self.pdus: PduPool | None = PduPool.from_config(config.pdus) if config.pdus else None
         if self.pdus is not None:
@@ -181,18 +182,16 @@ class Daemon:
                 ),
             ),
             stages=config.trip_stages(),
-            outlets_by_group={g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups},
+            outlets_by_group=self.outlets_by_group,
             pdus=self.pdus,
-            publish_trip=lambda payload: self.link.publish_now(
-                self.topics.trip, stamp_epoch(payload, self.epoch), qos=1
-            ),
+            epoch=lambda: self.epoch,
+            publish_trip=lambda payload: self.link.publish_now(self.topics.trip, payload, qos=1),
             next_seq=self._next_seq,
             on_fired=self._on_trip,
             on_settled=self._on_trip_settled,
             on_released=self._on_trip_released,
             on_reject=lambda reason: self.metrics.frequency_rejected.labels(reason=reason).inc(),
         )
-        self.outlets_by_group = {g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups}
         self.verifier = ShedVerifier(
             deadline_s=config.control.shed_deadline_s,
             threshold_kw={

@@ -99,7 +99,9 @@ class FastPath:
         on_released: Callable[[], None],
         on_reject: Callable[[str], None],
         pdus: PduPool | None = None,
+        epoch: Callable[[], int | None] = lambda: None,
     ) -> None:
+        """`epoch`: the leader epoch the trip carries in an active/standby pair (None: none)."""
         self.trigger = trigger
         self.stages = {s.stage: s for s in stages}
         self.outlets_by_group = outlets_by_group
@@ -110,6 +112,7 @@ class FastPath:
         self.on_released = on_released
         self.on_reject = on_reject
         self.pdus = pdus
+        self.epoch = epoch
         self._armed: dict[int, _Armed] = {}  # stage -> what a trip at that stage touches
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -162,7 +165,7 @@ class FastPath:
         seq = self.next_seq()
         ack: asyncio.Future[bool] | None = None
         try:
-            ack = self.publish_trip(encode(Trip(seq=seq, stage=stage, ts=time.time())))
+            ack = self.publish_trip(encode(Trip(seq=seq, stage=stage, ts=time.time(), epoch=self.epoch())))
         except Exception:  # recorded as not published; the supervisor's curtail setpoints follow
             log.exception("trip broadcast failed", stage=stage, seq=seq)
         published_s = time.monotonic()

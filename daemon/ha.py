@@ -67,14 +67,6 @@ class HaMetrics:
         )
 
 
-def stamp_epoch(payload: bytes, epoch: int | None) -> bytes:
-    """Add `"epoch":N` to an encoded command (the fast path's trip, encoded before it knows the
-    lease); unchanged without a lease, so v1 bytes stay v1 bytes."""
-    if epoch is None:
-        return payload
-    return payload[:-1] + b',"epoch":%d}' % epoch
-
-
 class HaRole:
     def __init__(self, config: HaSection, *, site_id: str, topics: Topics, metrics: Any) -> None:
         self.config = config

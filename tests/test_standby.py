@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from mullet.daemon.ha import stamp_epoch
 from mullet.daemon.standby import PENDING_EVENTS_MAX, Handover, WarmCopy, handover_document
 from mullet.drivers.wire import GridEvent, GroupSetpoint, Trip, WireError, decode, encode
 from mullet.policies.model import Obligation, Override
@@ -67,12 +66,34 @@ def test_unacked_grid_events_are_kept_bounded_and_dropped_once_acked() -> None:
     assert warm.unacked_events(now_mono_s=1000.0) == []  # too old: the sender has retried or given up
 
 
-def test_the_trip_stamp_is_what_encode_gives_with_an_epoch_and_nothing_without() -> None:
-    trip = Trip(seq=4190, stage=1, ts=1767225612.031)
-    assert stamp_epoch(encode(trip), None) == encode(trip)
-    stamped = stamp_epoch(encode(trip), 12)
-    assert stamped == encode(Trip(seq=4190, stage=1, ts=1767225612.031, epoch=12))
-    assert decode(Trip, stamped).epoch == 12
+async def test_the_fast_path_trip_carries_the_epoch_and_nothing_without_one() -> None:
+    from mullet.daemon.fastpath import FastPath
+    from mullet.policies.model import TripStage
+    from mullet.policies.trigger import FrequencyTrigger
+
+    stages = (TripStage(1, 59.85, 1000.0),)
+    sent: list[bytes] = []
+    epoch: list[int | None] = [None]
+    fast = FastPath(
+        trigger=FrequencyTrigger(stages),
+        stages=stages,
+        outlets_by_group={},
+        publish_trip=lambda payload: sent.append(payload),  # type: ignore[func-returns-value]
+        next_seq=iter(range(4190, 5000)).__next__,
+        on_fired=lambda _record: None,
+        on_settled=lambda _settled: None,
+        on_released=lambda: None,
+        on_reject=lambda _reason: None,
+        epoch=lambda: epoch[0],
+    )
+    fast.fire(1, 0.0, cause="test")  # no lease: v1 bytes, no epoch field
+    epoch[0] = 12
+    fast.fire(1, 0.0, cause="test")
+    without, stamped = sent
+    assert b"epoch" not in without and decode(Trip, without).epoch is None
+    trip = decode(Trip, stamped)
+    assert stamped == encode(Trip(seq=4191, stage=1, ts=trip.ts, epoch=12))
+    assert trip.epoch == 12
 
 
 def test_the_ha_section_is_optional_and_strict() -> None:
