@@ -16,17 +16,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerSocket
 from pymodbus.pdu import DecodePDU, ModbusPDU
-from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilRequest
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadInputRegistersRequest,
-    WriteMultipleRegistersRequest,
     WriteSingleRegisterRequest,
 )
 
@@ -200,22 +198,11 @@ class ModbusTcpClient:
         """The answer; TimeoutError, or ConnectionResetError (an OSError) when the link is down."""
         return await self.send(request).answer
 
-    # the requests, by name, as the PDU driver uses them
-
-    async def write_coil(self, address: int, value: bool, device_id: int) -> ModbusPDU:
-        return await self.execute(WriteSingleCoilRequest(address=address, bits=[value], dev_id=device_id))
-
-    async def write_coils(self, address: int, values: Sequence[bool], device_id: int) -> ModbusPDU:
-        return await self.execute(WriteMultipleCoilsRequest(address=address, bits=values, dev_id=device_id))
+    # the requests the PDU driver makes by name (outlet writes it builds itself: PduClient._write_request)
 
     async def write_register(self, address: int, value: int, device_id: int) -> ModbusPDU:
         return await self.execute(
             WriteSingleRegisterRequest(address=address, registers=[value], dev_id=device_id)
-        )
-
-    async def write_registers(self, address: int, values: Sequence[int], device_id: int) -> ModbusPDU:
-        return await self.execute(
-            WriteMultipleRegistersRequest(address=address, registers=values, dev_id=device_id)
         )
 
     async def read_input_registers(self, address: int, count: int, device_id: int) -> ModbusPDU:

@@ -307,8 +307,6 @@ class HoldingPduSim(PduSimBase):
         return self._apply(first, [codes[value] for value in values])
 
 
-PduSim = CoilPduSim  # the name the coil-only simulator had
-
 _BY_STYLE: dict[str, type[PduSimBase]] = {"coil": CoilPduSim, "holding": HoldingPduSim}
 
 
