@@ -168,6 +168,7 @@ class MqttLink:
         # Setpoints to hundreds of groups go out concurrently by design; aiomqtt warns above 10.
         client.pending_calls_threshold = 10_000
         self._track_acks(client)
+        self._queue_writer_removal(client)
         self._session_over = asyncio.get_running_loop().create_future()
         async with client:
             reraise_swallowed_cancel()
@@ -259,6 +260,20 @@ class MqttLink:
                 aiomqtt_on_publish(*args)
 
         paho.on_publish = on_publish
+
+    @staticmethod
+    def _queue_writer_removal(client: aiomqtt.Client) -> None:
+        """aiomqtt adds the socket's writer through call_soon_threadsafe but removes it at once. After
+        publish_now's own loop_write the removal then comes first and the queued add after it: the
+        writer stays registered with nothing to write and the loop calls loop_write on every turn
+        (100 % of a core until some other publish; bench/trip_latency.py measured 369,000 calls in 30
+        trips). Queue the removal too, so the two happen in the order paho asked for them."""
+        loop = asyncio.get_running_loop()
+
+        def unregister_write(_paho: object, _userdata: object, sock: Any) -> None:
+            loop.call_soon_threadsafe(loop.remove_writer, sock.fileno())
+
+        client._client.on_socket_unregister_write = unregister_write
 
     def _fail_acks(self) -> None:
         acks, self._acks = self._acks, {}

@@ -135,6 +135,38 @@ async def test_publish_now_puts_the_publish_on_the_socket_before_returning(mqtt_
         watcher.disconnect()
 
 
+async def test_publish_now_leaves_no_writer_spinning_the_loop(mqtt_broker) -> None:
+    """aiomqtt adds the socket's writer through a queued callback but removed it at once: after
+    publish_now's own write the removal came first, the writer stayed registered with nothing to
+    write, and the loop called paho's loop_write on every turn (100 % CPU) until some other publish."""
+    link = MqttLink(mqtt_broker.url, client_id="publish-now-idle", subscriptions=[], on_message=Inbox())
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.connected.wait(), 5)
+        assert link._client is not None
+        paho = link._client._client
+        writes = 0
+        loop_write = paho.loop_write
+
+        def counting_loop_write() -> object:
+            nonlocal writes
+            writes += 1
+            return loop_write()
+
+        paho.loop_write = counting_loop_write
+        for _ in range(3):
+            ack = link.publish_now("site/mining/trip", b'{"v":1}', qos=1)
+            assert ack is not None
+            assert await asyncio.wait_for(ack, 5) is True
+        writes_before = writes
+        for _ in range(200):  # 200 loop turns with nothing to send
+            await asyncio.sleep(0)
+        assert writes - writes_before <= 2, f"loop_write ran {writes - writes_before} times while idle"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_publish_now_without_a_session_sends_nothing() -> None:
     link = MqttLink("mqtt://127.0.0.1:1", client_id="never-connected", subscriptions=[], on_message=Inbox())
     assert link.publish_now("site/mining/trip", b"{}") is None
