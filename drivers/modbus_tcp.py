@@ -29,6 +29,20 @@ from pymodbus.pdu.register_message import (
 )
 
 _MAX_TID = 0xFFFF
+_FRAMER = FramerSocket(DecodePDU(is_server=False))  # buildFrame keeps no state
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request encoded ahead of time (the fast path's armed writes): sending it only stamps the
+    transaction id into the first two bytes of the MBAP header."""
+
+    request: ModbusPDU
+    frame: bytes
+
+    @classmethod
+    def of(cls, request: ModbusPDU) -> PreparedRequest:
+        return cls(request, _FRAMER.buildFrame(request))
 
 
 @dataclass(eq=False, slots=True)
@@ -39,6 +53,8 @@ class Transaction:
 
     request: ModbusPDU
     answer: asyncio.Future[ModbusPDU]
+    frame: bytes | None = None  # prebuilt (PreparedRequest), else encoded when written
+    tid: int = 0  # the MBAP transaction id it went out with
     written_s: float | None = None
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -90,18 +106,22 @@ class ModbusTcpConnection(asyncio.Protocol):
             if pdu is None:
                 continue
             transaction = self._inflight
-            if transaction is None or pdu.transaction_id != transaction.request.transaction_id:
+            if transaction is None or pdu.transaction_id != transaction.tid:
                 self.late_answers += 1
                 continue
             self._settle(transaction, pdu)
             self._next()
 
-    def send(self, request: ModbusPDU) -> Transaction:
+    def send(self, request: ModbusPDU | PreparedRequest) -> Transaction:
         """Write `request` now if the connection is idle, else queue it behind the outstanding one.
         Raises ConnectionResetError when not connected."""
         if not self.connected:
             raise ConnectionResetError("not connected")
-        transaction = Transaction(request, asyncio.get_running_loop().create_future())
+        answer = asyncio.get_running_loop().create_future()
+        if isinstance(request, PreparedRequest):
+            transaction = Transaction(request.request, answer, request.frame)
+        else:
+            transaction = Transaction(request, answer)
         if self._inflight is None:
             self._write(transaction)
         else:
@@ -114,9 +134,13 @@ class ModbusTcpConnection(asyncio.Protocol):
 
     def _write(self, transaction: Transaction) -> None:
         assert self._transport is not None
-        self._tid = self._tid % _MAX_TID + 1
-        transaction.request.transaction_id = self._tid
-        self._transport.write(self._framer.buildFrame(transaction.request))
+        tid = self._tid = self._tid % _MAX_TID + 1
+        transaction.tid = tid
+        if transaction.frame is None:
+            transaction.request.transaction_id = tid
+            self._transport.write(_FRAMER.buildFrame(transaction.request))
+        else:  # a prepared request may be shared: its frame, not the request object, carries the tid
+            self._transport.write(tid.to_bytes(2, "big") + transaction.frame[2:])
         transaction.written_s = time.monotonic()
         transaction._timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire, transaction)
         self._inflight = transaction
@@ -188,7 +212,7 @@ class ModbusTcpClient:
     def _lost(self) -> None:
         self.on_connection(False)
 
-    def send(self, request: ModbusPDU) -> Transaction:
+    def send(self, request: ModbusPDU | PreparedRequest) -> Transaction:
         """See ModbusTcpConnection.send; ConnectionResetError when not connected."""
         if self._connection is None:
             raise ConnectionResetError("not connected")

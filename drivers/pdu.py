@@ -39,7 +39,7 @@ from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilR
 from pymodbus.pdu.register_message import WriteMultipleRegistersRequest, WriteSingleRegisterRequest
 
 from mullet.drivers.device_profiles import PduProfile, load_pdu_profile
-from mullet.drivers.modbus_tcp import ModbusTcpClient, Transaction
+from mullet.drivers.modbus_tcp import ModbusTcpClient, PreparedRequest, Transaction
 
 log = structlog.get_logger("mullet.pdu")
 
@@ -319,7 +319,9 @@ class PduClient:
         """Check and order `outlets` ahead of time, for `switch_now`."""
         wanted = tuple(sorted(set(outlets)))
         valid = [outlet for outlet in wanted if 1 <= outlet <= self.outlets]
-        return PreparedSwitch(on, wanted, tuple(self._batches(valid)))
+        batches = tuple(self._batches(valid))
+        first = PreparedRequest.of(self._write_request(*batches[0], on)) if batches else None
+        return PreparedSwitch(on, wanted, batches, first)
 
     def switch_now(self, prepared: PreparedSwitch) -> Coroutine[Any, Any, SwitchResult]:
         """`switch()`, but the first write is on the socket (or queued behind an unanswered request)
@@ -328,14 +330,13 @@ class PduClient:
         result: no task is made here, that is left to whoever gathers several PDUs."""
         sent: Transaction | None = None
         if (
-            prepared.batches
+            prepared.first is not None
             and not self._closed
             and self._client.connected
             and (self.profile.login is None or not self._session_lapsing())
         ):
-            first, count = prepared.batches[0]
             with contextlib.suppress(ConnectionResetError):
-                sent = self._client.send(self._write_request(first, count, prepared.on))
+                sent = self._client.send(prepared.first)
         return self.switch(prepared.outlets, prepared.on, sent=sent)
 
     async def _keepalive(self, delay_s: float) -> None:
@@ -637,6 +638,7 @@ class PreparedSwitch:
     on: bool
     outlets: tuple[int, ...]
     batches: tuple[tuple[int, int], ...]  # of the valid outlets; switch() reports the others
+    first: PreparedRequest | None  # the first batch's write, encoded
 
 
 @dataclass(frozen=True, slots=True)

@@ -584,6 +584,25 @@ async def test_a_cut_during_a_keepalive_read_waits_its_turn_and_both_are_answere
         await sim.stop()
 
 
+async def test_an_armed_cut_is_reused_trip_after_trip_each_write_with_its_own_transaction_id() -> None:
+    """The prepared frame is shared by every trip that fires it: two back to back (the second queued
+    behind the first) must both be answered, matched by the id stamped into each frame."""
+    sim = CoilPduSim("pdu-armed", 4, outlet_power_w=lambda _: 1000.0)
+    await sim.start()
+    client = _client(sim, timeout_s=0.5, keepalive_s=60.0)
+    await client.start()
+    try:
+        armed = client.prepare_switch([2], on=False)
+        first = client.switch_now(armed)
+        second = client.switch_now(armed)
+        results = await asyncio.gather(first, second)
+        assert all(r.ok for r in results) and not sim.is_on(2)
+        assert sim.switches[-2:] == [(2, False), (2, False)]
+    finally:
+        await client.close()
+        await sim.stop()
+
+
 async def test_pool_from_config_accepts_config_outlet_refs(site: SimulatedSite) -> None:
     config = site.config
     specs = [p.model_copy(update={"port": site.pdus[p.pdu_id].port}) for p in config.pdus]
