@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
-from mullet.drivers.pdu import PduPool, PoolResult, PreparedPoolSwitch
+from mullet.drivers.pdu import ArmedWrites, PduPool, PoolResult, PreparedPoolSwitch
 from mullet.drivers.wire import Trip, encode
 from mullet.policies.model import Plan, TripStage
 from mullet.policies.trigger import FrequencyTrigger
@@ -151,17 +152,26 @@ class FastPath:
     def fire(self, stage: int, sample_mono_s: float, *, cause: str) -> None:
         """Send the armed trip before returning: every armed PDU's first write and the broadcast are on
         their sockets, then `on_fired` records it; the acknowledgements follow in a task."""
+        collecting = gc.isenabled()
+        gc.disable()  # a collection here would add its pause to the trip (ms for a full one)
+        try:
+            self._fire(stage, sample_mono_s, cause)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _fire(self, stage: int, sample_mono_s: float, cause: str) -> None:
         armed = self._armed.get(stage, _UNARMED)
         # Outlets first: a cut drops load in milliseconds, the broadcast starts a firmware sleep that
         # takes seconds (design.md section 6); and the broker's fan-out to hundreds of controllers,
-        # once woken, competes with these writes for the CPU on a small site server.
-        cut: Awaitable[PoolResult] | None = None
+        # once woken, competes with these writes for the CPU on a small site server. Only the
+        # writes themselves go before the broadcast; their timeouts and the rest follow it.
+        writes: ArmedWrites | None = None
         if armed.cut is not None and self.pdus is not None:
             try:
-                cut = self.pdus.switch_now(armed.cut)
+                writes = self.pdus.write_armed(armed.cut)
             except Exception:  # a driver bug must not keep the broadcast from going out
                 log.exception("armed pdu cut did not start", stage=stage)
-        issued_s = time.monotonic() if cut is not None else None
         seq = self.next_seq()
         ack: asyncio.Future[bool] | None = None
         try:
@@ -169,6 +179,13 @@ class FastPath:
         except Exception:  # recorded as not published; the supervisor's curtail setpoints follow
             log.exception("trip broadcast failed", stage=stage, seq=seq)
         published_s = time.monotonic()
+        cut: Awaitable[PoolResult] | None = None
+        if writes is not None and self.pdus is not None:
+            try:
+                cut = self.pdus.follow_armed(writes)
+            except Exception:
+                log.exception("armed pdu cut did not complete", stage=stage)
+        issued_s = writes.written_s if writes is not None else None
         record = TripRecord(
             stage, seq, cause, sample_mono_s, published_s, issued_s, armed.groups, armed.outlets
         )

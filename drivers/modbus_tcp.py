@@ -132,6 +132,30 @@ class ModbusTcpConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def send_now(self, prepared: PreparedRequest) -> Transaction | None:
+        """The fast path's write, with as little as possible between it and the socket: on the wire
+        now if the connection is up and idle, else None (then `send()` queues it). Its timeout
+        starts with `start_timer()`, which the caller runs once every armed write is out."""
+        transport = self._transport
+        if transport is None or self._inflight is not None or transport.is_closing():
+            return None
+        tid = self._tid = self._tid % _MAX_TID + 1
+        transport.write(tid.to_bytes(2, "big") + prepared.frame[2:])
+        self._inflight = transaction = Transaction(
+            prepared.request,
+            asyncio.get_running_loop().create_future(),
+            prepared.frame,
+            tid,
+            time.monotonic(),
+        )
+        return transaction
+
+    def start_timer(self, transaction: Transaction) -> None:
+        if transaction._timer is None and not transaction.answer.done():
+            transaction._timer = asyncio.get_running_loop().call_later(
+                self.timeout_s, self._expire, transaction
+            )
+
     def _write(self, transaction: Transaction) -> None:
         assert self._transport is not None
         tid = self._tid = self._tid % _MAX_TID + 1
@@ -142,8 +166,8 @@ class ModbusTcpConnection(asyncio.Protocol):
         else:  # a prepared request may be shared: its frame, not the request object, carries the tid
             self._transport.write(tid.to_bytes(2, "big") + transaction.frame[2:])
         transaction.written_s = time.monotonic()
-        transaction._timer = asyncio.get_running_loop().call_later(self.timeout_s, self._expire, transaction)
         self._inflight = transaction
+        self.start_timer(transaction)
 
     def _expire(self, transaction: Transaction) -> None:
         if self._inflight is transaction:
@@ -217,6 +241,15 @@ class ModbusTcpClient:
         if self._connection is None:
             raise ConnectionResetError("not connected")
         return self._connection.send(request)
+
+    def send_now(self, prepared: PreparedRequest) -> Transaction | None:
+        """See ModbusTcpConnection.send_now; None when not connected."""
+        connection = self._connection
+        return None if connection is None else connection.send_now(prepared)
+
+    def start_timer(self, transaction: Transaction) -> None:
+        if self._connection is not None:
+            self._connection.start_timer(transaction)
 
     async def execute(self, request: ModbusPDU) -> ModbusPDU:
         """The answer; TimeoutError, or ConnectionResetError (an OSError) when the link is down."""

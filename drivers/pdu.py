@@ -328,8 +328,27 @@ class PduClient:
         before this returns when the connection is up and the login session (if any) is good;
         otherwise all of it happens when the returned coroutine runs. Await the coroutine for the
         result: no task is made here, that is left to whoever gathers several PDUs."""
-        sent: Transaction | None = None
+        return self.follow_armed(prepared, self.write_armed(prepared))
+
+    def write_armed(self, prepared: PreparedSwitch) -> Transaction | None:
+        """The first half of `switch_now`, all a trip waits for: the first write on the socket now
+        if the connection is idle and no login is due, else None. Then `follow_armed`."""
         if (
+            prepared.first is None
+            or self._closed
+            or (self.profile.login is not None and self._session_lapsing())
+        ):
+            return None
+        return self._client.send_now(prepared.first)
+
+    def follow_armed(
+        self, prepared: PreparedSwitch, sent: Transaction | None
+    ) -> Coroutine[Any, Any, SwitchResult]:
+        """The second half: start the written request's timeout, or queue the first write behind an
+        unanswered request; the coroutine does the rest."""
+        if sent is not None:
+            self._client.start_timer(sent)
+        elif (
             prepared.first is not None
             and not self._closed
             and self._client.connected
@@ -650,6 +669,18 @@ class PreparedPoolSwitch:
     unknown: Mapping[str, tuple[int, ...]]  # outlets on PDUs the pool does not hold
 
 
+@dataclass(frozen=True, slots=True)
+class ArmedWrites:
+    """`PduPool.write_armed`: the writes that could go at once were on their sockets at `written_s`
+    (monotonic); `written[i]` is `armed[i]`'s transaction, or None (it goes in `follow_armed`)."""
+
+    prepared: PreparedPoolSwitch
+    started_s: float
+    written_s: float
+    armed: list[tuple[PduClient, PreparedSwitch]]
+    written: list[Transaction | None]
+
+
 @dataclass(slots=True)
 class _Progress:
     writes: int = 0
@@ -713,10 +744,24 @@ class PduPool:
     def switch_now(self, prepared: PreparedPoolSwitch) -> asyncio.Task[PoolResult]:
         """Every PDU's first write is on its socket when this returns (see `PduClient.switch_now`);
         the task collects the answers."""
+        return self.follow_armed(self.write_armed(prepared))
+
+    def write_armed(self, prepared: PreparedPoolSwitch) -> ArmedWrites:
+        """The first half of `switch_now`, all a trip waits for: every first write that can go at
+        once is on its socket when this returns (the fast path sends its broadcast next)."""
         started_s = time.monotonic()
-        switching = [self.clients[p].switch_now(s) for p, s in prepared.by_pdu.items()]
+        armed = [(self.clients[p], s) for p, s in prepared.by_pdu.items()]
+        written = [client.write_armed(s) for client, s in armed]
+        return ArmedWrites(prepared, started_s, time.monotonic(), armed, written)
+
+    def follow_armed(self, writes: ArmedWrites) -> asyncio.Task[PoolResult]:
+        """The second half: timeouts started, the rest queued; the task collects the answers."""
+        switching = [
+            client.follow_armed(s, w) for (client, s), w in zip(writes.armed, writes.written, strict=True)
+        ]
+        prepared = writes.prepared
         return asyncio.get_running_loop().create_task(
-            self._collect(switching, prepared.unknown, prepared.on, started_s)
+            self._collect(switching, prepared.unknown, prepared.on, writes.started_s)
         )
 
     @staticmethod

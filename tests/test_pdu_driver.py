@@ -584,6 +584,31 @@ async def test_a_cut_during_a_keepalive_read_waits_its_turn_and_both_are_answere
         await sim.stop()
 
 
+async def test_write_armed_puts_every_idle_pdus_write_out_and_follow_armed_queues_the_busy_one() -> None:
+    """The fast path's split: the writes first (then its broadcast), timeouts and queueing after."""
+    sims = [CoilPduSim(f"pdu-{i}", 4, outlet_power_w=lambda _: 1000.0) for i in range(3)]
+    slow = _SlowReadPdu("pdu-busy", 4, outlet_power_w=lambda _: 1000.0)
+    for sim in (*sims, slow):
+        await sim.start()
+    pool = PduPool(_client(sim, timeout_s=0.5, keepalive_s=60.0) for sim in (*sims, slow))
+    await pool.start()
+    try:
+        reading = asyncio.create_task(pool.clients["pdu-busy"].read_power())
+        await asyncio.sleep(0)  # its read is on the socket, unanswered for 50 ms
+        writes = pool.write_armed(pool.prepare({sim.pdu_id: (1,) for sim in (*sims, slow)}, on=False))
+        by_pdu = {client.pdu_id: w for (client, _), w in zip(writes.armed, writes.written, strict=True)}
+        assert by_pdu["pdu-busy"] is None
+        assert all(by_pdu[sim.pdu_id] is not None for sim in sims)
+        assert all(w.written_s <= writes.written_s for w in by_pdu.values() if w is not None)
+        result = await pool.follow_armed(writes)
+        assert await reading is True
+        assert result.ok and not any(sim.is_on(1) for sim in (*sims, slow))
+    finally:
+        await pool.close()
+        for sim in (*sims, slow):
+            await sim.stop()
+
+
 async def test_an_armed_cut_is_reused_trip_after_trip_each_write_with_its_own_transaction_id() -> None:
     """The prepared frame is shared by every trip that fires it: two back to back (the second queued
     behind the first) must both be answered, matched by the id stamped into each frame."""
