@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from mullet.drivers.pdu import ArmedWrites, PduPool, PoolResult, PreparedPoolSwitch
-from mullet.drivers.wire import Trip, encode
+from mullet.drivers.wire import encode_trip
 from mullet.policies.model import Plan, TripStage
 from mullet.policies.trigger import FrequencyTrigger
 
@@ -175,7 +175,7 @@ class FastPath:
         seq = self.next_seq()
         ack: asyncio.Future[bool] | None = None
         try:
-            ack = self.publish_trip(encode(Trip(seq=seq, stage=stage, ts=time.time(), epoch=self.epoch())))
+            ack = self.publish_trip(encode_trip(seq, stage, time.time(), self.epoch()))
         except Exception:  # recorded as not published; the supervisor's curtail setpoints follow
             log.exception("trip broadcast failed", stage=stage, seq=seq)
         published_s = time.monotonic()

@@ -209,11 +209,11 @@ class ModbusTcpClient:
         self.port = port
         self.timeout_s = timeout_s
         self.on_connection = on_connection
-        self._connection: ModbusTcpConnection | None = None
+        self.connection: ModbusTcpConnection | None = None  # the open one, if any
 
     @property
     def connected(self) -> bool:
-        return self._connection is not None and self._connection.connected
+        return self.connection is not None and self.connection.connected
 
     async def connect(self) -> bool:
         """One attempt bounded by `timeout_s`; OSError/TimeoutError propagate to the caller."""
@@ -224,12 +224,12 @@ class ModbusTcpClient:
             _, connection = await loop.create_connection(
                 lambda: ModbusTcpConnection(self.timeout_s, self._lost), self.host, self.port
             )
-        self._connection = connection
+        self.connection = connection
         self.on_connection(True)
         return True
 
     def close(self) -> None:
-        connection, self._connection = self._connection, None
+        connection, self.connection = self.connection, None
         if connection is not None:
             connection.close()
 
@@ -238,18 +238,13 @@ class ModbusTcpClient:
 
     def send(self, request: ModbusPDU | PreparedRequest) -> Transaction:
         """See ModbusTcpConnection.send; ConnectionResetError when not connected."""
-        if self._connection is None:
+        if self.connection is None:
             raise ConnectionResetError("not connected")
-        return self._connection.send(request)
-
-    def send_now(self, prepared: PreparedRequest) -> Transaction | None:
-        """See ModbusTcpConnection.send_now; None when not connected."""
-        connection = self._connection
-        return None if connection is None else connection.send_now(prepared)
+        return self.connection.send(request)
 
     def start_timer(self, transaction: Transaction) -> None:
-        if self._connection is not None:
-            self._connection.start_timer(transaction)
+        if self.connection is not None:
+            self.connection.start_timer(transaction)
 
     async def execute(self, request: ModbusPDU) -> ModbusPDU:
         """The answer; TimeoutError, or ConnectionResetError (an OSError) when the link is down."""

@@ -193,6 +193,7 @@ class PduClient:
         self.port = port
         self.outlets = outlets
         self.profile = load_pdu_profile(profile) if isinstance(profile, str) else profile
+        self._has_login = self.profile.login is not None
         self.profile.check_outlets(outlets)
         self.device_id = device_id
         self.timeout_s = timeout_s
@@ -333,13 +334,15 @@ class PduClient:
     def write_armed(self, prepared: PreparedSwitch) -> Transaction | None:
         """The first half of `switch_now`, all a trip waits for: the first write on the socket now
         if the connection is idle and no login is due, else None. Then `follow_armed`."""
+        first, connection = prepared.first, self._client.connection
         if (
-            prepared.first is None
+            first is None
+            or connection is None
             or self._closed
-            or (self.profile.login is not None and self._session_lapsing())
+            or (self._has_login and self._session_lapsing())
         ):
             return None
-        return self._client.send_now(prepared.first)
+        return connection.send_now(first)
 
     def follow_armed(
         self, prepared: PreparedSwitch, sent: Transaction | None
@@ -667,17 +670,18 @@ class PreparedPoolSwitch:
     on: bool
     by_pdu: Mapping[str, PreparedSwitch]
     unknown: Mapping[str, tuple[int, ...]]  # outlets on PDUs the pool does not hold
+    armed: tuple[tuple[PduClient, PreparedSwitch], ...] = ()  # by_pdu with its clients, for write_armed
 
 
 @dataclass(frozen=True, slots=True)
 class ArmedWrites:
     """`PduPool.write_armed`: the writes that could go at once were on their sockets at `written_s`
-    (monotonic); `written[i]` is `armed[i]`'s transaction, or None (it goes in `follow_armed`)."""
+    (monotonic); `written[i]` is `prepared.armed[i]`'s transaction, or None (it goes in
+    `follow_armed`)."""
 
     prepared: PreparedPoolSwitch
     started_s: float
     written_s: float
-    armed: list[tuple[PduClient, PreparedSwitch]]
     written: list[Transaction | None]
 
 
@@ -735,10 +739,12 @@ class PduPool:
 
     def prepare(self, by_pdu: Mapping[str, Sequence[int]], on: bool) -> PreparedPoolSwitch:
         """Check and batch a switch ahead of time (the fast path arms its cuts with this)."""
+        prepared = {p: self.clients[p].prepare_switch(o, on) for p, o in by_pdu.items() if p in self.clients}
         return PreparedPoolSwitch(
             on=on,
-            by_pdu={p: self.clients[p].prepare_switch(o, on) for p, o in by_pdu.items() if p in self.clients},
+            by_pdu=prepared,
             unknown={p: tuple(sorted(set(o))) for p, o in by_pdu.items() if p not in self.clients},
+            armed=tuple((self.clients[p], s) for p, s in prepared.items()),
         )
 
     def switch_now(self, prepared: PreparedPoolSwitch) -> asyncio.Task[PoolResult]:
@@ -750,14 +756,14 @@ class PduPool:
         """The first half of `switch_now`, all a trip waits for: every first write that can go at
         once is on its socket when this returns (the fast path sends its broadcast next)."""
         started_s = time.monotonic()
-        armed = [(self.clients[p], s) for p, s in prepared.by_pdu.items()]
-        written = [client.write_armed(s) for client, s in armed]
-        return ArmedWrites(prepared, started_s, time.monotonic(), armed, written)
+        written = [client.write_armed(s) for client, s in prepared.armed]
+        return ArmedWrites(prepared, started_s, time.monotonic(), written)
 
     def follow_armed(self, writes: ArmedWrites) -> asyncio.Task[PoolResult]:
         """The second half: timeouts started, the rest queued; the task collects the answers."""
         switching = [
-            client.follow_armed(s, w) for (client, s), w in zip(writes.armed, writes.written, strict=True)
+            client.follow_armed(s, w)
+            for (client, s), w in zip(writes.prepared.armed, writes.written, strict=True)
         ]
         prepared = writes.prepared
         return asyncio.get_running_loop().create_task(

@@ -596,7 +596,8 @@ async def test_write_armed_puts_every_idle_pdus_write_out_and_follow_armed_queue
         reading = asyncio.create_task(pool.clients["pdu-busy"].read_power())
         await asyncio.sleep(0)  # its read is on the socket, unanswered for 50 ms
         writes = pool.write_armed(pool.prepare({sim.pdu_id: (1,) for sim in (*sims, slow)}, on=False))
-        by_pdu = {client.pdu_id: w for (client, _), w in zip(writes.armed, writes.written, strict=True)}
+        armed = writes.prepared.armed
+        by_pdu = {client.pdu_id: w for (client, _), w in zip(armed, writes.written, strict=True)}
         assert by_pdu["pdu-busy"] is None
         assert all(by_pdu[sim.pdu_id] is not None for sim in sims)
         assert all(w.written_s <= writes.written_s for w in by_pdu.values() if w is not None)

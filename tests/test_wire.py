@@ -14,10 +14,12 @@ from mullet.drivers.wire import (
     GroupState,
     TenantState,
     Topics,
+    Trip,
     WireError,
     decode,
     decode_online,
     encode,
+    encode_trip,
 )
 
 REASONS = {"too_large", "not_json", "not_object", "bad_version", "invalid_field", "unknown_topic"}
@@ -104,3 +106,25 @@ def test_fuzzed_payloads_never_raise_anything_but_wire_error(raw: bytes) -> None
             decode(model, raw)
         except WireError as exc:
             assert exc.reason in REASONS
+
+
+@given(
+    seq=st.integers(min_value=0, max_value=2**53),
+    stage=st.integers(min_value=0, max_value=9),
+    ts=st.floats(min_value=0.0, max_value=4e9, allow_nan=False, allow_infinity=False),
+    epoch=st.none() | st.integers(min_value=1, max_value=2**53),
+)
+def test_the_fast_paths_trip_encoding_is_the_models(
+    seq: int, stage: int, ts: float, epoch: int | None
+) -> None:
+    """The fast path formats its trip without pydantic; receivers must not see a difference."""
+    fast = encode_trip(seq, stage, ts, epoch)
+    model = Trip(seq=seq, stage=stage, ts=ts, epoch=epoch)
+    assert decode(Trip, fast) == model
+    assert json.loads(fast) == json.loads(encode(model))
+
+
+def test_the_fast_paths_trip_encoding_is_byte_for_byte_the_models_for_clock_times() -> None:
+    for ts in (1764312345.123456, 1764312345.0, 0.0, 1800000000.5):
+        for epoch in (None, 7):
+            assert encode_trip(42, 1, ts, epoch) == encode(Trip(seq=42, stage=1, ts=ts, epoch=epoch))
