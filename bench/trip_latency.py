@@ -168,6 +168,19 @@ def pin_away(pid: int) -> None:
         os.sched_setaffinity(pid, OTHERS_CPUS)
 
 
+def set_realtime(priority: int) -> str:
+    """Give the daemon side's loop thread what deploy/systemd/mulletd.service gives mulletd:
+    SCHED_FIFO at `priority` with reset-on-fork (the processes and threads it starts run as normal
+    tasks). 0 keeps normal scheduling, for comparison."""
+    if not priority:
+        return "normal (SCHED_OTHER): --rt 0"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+    except PermissionError:
+        return f"normal (SCHED_OTHER): SCHED_FIFO {priority} refused, needs CAP_SYS_NICE or RLIMIT_RTPRIO"
+    return f"SCHED_FIFO priority {priority}, reset on fork (as deploy/systemd/mulletd.service)"
+
+
 async def spawn_role(role: str, extra: list[str]) -> asyncio.subprocess.Process:
     proc = await _spawn_role(role, extra)
     pin_away(proc.pid)
@@ -270,6 +283,7 @@ async def bench(args: argparse.Namespace) -> int:
             ("--chain-trips", args.chain_trips),
             ("--poll-hz", [f"{h:g}" for h in args.poll_hz]),
             ("--pin", args.pin),
+            ("--rt", args.rt),
         ],
     )
     print_header(
@@ -293,6 +307,7 @@ async def bench(args: argparse.Namespace) -> int:
             OTHERS_CPUS.update(cpus[1:])
             os.sched_setaffinity(0, {cpus[0]})
             print(f"[0] daemon side pinned to CPU {cpus[0]}; broker, controllers, PDUs, meter to {cpus[1:]}")
+        print(f"[0] daemon side scheduling: {set_realtime(args.rt)}", flush=True)
         await broker.start()
         assert broker.process is not None
         pin_away(broker.process.pid)
@@ -693,6 +708,14 @@ def main() -> int:
         action="store_true",
         help="give the daemon side a CPU of its own; the broker and all simulators share the others "
         "(as a site pins mulletd and mosquitto apart, see docs/performance.md)",
+    )
+    parser.add_argument(
+        "--rt",
+        type=int,
+        default=20,
+        metavar="PRIORITY",
+        help="SCHED_FIFO priority of the daemon side's loop thread, as the shipped systemd unit gives "
+        "mulletd (CPUSchedulingPolicy=fifo); 0: normal scheduling",
     )
     parser.add_argument(
         "--role", choices=("bench", "controllers", "pdus", "meter"), default="bench", help=argparse.SUPPRESS

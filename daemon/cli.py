@@ -45,6 +45,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _real_time_setup() -> None:
+    """Keep other threads' Python from holding the loop off, and say how the loop is scheduled.
+
+    The loop thread waits for the GIL while another thread runs Python, and a Prometheus scrape of a
+    600-group site is ~25 ms of it. With Python's default 5 ms switch interval the loop woke p50
+    5.1 ms late during scrapes, with 0.5 ms p50 0.6 ms (p99 ~8 ms either way: long calls in C).
+    SCHED_FIFO and the core come from the systemd unit (deploy/systemd/mulletd.service)."""
+    import os
+
+    import structlog
+
+    sys.setswitchinterval(0.0005)
+    policy = {os.SCHED_FIFO: "fifo", os.SCHED_RR: "rr"}.get(os.sched_getscheduler(0), "normal")
+    structlog.get_logger("mullet.cli").info(
+        "scheduling",
+        policy=policy,
+        priority=os.sched_getparam(0).sched_priority,
+        cpus=sorted(os.sched_getaffinity(0)),
+        switch_interval_ms=0.5,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from mullet.daemon.app import Daemon
     from mullet.daemon.leader import LeadershipLost
@@ -54,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load_or_exit(args.config)
     configure_logging(args.log_level)
+    _real_time_setup()
 
     async def main(stop: asyncio.Event) -> int:
         try:
