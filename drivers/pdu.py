@@ -670,7 +670,7 @@ class PreparedPoolSwitch:
     on: bool
     by_pdu: Mapping[str, PreparedSwitch]
     unknown: Mapping[str, tuple[int, ...]]  # outlets on PDUs the pool does not hold
-    armed: tuple[tuple[PduClient, PreparedSwitch], ...] = ()  # by_pdu with its clients, for write_armed
+    armed: tuple[tuple[PduClient, PreparedSwitch], ...]  # by_pdu with its clients, for write_armed
 
 
 @dataclass(frozen=True, slots=True)
