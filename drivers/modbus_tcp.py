@@ -39,10 +39,12 @@ class PreparedRequest:
 
     request: ModbusPDU
     frame: bytes
+    tail: bytes  # the frame after its transaction id
 
     @classmethod
     def of(cls, request: ModbusPDU) -> PreparedRequest:
-        return cls(request, _FRAMER.buildFrame(request))
+        frame = _FRAMER.buildFrame(request)
+        return cls(request, frame, frame[2:])
 
 
 @dataclass(eq=False, slots=True)
@@ -69,6 +71,7 @@ class ModbusTcpConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
         self._inflight: Transaction | None = None
+        self._untracked = 0  # the id of a write_now not yet tracked (the fast path's two halves)
         self._queue: deque[Transaction] = deque()
         self._tid = 0
         self.late_answers = 0  # answers that came after their request timed out
@@ -83,6 +86,7 @@ class ModbusTcpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._untracked = 0
         waiting = [self._inflight, *self._queue] if self._inflight else list(self._queue)
         self._inflight = None
         self._queue.clear()
@@ -122,7 +126,7 @@ class ModbusTcpConnection(asyncio.Protocol):
             transaction = Transaction(request.request, answer, request.frame)
         else:
             transaction = Transaction(request, answer)
-        if self._inflight is None:
+        if self._inflight is None and not self._untracked:
             self._write(transaction)
         else:
             self._queue.append(transaction)
@@ -132,25 +136,26 @@ class ModbusTcpConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def send_now(self, prepared: PreparedRequest) -> Transaction | None:
-        """The fast path's write, with as little as possible between it and the socket: on the wire
-        now if the connection is up and idle, else None (then `send()` queues it). Its timeout
-        starts with `start_timer()`, which the caller runs once every armed write is out."""
+    def write_now(self, prepared: PreparedRequest) -> int:
+        """The fast path's write, with nothing but the write before the next one: on the wire now if
+        the connection is up and idle. Returns the transaction id it carries (0: not written, queue it
+        with `send()`). The connection counts as busy until `track()` makes it a transaction."""
         transport = self._transport
-        if transport is None or self._inflight is not None or transport.is_closing():
-            return None
-        tid = self._tid = self._tid % _MAX_TID + 1
-        transport.write(tid.to_bytes(2, "big") + prepared.frame[2:])
-        self._inflight = transaction = Transaction(
-            prepared.request,
-            asyncio.get_running_loop().create_future(),
-            prepared.frame,
-            tid,
-            time.monotonic(),
-        )
+        if transport is None or self._inflight is not None or self._untracked:
+            return 0
+        tid = self._untracked = self._tid = self._tid % _MAX_TID + 1
+        transport.write(tid.to_bytes(2, "big") + prepared.tail)
+        return tid
+
+    def track(self, prepared: PreparedRequest, tid: int, written_s: float) -> Transaction:
+        """The transaction of a `write_now`, its timeout running."""
+        self._untracked = 0
+        answer = asyncio.get_running_loop().create_future()
+        self._inflight = transaction = Transaction(prepared.request, answer, prepared.frame, tid, written_s)
+        self._start_timer(transaction)
         return transaction
 
-    def start_timer(self, transaction: Transaction) -> None:
+    def _start_timer(self, transaction: Transaction) -> None:
         if transaction._timer is None and not transaction.answer.done():
             transaction._timer = asyncio.get_running_loop().call_later(
                 self.timeout_s, self._expire, transaction
@@ -164,10 +169,10 @@ class ModbusTcpConnection(asyncio.Protocol):
             transaction.request.transaction_id = tid
             self._transport.write(_FRAMER.buildFrame(transaction.request))
         else:  # a prepared request may be shared: its frame, not the request object, carries the tid
-            self._transport.write(tid.to_bytes(2, "big") + transaction.frame[2:])
+            self._transport.write(tid.to_bytes(2, "big") + transaction.frame[2:])  # shared: stamp a copy
         transaction.written_s = time.monotonic()
         self._inflight = transaction
-        self.start_timer(transaction)
+        self._start_timer(transaction)
 
     def _expire(self, transaction: Transaction) -> None:
         if self._inflight is transaction:
@@ -241,10 +246,6 @@ class ModbusTcpClient:
         if self.connection is None:
             raise ConnectionResetError("not connected")
         return self.connection.send(request)
-
-    def start_timer(self, transaction: Transaction) -> None:
-        if self.connection is not None:
-            self.connection.start_timer(transaction)
 
     async def execute(self, request: ModbusPDU) -> ModbusPDU:
         """The answer; TimeoutError, or ConnectionResetError (an OSError) when the link is down."""

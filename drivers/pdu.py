@@ -329,11 +329,13 @@ class PduClient:
         before this returns when the connection is up and the login session (if any) is good;
         otherwise all of it happens when the returned coroutine runs. Await the coroutine for the
         result: no task is made here, that is left to whoever gathers several PDUs."""
-        return self.follow_armed(prepared, self.write_armed(prepared))
+        tid = self.write_armed(prepared)
+        return self.follow_armed(prepared, tid, time.monotonic())
 
-    def write_armed(self, prepared: PreparedSwitch) -> Transaction | None:
+    def write_armed(self, prepared: PreparedSwitch) -> int:
         """The first half of `switch_now`, all a trip waits for: the first write on the socket now
-        if the connection is idle and no login is due, else None. Then `follow_armed`."""
+        if the connection is idle and no login is due. Returns its transaction id (0: not written).
+        Then `follow_armed`."""
         first, connection = prepared.first, self._client.connection
         if (
             first is None
@@ -341,16 +343,18 @@ class PduClient:
             or self._closed
             or (self._has_login and self._session_lapsing())
         ):
-            return None
-        return connection.send_now(first)
+            return 0
+        return connection.write_now(first)
 
     def follow_armed(
-        self, prepared: PreparedSwitch, sent: Transaction | None
+        self, prepared: PreparedSwitch, tid: int, written_s: float
     ) -> Coroutine[Any, Any, SwitchResult]:
-        """The second half: start the written request's timeout, or queue the first write behind an
-        unanswered request; the coroutine does the rest."""
-        if sent is not None:
-            self._client.start_timer(sent)
+        """The second half: the transaction of write `tid` (written by `written_s`, monotonic) and its
+        timeout, or the first write queued behind an unanswered request; the coroutine does the rest."""
+        sent: Transaction | None = None
+        connection = self._client.connection
+        if tid and connection is not None and prepared.first is not None:
+            sent = connection.track(prepared.first, tid, written_s)
         elif (
             prepared.first is not None
             and not self._closed
@@ -676,13 +680,13 @@ class PreparedPoolSwitch:
 @dataclass(frozen=True, slots=True)
 class ArmedWrites:
     """`PduPool.write_armed`: the writes that could go at once were on their sockets at `written_s`
-    (monotonic); `written[i]` is `prepared.armed[i]`'s transaction, or None (it goes in
+    (monotonic); `written[i]` is the transaction id of `prepared.armed[i]`'s write (0: it goes in
     `follow_armed`)."""
 
     prepared: PreparedPoolSwitch
     started_s: float
     written_s: float
-    written: list[Transaction | None]
+    written: list[int]
 
 
 @dataclass(slots=True)
@@ -762,8 +766,8 @@ class PduPool:
     def follow_armed(self, writes: ArmedWrites) -> asyncio.Task[PoolResult]:
         """The second half: timeouts started, the rest queued; the task collects the answers."""
         switching = [
-            client.follow_armed(s, w)
-            for (client, s), w in zip(writes.prepared.armed, writes.written, strict=True)
+            client.follow_armed(s, tid, writes.written_s)
+            for (client, s), tid in zip(writes.prepared.armed, writes.written, strict=True)
         ]
         prepared = writes.prepared
         return asyncio.get_running_loop().create_task(

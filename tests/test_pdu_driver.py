@@ -598,12 +598,14 @@ async def test_write_armed_puts_every_idle_pdus_write_out_and_follow_armed_queue
         writes = pool.write_armed(pool.prepare({sim.pdu_id: (1,) for sim in (*sims, slow)}, on=False))
         armed = writes.prepared.armed
         by_pdu = {client.pdu_id: w for (client, _), w in zip(armed, writes.written, strict=True)}
-        assert by_pdu["pdu-busy"] is None
-        assert all(by_pdu[sim.pdu_id] is not None for sim in sims)
-        assert all(w.written_s <= writes.written_s for w in by_pdu.values() if w is not None)
+        assert by_pdu["pdu-busy"] == 0
+        assert all(by_pdu[sim.pdu_id] > 0 for sim in sims)
         result = await pool.follow_armed(writes)
         assert await reading is True
         assert result.ok and not any(sim.is_on(1) for sim in (*sims, slow))
+        assert all(result.results[sim.pdu_id].issued_s == writes.written_s for sim in sims)
+        busy_issued_s = result.results["pdu-busy"].issued_s
+        assert busy_issued_s is not None and busy_issued_s > writes.written_s  # after the read's answer
     finally:
         await pool.close()
         for sim in (*sims, slow):
