@@ -4,7 +4,7 @@ Set-up: a mosquitto process on a free loopback port (MosquittoBroker: `set_tcp_n
 600 "controllers" as 600 aiomqtt connections in a SEPARATE process (this script with --role
 controllers), each subscribed to `<root>/mining/trip` at QoS 1 and stamping each trip's receipt with
 time.monotonic_ns() (CLOCK_MONOTONIC is system-wide on Linux, so stamps compare across processes);
-50 simulated coil PDUs (CoilPduSim, netio-coils) in another separate process (--role pdus).
+50 simulated coil PDUs (CoilPduSim, netio-coils) in two more processes (--role pdus, --pdu-procs).
 In this process: a FastPath built directly (no daemon) with the daemon's own drivers: publish_trip =
 MqttLink.publish_now (QoS 1, TCP_NODELAY), pdus = a PduPool over the 50 PDUs, armed by a fake Plan
 that puts all 600 groups at stage 1 with hard_cut (one outlet per PDU: groups 0..49 own outlet 1 of
@@ -282,6 +282,7 @@ async def bench(args: argparse.Namespace) -> int:
             ("--gap-ms", args.gap_ms),
             ("--chain-trips", args.chain_trips),
             ("--poll-hz", [f"{h:g}" for h in args.poll_hz]),
+            ("--pdu-procs", args.pdu_procs),
             ("--pin", args.pin),
             ("--rt", args.rt),
         ],
@@ -294,7 +295,8 @@ async def bench(args: argparse.Namespace) -> int:
     root = f"bench-{secrets.token_hex(4)}"
     topics = Topics(root)
     broker = MosquittoBroker(mosq)
-    ctl_proc = probe_proc = pdu_proc = floor_proc = None
+    ctl_proc = probe_proc = floor_proc = None
+    pdu_procs: list[asyncio.subprocess.Process] = []
     pool: PduPool | None = None
     res = Results()
     try:
@@ -340,15 +342,21 @@ async def bench(args: argparse.Namespace) -> int:
         )
 
         # 3a. PDUs, separate process; PduPool here
-        pdu_proc = await spawn_role("pdus", ["--pdus", str(args.pdus), "--outlets", str(args.outlets)])
-        ports = (await read_json(pdu_proc, 60))["ports"]
+        # On a site every PDU answers from its own CPU; here the simulators share processes.
+        ports = []
+        shares = [len(range(i, args.pdus, args.pdu_procs)) for i in range(args.pdu_procs)]
+        for share in shares:
+            proc = await spawn_role("pdus", ["--pdus", str(share), "--outlets", str(args.outlets)])
+            pdu_procs.append(proc)
+            ports += (await read_json(proc, 60))["ports"]
         pool = PduPool(
             PduClient(f"pdu-{i:02d}", HOST, port, outlets=args.outlets, profile="netio-coils", timeout_s=0.2)
             for i, port in enumerate(ports)
         )
         await pool.start()
         print(
-            f"[3] PDUs: {len(ports)} CoilPduSim (netio-coils) in pid {pdu_proc.pid}, PduPool connected",
+            f"[3] PDUs: {len(ports)} CoilPduSim (netio-coils) in pids {[p.pid for p in pdu_procs]}, "
+            "PduPool connected",
             flush=True,
         )
 
@@ -614,7 +622,8 @@ async def bench(args: argparse.Namespace) -> int:
             await pool.close()
         await stop_child(ctl_proc)
         await stop_child(probe_proc)
-        await stop_child(pdu_proc)
+        for proc in pdu_procs:
+            await stop_child(proc)
         await broker.stop()
 
     report(args, res)
@@ -698,6 +707,9 @@ def main() -> int:
     parser.add_argument("--controllers", type=int, default=600)
     parser.add_argument("--pdus", type=int, default=50)
     parser.add_argument("--outlets", type=int, default=8, help="outlets per simulated PDU")
+    parser.add_argument(
+        "--pdu-procs", type=int, default=2, help="processes the simulated PDUs are spread over"
+    )
     parser.add_argument(
         "--gap-ms", type=float, default=40.0, help="quiet time after each trip and floor message"
     )
