@@ -207,6 +207,10 @@ async def test_ready_comes_after_the_first_plan_watchdog_after_cycles_and_sigter
         events = [e["event"] for e in _log_events(running)]
         # READY went out after the first plan was computed and published.
         assert events.index("plan") < events.index("ready")
+        # How the loop is scheduled is said at start (SCHED_FIFO comes from the unit, not here).
+        scheduling = next(e for e in _log_events(running) if e["event"] == "scheduling")
+        assert scheduling["policy"] == "normal" and scheduling["switch_interval_ms"] == 0.5
+        assert scheduling["cpus"] and events.index("scheduling") < events.index("ready")
 
         # SIGTERM: exit 0 within 5 s; online 0 retained; the setpoints left as they were; journal flushed.
         topics = running.observer.topics
