@@ -48,10 +48,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _real_time_setup() -> None:
     """Keep other threads' Python from holding the loop off, and say how the loop is scheduled.
 
-    The loop thread waits for the GIL while another thread runs Python, and a Prometheus scrape of a
-    600-group site is ~25 ms of it. With Python's default 5 ms switch interval the loop woke p50
-    5.1 ms late during scrapes, with 0.5 ms p50 0.6 ms (p99 ~8 ms either way: long calls in C).
-    SCHED_FIFO and the core come from the systemd unit (deploy/systemd/mulletd.service)."""
+    The loop thread waits for the GIL while another thread runs Python, and rendering a Prometheus
+    scrape of a 600-group site is ~23 ms of it. bench/scrape_stall.py: with Python's default 5 ms
+    switch interval the loop woke p50 5.1 / p99 6.3 ms late during scrapes, with 0.5 ms p50 0.6 /
+    p99 0.9 ms. SCHED_FIFO and the core come from the systemd unit (deploy/systemd/mulletd.service)."""
     import os
 
     import structlog
