@@ -169,7 +169,7 @@ class ModbusTcpConnection(asyncio.Protocol):
             transaction.request.transaction_id = tid
             self._transport.write(_FRAMER.buildFrame(transaction.request))
         else:  # a prepared request may be shared: its frame, not the request object, carries the tid
-            self._transport.write(tid.to_bytes(2, "big") + transaction.frame[2:])  # shared: stamp a copy
+            self._transport.write(tid.to_bytes(2, "big") + transaction.frame[2:])
         transaction.written_s = time.monotonic()
         self._inflight = transaction
         self._start_timer(transaction)
