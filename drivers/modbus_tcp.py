@@ -34,17 +34,15 @@ _FRAMER = FramerSocket(DecodePDU(is_server=False))  # buildFrame keeps no state
 
 @dataclass(frozen=True, slots=True)
 class PreparedRequest:
-    """A request encoded ahead of time (the fast path's armed writes): sending it only stamps the
-    transaction id into the first two bytes of the MBAP header."""
+    """A request encoded ahead of time (the fast path's armed writes): sending it only puts the
+    transaction id in front of the rest of the MBAP frame."""
 
     request: ModbusPDU
-    frame: bytes
-    tail: bytes  # the frame after its transaction id
+    tail: bytes  # the encoded frame after its transaction id
 
     @classmethod
     def of(cls, request: ModbusPDU) -> PreparedRequest:
-        frame = _FRAMER.buildFrame(request)
-        return cls(request, frame, frame[2:])
+        return cls(request, _FRAMER.buildFrame(request)[2:])
 
 
 @dataclass(eq=False, slots=True)
@@ -55,7 +53,7 @@ class Transaction:
 
     request: ModbusPDU
     answer: asyncio.Future[ModbusPDU]
-    frame: bytes | None = None  # prebuilt (PreparedRequest), else encoded when written
+    tail: bytes | None = None  # prebuilt frame after its id (PreparedRequest), else encoded when written
     tid: int = 0  # the MBAP transaction id it went out with
     written_s: float | None = None
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -123,7 +121,7 @@ class ModbusTcpConnection(asyncio.Protocol):
             raise ConnectionResetError("not connected")
         answer = asyncio.get_running_loop().create_future()
         if isinstance(request, PreparedRequest):
-            transaction = Transaction(request.request, answer, request.frame)
+            transaction = Transaction(request.request, answer, request.tail)
         else:
             transaction = Transaction(request, answer)
         if self._inflight is None and not self._untracked:
@@ -151,7 +149,7 @@ class ModbusTcpConnection(asyncio.Protocol):
         """The transaction of a `write_now`, its timeout running."""
         self._untracked = 0
         answer = asyncio.get_running_loop().create_future()
-        self._inflight = transaction = Transaction(prepared.request, answer, prepared.frame, tid, written_s)
+        self._inflight = transaction = Transaction(prepared.request, answer, prepared.tail, tid, written_s)
         self._start_timer(transaction)
         return transaction
 
@@ -165,11 +163,11 @@ class ModbusTcpConnection(asyncio.Protocol):
         assert self._transport is not None
         tid = self._tid = self._tid % _MAX_TID + 1
         transaction.tid = tid
-        if transaction.frame is None:
+        if transaction.tail is None:
             transaction.request.transaction_id = tid
             self._transport.write(_FRAMER.buildFrame(transaction.request))
-        else:  # a prepared request may be shared: its frame, not the request object, carries the tid
-            self._transport.write(tid.to_bytes(2, "big") + transaction.frame[2:])
+        else:  # a prepared request may be shared: the bytes sent, not the request object, carry the tid
+            self._transport.write(tid.to_bytes(2, "big") + transaction.tail)
         transaction.written_s = time.monotonic()
         self._inflight = transaction
         self._start_timer(transaction)
