@@ -125,3 +125,16 @@ def _fmt(value: object) -> str:
             return f"{value:.1f}"
         return f"{value:.2f}"
     return str(value)
+
+
+def set_realtime(priority: int) -> str:
+    """Give the calling thread (a bench's event loop) what deploy/systemd/mulletd.service gives
+    mulletd: SCHED_FIFO at `priority` with reset-on-fork (the processes and threads it starts run as
+    normal tasks); 0 keeps normal scheduling, for comparison. Returns what it got, for the output."""
+    if not priority:
+        return "normal (SCHED_OTHER): --rt 0"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+    except PermissionError:
+        return f"normal (SCHED_OTHER): SCHED_FIFO {priority} refused, needs CAP_SYS_NICE or RLIMIT_RTPRIO"
+    return f"SCHED_FIFO priority {priority}, reset on fork (as deploy/systemd/mulletd.service)"

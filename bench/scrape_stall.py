@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from _common import print_header, print_table, reproduce_command, summary
+from _common import print_header, print_table, reproduce_command, set_realtime, summary
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 
@@ -77,11 +77,7 @@ def main() -> int:
         command,
     )
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    if args.rt:
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(args.rt))
-        except PermissionError:
-            print(f"SCHED_FIFO {args.rt} refused: normal scheduling")
+    print(f"loop thread scheduling: {set_realtime(args.rt)}")
     reg = registry(args.families, args.groups)
     start = time.perf_counter()
     generate_latest(reg)

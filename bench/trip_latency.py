@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from _common import p99_note, print_header, print_table, reproduce_command, summary
+from _common import p99_note, print_header, print_table, reproduce_command, set_realtime, summary
 
 HOST = "127.0.0.1"
 SCRIPT = os.path.abspath(__file__)
@@ -166,19 +166,6 @@ OTHERS_CPUS: set[int] = set()
 def pin_away(pid: int) -> None:
     if OTHERS_CPUS:
         os.sched_setaffinity(pid, OTHERS_CPUS)
-
-
-def set_realtime(priority: int) -> str:
-    """Give the daemon side's loop thread what deploy/systemd/mulletd.service gives mulletd:
-    SCHED_FIFO at `priority` with reset-on-fork (the processes and threads it starts run as normal
-    tasks). 0 keeps normal scheduling, for comparison."""
-    if not priority:
-        return "normal (SCHED_OTHER): --rt 0"
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
-    except PermissionError:
-        return f"normal (SCHED_OTHER): SCHED_FIFO {priority} refused, needs CAP_SYS_NICE or RLIMIT_RTPRIO"
-    return f"SCHED_FIFO priority {priority}, reset on fork (as deploy/systemd/mulletd.service)"
 
 
 async def spawn_role(role: str, extra: list[str]) -> asyncio.subprocess.Process:
