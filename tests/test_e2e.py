@@ -100,13 +100,13 @@ class Observer:
         await self.client.publish(self.topics.grid_event, raw, qos=1)
 
 
-async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
+async def until(predicate: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.05) -> float:
     """Wait for the simulated world to make `predicate` true; returns the seconds it took."""
     started_s = time.monotonic()
     while not predicate():
         if time.monotonic() - started_s > timeout_s:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(poll_s)
     return time.monotonic() - started_s
 
 

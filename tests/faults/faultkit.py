@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiomqtt
 from test_e2e import site_config, start_daemon
+from test_e2e import until as e2e_until
 
 from mullet.daemon.config import Config
 from mullet.drivers.wire import GridEvent, Topics, encode
@@ -206,13 +207,8 @@ class Faulty:
 
 
 async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Wait for the simulated world (in this process) to make `predicate` true; seconds it took."""
-    started_s = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started_s > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started_s
+    """test_e2e.until polling every 20 ms: the fault tests time recoveries in tens of ms."""
+    return await e2e_until(predicate, timeout_s, what, poll_s=0.02)
 
 
 @contextlib.asynccontextmanager
