@@ -123,13 +123,7 @@ class Daemon:
             telemetry_stale_after_s=config.control.telemetry_stale_after_s,
             price_stale_after_s=config.economics.price_stale_after_s,
         )
-        self.book = ObligationBook(
-            interconnect_kw=config.site.interconnect_kw,
-            max_event_kw_factor=config.control.max_event_kw_factor,
-            stages={s.stage: s.threshold_hz for s in config.trip_stages()},
-            programs=config.program_catalogue(),
-            firmware_sleep_s=config.control.firmware_sleep_s,
-        )
+        self.book = ObligationBook.from_config(config)
         # Active/standby ([ha]): only the leader commands; None = a single daemon, as in v1.
         self.ha = (
             HaRole(config.ha, site_id=config.site.site_id, topics=self.topics, metrics=self.metrics)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mullet.drivers.wire import GridEvent
 from mullet.policies.model import Obligation
@@ -20,6 +21,9 @@ from mullet.policies.programs import (
     fast_path_stage,
     resolve,
 )
+
+if TYPE_CHECKING:
+    from mullet.daemon.config import Config
 
 # Every code a refusal may carry (the metric label set is this, plus the wire reasons of
 # drivers/wire.py and the transport refusals below); docs/protocol.md section 6.
@@ -76,6 +80,17 @@ class ObligationBook:
         self.obligations: dict[str, Obligation] = {}
         self.cancelled: set[str] = set()
         self._events: dict[str, GridEvent] = {}
+
+    @classmethod
+    def from_config(cls, config: Config) -> ObligationBook:
+        """The book of a site as configured: its interconnect, armed stages and program catalogue."""
+        return cls(
+            interconnect_kw=config.site.interconnect_kw,
+            max_event_kw_factor=config.control.max_event_kw_factor,
+            stages={s.stage: s.threshold_hz for s in config.trip_stages()},
+            programs=config.program_catalogue(),
+            firmware_sleep_s=config.control.firmware_sleep_s,
+        )
 
     def decide(self, event: GridEvent, *, now_s: float, site_power_kw: float | None) -> Decision:
         """Whether to accept `event`; pure with respect to the book (nothing changes here)."""

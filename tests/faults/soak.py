@@ -86,13 +86,7 @@ class Soak:
             for g in config.groups
         }
         self.spec = {g.group_id: g for g in self.site.groups}
-        self.book = ObligationBook(
-            interconnect_kw=config.site.interconnect_kw,
-            max_event_kw_factor=config.control.max_event_kw_factor,
-            stages={s.stage: s.threshold_hz for s in config.trip_stages()},
-            programs=config.program_catalogue(),
-            firmware_sleep_s=config.control.firmware_sleep_s,
-        )
+        self.book = ObligationBook.from_config(config)
         self.trigger = FrequencyTrigger(
             config.trip_stages(),
             TriggerSettings(

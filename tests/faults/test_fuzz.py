@@ -217,13 +217,7 @@ GRID_EVENTS = st.builds(
 def test_random_grid_events_are_decided_without_crash_and_refusals_change_nothing(events, site_kw) -> None:
     config = parse_config(tomllib.loads(EXAMPLE.read_text()))
     site = config.site_spec()
-    book = ObligationBook(
-        interconnect_kw=config.site.interconnect_kw,
-        max_event_kw_factor=config.control.max_event_kw_factor,
-        stages={s.stage: s.threshold_hz for s in config.trip_stages()},
-        programs=config.program_catalogue(),
-        firmware_sleep_s=config.control.firmware_sleep_s,
-    )
+    book = ObligationBook.from_config(config)
     now_s = time.time()
     for event in events:
         CASES["grid_event"] += 1
