@@ -119,14 +119,19 @@ def _plan_obligations(running: Running) -> list[str]:
     return []
 
 
+async def _registered_at_full_load(running: Running) -> None:
+    """Where each test starts: every miner running and the VEN registered with the VTN."""
+    rated_kw = sum(g.rated_kw for g in running.config.groups)
+    await until(lambda: running.site.mining_power_kw() >= 0.99 * rated_kw, 10, "full mining load")
+    await until(lambda: running.metric("mullet_openadr_registered") == 1.0, 15, "VEN registered")
+
+
 async def test_the_ven_opts_in_meets_dispatch_and_simple_events_reports_usage_and_restores_on_cancel(
     mqtt_broker, tmp_path: Path, vtn: Vtn
 ) -> None:
     async with running_site(mqtt_broker, tmp_path, _ven(vtn)) as running:
-        site, config = running.site, running.config
-        rated_kw = sum(g.rated_kw for g in config.groups)
-        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 10, "full mining load")
-        await until(lambda: running.metric("mullet_openadr_registered") == 1.0, 15, "VEN registered")
+        site = running.site
+        await _registered_at_full_load(running)
 
         # TELEMETRY_USAGE: the site's power in kW reaches the VTN every report interval.
         await vtn.reported(2, timeout_s=10)
@@ -180,10 +185,8 @@ async def test_an_event_the_site_cannot_deliver_is_opted_out_with_a_reason(
     mqtt_broker, tmp_path: Path, vtn: Vtn
 ) -> None:
     async with running_site(mqtt_broker, tmp_path, _ven(vtn)) as running:
-        site, config = running.site, running.config
-        rated_kw = sum(g.rated_kw for g in config.groups)
-        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 10, "full mining load")
-        await until(lambda: running.metric("mullet_openadr_registered") == 1.0, 15, "VEN registered")
+        site = running.site
+        await _registered_at_full_load(running)
         # 2 MW: AI and base load alone are above it; shedding every miner cannot get there.
         event_id = vtn.dispatch(2000)
         assert await vtn.opt_of(event_id) == enums.OPT.OPT_OUT
