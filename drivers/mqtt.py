@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 import structlog
 
+from mullet.drivers import paho_direct
 from mullet.drivers.cancel import reraise_swallowed_cancel
 
 log = structlog.get_logger("mullet.mqtt")
@@ -120,6 +121,7 @@ class MqttLink:
         self.connections = 0
         self.handler_errors = 0
         self._acks: dict[int, asyncio.Future[bool]] = {}  # mid -> PUBACK of a publish_now
+        self._topic_fields: dict[str, bytes] = {}  # topic -> its encoded PUBLISH field (publish_now)
         # Resolved when the current session ends: aiomqtt 2.5 does not wake a publish waiting for its
         # PUBACK when the broker dies, so publish() also waits on this (else 5 s per publish).
         self._session_over: asyncio.Future[None] | None = None
@@ -225,27 +227,38 @@ class MqttLink:
 
         aiomqtt hands writes to a loop writer callback registered through call_soon_threadsafe, so a
         plain publish reaches the socket two loop turns later, behind whatever else is ready then (50
-        PDU writes, in a trip). Returns a future of the QoS 1 PUBACK (False if the session ends
-        first), or None when not connected (nothing was sent).
+        PDU writes, in a trip). A QoS 1 publish goes out framed by paho_direct; otherwise, or when
+        paho has something queued ahead of it, through paho's publish and loop_write. Returns a
+        future of the PUBACK (False if the session ends first), or None when not connected (nothing
+        was sent).
         """
         client = self._client
         if client is None:
             return None
         paho = client._client  # aiomqtt keeps the paho client private; pinned aiomqtt <3
-        info = paho.publish(topic, payload, qos=qos)
-        if info.rc != 0:
-            log.warning("mqtt publish failed", topic=topic, rc=int(info.rc))
-            return None
-        try:
-            paho.loop_write()
-        except OSError as exc:  # the read side sees the broken connection and reconnects
-            log.warning("mqtt write failed", topic=topic, error=str(exc))
         ack: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if qos == 0 or info.is_published():
-            ack.set_result(True)
-        else:
-            self._acks[info.mid] = ack
+        mid = paho_direct.publish_qos1(paho, self._topic_field(topic), payload) if qos == 1 else None
+        if mid is None:
+            info = paho.publish(topic, payload, qos=qos)
+            if info.rc != 0:
+                log.warning("mqtt publish failed", topic=topic, rc=int(info.rc))
+                return None
+            try:
+                paho.loop_write()
+            except OSError as exc:  # the read side sees the broken connection and reconnects
+                log.warning("mqtt write failed", topic=topic, error=str(exc))
+            if qos == 0 or info.is_published():
+                ack.set_result(True)
+                return ack
+            mid = info.mid
+        self._acks[mid] = ack
         return ack
+
+    def _topic_field(self, topic: str) -> bytes:
+        field = self._topic_fields.get(topic)
+        if field is None:
+            field = self._topic_fields[topic] = paho_direct.topic_field(topic)
+        return field
 
     def _track_acks(self, client: aiomqtt.Client) -> None:
         """Chain paho's on_publish (aiomqtt's own handler) to resolve publish_now's PUBACK futures."""

@@ -167,6 +167,114 @@ async def test_publish_now_leaves_no_writer_spinning_the_loop(mqtt_broker) -> No
         await asyncio.gather(task, return_exceptions=True)
 
 
+class Watcher:
+    """A paho client on its own thread, subscribed to one topic: sees what the broker delivers
+    while the test's loop is blocked."""
+
+    def __init__(self, broker, topic: str) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        import paho.mqtt.client as paho
+
+        self.payloads: list[bytes] = []
+        self.arrived = threading.Condition()
+        subscribed = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"watcher-{random.random()}")
+        self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert subscribed.wait(5)
+
+    def _on_message(self, _client: object, _userdata: object, message: object) -> None:
+        with self.arrived:
+            self.payloads.append(message.payload)  # type: ignore[attr-defined]
+            self.arrived.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[bytes]:
+        with self.arrived:
+            assert self.arrived.wait_for(lambda: len(self.payloads) >= count, timeout_s), self.payloads
+            return list(self.payloads)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+async def test_publish_now_frames_what_paho_would_and_leaves_its_state_as_publish_does(mqtt_broker) -> None:
+    """The trip PUBLISH is framed by paho_direct, not paho.publish: the broker must decode it (one-,
+    two- and three-byte remaining lengths), its PUBACK must resolve the future through paho's own
+    handling, and paho's own publishes on the same session must keep working around it."""
+    watcher = await asyncio.to_thread(Watcher, mqtt_broker, "site/mining/trip")
+    link = MqttLink(mqtt_broker.url, client_id="publish-now-frames", subscriptions=[], on_message=Inbox())
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.connected.wait(), 5)
+        assert link._client is not None
+        paho = link._client._client
+        sizes = [0, 1, 100, 200, 20_000, 3_000_000]  # remaining length: 1, 1, 1, 2, 3, 4 bytes
+        expected: list[bytes] = []
+        for size in sizes:
+            payload = bytes(random.randrange(256) for _ in range(min(size, 1000))) * max(1, size // 1000)
+            payload = payload[:size]
+            ack = link.publish_now("site/mining/trip", payload, qos=1)
+            assert ack is not None
+            assert await asyncio.wait_for(ack, 10) is True
+            expected.append(payload)
+            assert await link.publish("site/mining/trip", b"via-aiomqtt", qos=1)  # paho's own path
+            expected.append(b"via-aiomqtt")
+        assert await asyncio.to_thread(watcher.wait_for, len(expected)) == expected
+        assert paho._inflight_messages == 0
+        assert not paho._out_messages
+        assert not link._acks
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(watcher.close)
+
+
+async def test_publish_now_queues_behind_a_partly_written_publish(restartable_broker) -> None:
+    """With the broker stopped the socket fills and the first PUBLISH goes out in part; paho keeps
+    the rest. Once the socket has room again, before paho's writer has had a loop turn, a second
+    PUBLISH must queue behind that rest, never be written into the middle of it."""
+    import os
+    import select
+    import signal
+
+    watcher = await asyncio.to_thread(Watcher, restartable_broker, "site/mining/trip")
+    link = MqttLink(
+        restartable_broker.url, client_id="publish-now-full", subscriptions=[], on_message=Inbox()
+    )
+    task = asyncio.create_task(link.run())
+    assert restartable_broker.process is not None
+    pid = restartable_broker.process.pid
+    try:
+        await asyncio.wait_for(link.connected.wait(), 5)
+        assert link._client is not None
+        paho = link._client._client
+        big = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than both loopback socket buffers hold
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            first = link.publish_now("site/mining/trip", big, qos=1)
+            assert paho._out_packet, "the socket took 16 MiB at once: this test no longer fills it"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Blocks this loop until the broker has drained some: paho's writer gets no turn meanwhile.
+        _, writable, _ = select.select([], [paho._sock], [], 10)
+        assert writable
+        second = link.publish_now("site/mining/trip", b"after", qos=1)
+        assert first is not None and second is not None
+        assert await asyncio.wait_for(first, 30) is True
+        assert await asyncio.wait_for(second, 30) is True
+        assert await asyncio.to_thread(watcher.wait_for, 2, 30.0) == [big, b"after"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(watcher.close)
+
+
 async def test_publish_now_without_a_session_sends_nothing() -> None:
     link = MqttLink("mqtt://127.0.0.1:1", client_id="never-connected", subscriptions=[], on_message=Inbox())
     assert link.publish_now("site/mining/trip", b"{}") is None
