@@ -10,14 +10,23 @@ MqttLink.publish_now (QoS 1, TCP_NODELAY), pdus = a PduPool over the 50 PDUs, ar
 that puts all 600 groups at stage 1 with hard_cut (one outlet per PDU: groups 0..49 own outlet 1 of
 pdu 0..49).
 
-Each trip: a fresh FrequencyTrigger, samples 60.0 then 59.8 (back-dated) then 59.8 at `now` (the
-confirming sample, confirm_samples = 2) -> fires. Measured from that sample's time:
+Each trip starts where mulletd's does: a MeterSim in its own process, read over Modbus TCP by the
+daemon's ModbusMeter at --trip-poll-hz (50), steps its frequency register 59.93 -> 59.84 Hz at a
+random phase of the poll schedule; the first dipped sample makes the meter read again at once and
+that confirming sample (confirm_samples = 2) fires. Measured from that sample (stamped by the meter
+driver when the read returned, before decoding):
   (1) daemon added latency = TripRecord.added_latency_s, timed inside FastPath.fire: the sample ->
       the trip PUBLISH written to the broker's socket and every armed PDU write handed to its socket
       (both happen before fire() returns). Also shown: -> PUBLISH written, -> last PDU write issued,
       -> the QoS 1 PUBACK back (an acknowledgement, not part of the daemon's cost).
+      And, in the same run after each floor message, the same trip with its three samples fed
+      straight to FastPath.on_sample (the meter is still read at 50 Hz, its samples dropped): no
+      read came back just before this sample, so the trip's first send()s meet colder caches. No
+      site trips that way (its samples come off a socket) but the row shows that cost.
   (2) sample -> the trip received by the last of the 600 controllers (and by the first)
   (3) sample -> all 50 PDU writes acknowledged (PoolResult.done_s)
+  (4) the meter register changing -> the probe controller, for every trip above, and for 30 more
+      trips at each other --poll-hz rate (10 Hz).
 Between trips the outlets are switched back on and the system is left quiet.
 
 Broadcast floor, same run, same 600 controllers, interleaved with the trips: a persistent
@@ -224,6 +233,7 @@ async def stop_child(proc: asyncio.subprocess.Process | None) -> list[dict]:
 @dataclass
 class Results:
     added: list[float] = field(default_factory=list)
+    added_direct: list[float] = field(default_factory=list)  # samples fed straight to on_sample
     published: list[float] = field(default_factory=list)
     probe: list[float] = field(default_factory=list)
     pdu_issued: list[float] = field(default_factory=list)
@@ -268,6 +278,7 @@ async def bench(args: argparse.Namespace) -> int:
             ("--pdus", args.pdus),
             ("--gap-ms", args.gap_ms),
             ("--chain-trips", args.chain_trips),
+            ("--trip-poll-hz", args.trip_poll_hz),
             ("--poll-hz", [f"{h:g}" for h in args.poll_hz]),
             ("--pdu-procs", args.pdu_procs),
             ("--pin", args.pin),
@@ -459,132 +470,184 @@ async def bench(args: argparse.Namespace) -> int:
             wait_arrival = fleet.wait
 
             gap_s = args.gap_ms / 1000.0
-            warmup = 3
-            for index in range(warmup + args.trips):
-                keep = index >= warmup
-                # Mullet trip
-                fast.trigger = FrequencyTrigger(stages, TriggerSettings(confirm_samples=2))
-                now = time.monotonic()
-                fast.on_sample(60.0, now - 0.2)
-                fast.on_sample(59.8, now - 0.1)
-                sample_s = time.monotonic()
-                fast.on_sample(59.8, sample_s)
-                settled = await asyncio.wait_for(fired.get(), 5)
-                record = settled.trip
-                got = await wait_arrival(record.seq)
-                probe_got = await probe.wait(record.seq)
-                cut = settled.cut_result
-                if keep:
-                    s_ns = int(sample_s * 1e9)
-                    res.added.append(settled.added_latency_s * 1000)
-                    res.published.append((record.published_s - sample_s) * 1000)
-                    if probe_got is not None:
-                        res.probe.append(ms(s_ns, probe_got["first"]))
-                    res.puback.append((marks["puback"] - sample_s) * 1000)
-                    if isinstance(cut, PoolResult):
-                        res.pdu_done.append((cut.done_s - sample_s) * 1000)
-                        if settled.issued_s is not None:
-                            res.pdu_issued.append((settled.issued_s - sample_s) * 1000)
-                        res.pdu_failed += len(cut.failed)
-                    else:
-                        res.pdu_failed += len(all_outlets)
-                    if got is None or got["n"] < args.controllers:
-                        res.incomplete += 1
-                    else:
-                        res.ctl_first.append(ms(s_ns, got["first"]))
-                        res.ctl_last.append(ms(s_ns, got["last"]))
-                await pool.switch(all_outlets, on=True)
-                await asyncio.sleep(gap_s)
 
-                # Broadcast floor
-                fseq = FLOOR_SEQ_BASE + index
-                line = encode(Trip(seq=fseq, stage=1, ts=time.time())).decode().replace("\n", "") + "\n"
-                assert floor_proc.stdin is not None
-                w_ns = time.monotonic_ns()
-                floor_proc.stdin.write(line.encode())
-                await floor_proc.stdin.drain()
-                fgot = await wait_arrival(fseq)
-                await probe.wait(fseq)
-                if keep:
-                    if fgot is None or fgot["n"] < args.controllers:
-                        res.incomplete += 1
-                    else:
-                        res.floor_first.append(ms(w_ns, fgot["first"]))
-                        res.floor_last.append(ms(w_ns, fgot["last"]))
-                await asyncio.sleep(gap_s)
-                if keep and (index - warmup + 1) % max(1, args.trips // 4) == 0:
-                    print(f"  ... {index - warmup + 1}/{args.trips} trips", flush=True)
+            class MeterFeed:
+                """A MeterSim in its own process, read by the daemon's ModbusMeter at `poll_hz` and
+                feeding the FastPath as in mulletd (confirming read at once); `dip()` steps the
+                register at a random phase of the poll schedule and returns the trip it fired."""
 
-            # 5. whole chain with polling: meter (own process) -> ModbusMeter -> FastPath -> probe
-            for poll_hz in args.poll_hz:
-                meter_proc = await spawn_role("meter", [])
-                meter_port = (await read_json(meter_proc, 30))["port"]
+                def __init__(self, proc: asyncio.subprocess.Process, port: int, poll_hz: float) -> None:
+                    self.proc = proc
+                    self.period_s = 1.0 / poll_hz
+                    self.feeding = True  # False: samples are read but not given to the FastPath
+                    self.rejects: list[str] = []
+                    self.sampled = asyncio.Event()
+                    poller = ModbusMeter(
+                        HOST,
+                        port,
+                        device_id=1,
+                        profile=load_meter_profile("eastron-sdm630"),
+                        poll_hz=poll_hz,
+                        timeout_s=0.2,
+                        on_sample=self._on_sample,
+                        on_reject=self.rejects.append,
+                        confirm_now=lambda: fast.confirming,
+                    )
+                    self.polling = asyncio.create_task(poller.run())
 
-                async def step_meter(command: bytes, proc: asyncio.subprocess.Process = meter_proc) -> int:
+                @classmethod
+                async def start(cls, poll_hz: float) -> MeterFeed:
+                    proc = await spawn_role("meter", [])
+                    feed = cls(proc, (await read_json(proc, 30))["port"], poll_hz)
+                    fast.on_reject = feed.rejects.append
+                    await asyncio.wait_for(feed.sampled.wait(), 10)
+                    return feed
+
+                def _on_sample(self, sample: MeterSample) -> None:
+                    self.sampled.set()
+                    if self.feeding:
+                        fast.on_sample(sample.frequency_hz, sample.monotonic_s)
+
+                async def step(self, command: bytes) -> int:
                     """Step the register; when the meter process changed it (monotonic ns)."""
-                    assert proc.stdin is not None
-                    proc.stdin.write(command + b"\n")
-                    await proc.stdin.drain()
-                    return int((await read_json(proc, 5))["changed_ns"])
+                    assert self.proc.stdin is not None
+                    self.proc.stdin.write(command + b"\n")
+                    await self.proc.stdin.drain()
+                    return int((await read_json(self.proc, 5))["changed_ns"])
 
-                rejects: list[str] = []
+                async def dip(self) -> tuple[TripSettled | None, int]:
+                    fast.trigger = FrequencyTrigger(stages, TriggerSettings(confirm_samples=2))
+                    while not fired.empty():
+                        fired.get_nowait()
+                    await asyncio.sleep(random.uniform(0, self.period_s))
+                    change_ns = await self.step(b"dip")
+                    try:
+                        return await asyncio.wait_for(fired.get(), 5), change_ns
+                    except TimeoutError:
+                        return None, change_ns
 
-                def on_meter_sample(sample: MeterSample) -> None:
-                    fast.on_sample(sample.frequency_hz, sample.monotonic_s)
+                async def recover(self) -> None:
+                    await self.step(b"normal")
+                    await asyncio.sleep(3 * self.period_s)  # the meter reads normal again
 
-                fast.on_reject = rejects.append
-                fast.trigger = FrequencyTrigger(stages, TriggerSettings(confirm_samples=2))
-                poller = ModbusMeter(
-                    HOST,
-                    meter_port,
-                    device_id=1,
-                    profile=load_meter_profile("eastron-sdm630"),
-                    poll_hz=poll_hz,
-                    timeout_s=0.2,
-                    on_sample=on_meter_sample,
-                    on_reject=rejects.append,
-                    confirm_now=lambda: fast.confirming,
-                )
-                polling = asyncio.create_task(poller.run())
-                chain_first: list[float] = []
-                chain_last: list[float] = []
-                missed = 0
+                async def stop(self) -> None:
+                    self.polling.cancel()
+                    await asyncio.gather(self.polling, return_exceptions=True)
+                    await stop_child(self.proc)
+
+            # 5. the trips: each fired by the sample the ModbusMeter decoded from the meter process,
+            # then the broadcast floor, then the same trip fed straight to FastPath.on_sample
+            warmup = 3
+            chain_first: list[float] = []
+            chain_last: list[float] = []
+            missed = 0
+            feed = await MeterFeed.start(args.trip_poll_hz)
+            try:
+                for index in range(warmup + args.trips):
+                    keep = index >= warmup
+                    # Mullet trip, from the meter
+                    settled, change_ns = await feed.dip()
+                    if settled is None:
+                        missed += keep
+                        await feed.recover()
+                        continue
+                    record = settled.trip
+                    got = await wait_arrival(record.seq)
+                    probe_got = await probe.wait(record.seq)
+                    cut = settled.cut_result
+                    if keep:
+                        s_ns = int(record.sample_mono_s * 1e9)
+                        res.added.append(settled.added_latency_s * 1000)
+                        res.published.append((record.published_s - record.sample_mono_s) * 1000)
+                        if probe_got is not None:
+                            res.probe.append(ms(s_ns, probe_got["first"]))
+                        res.puback.append((marks["puback"] - record.sample_mono_s) * 1000)
+                        if isinstance(cut, PoolResult):
+                            res.pdu_done.append((cut.done_s - record.sample_mono_s) * 1000)
+                            if settled.issued_s is not None:
+                                res.pdu_issued.append((settled.issued_s - record.sample_mono_s) * 1000)
+                            res.pdu_failed += len(cut.failed)
+                        else:
+                            res.pdu_failed += len(all_outlets)
+                        if got is None or got["n"] < args.controllers:
+                            res.incomplete += 1
+                        else:
+                            res.ctl_first.append(ms(s_ns, got["first"]))
+                            res.ctl_last.append(ms(s_ns, got["last"]))
+                            chain_last.append(ms(change_ns, got["last"]))
+                        if probe_got is not None:
+                            chain_first.append(ms(change_ns, probe_got["first"]))
+                    await feed.recover()
+                    await pool.switch(all_outlets, on=True)
+                    await asyncio.sleep(gap_s)
+
+                    # Broadcast floor
+                    fseq = FLOOR_SEQ_BASE + index
+                    line = encode(Trip(seq=fseq, stage=1, ts=time.time())).decode().replace("\n", "") + "\n"
+                    assert floor_proc.stdin is not None
+                    w_ns = time.monotonic_ns()
+                    floor_proc.stdin.write(line.encode())
+                    await floor_proc.stdin.drain()
+                    fgot = await wait_arrival(fseq)
+                    await probe.wait(fseq)
+                    if keep:
+                        if fgot is None or fgot["n"] < args.controllers:
+                            res.incomplete += 1
+                        else:
+                            res.floor_first.append(ms(w_ns, fgot["first"]))
+                            res.floor_last.append(ms(w_ns, fgot["last"]))
+                    await asyncio.sleep(gap_s)
+
+                    # The same trip with its samples fed straight in: no meter read just before it
+                    feed.feeding = False
+                    fast.trigger = FrequencyTrigger(stages, TriggerSettings(confirm_samples=2))
+                    now = time.monotonic()
+                    fast.on_sample(60.0, now - 0.2)
+                    fast.on_sample(59.8, now - 0.1)
+                    fast.on_sample(59.8, time.monotonic())
+                    direct = await asyncio.wait_for(fired.get(), 5)
+                    feed.feeding = True
+                    await wait_arrival(direct.trip.seq)
+                    if keep:
+                        res.added_direct.append(direct.added_latency_s * 1000)
+                    await pool.switch(all_outlets, on=True)
+                    await asyncio.sleep(gap_s)
+                    if keep and (index - warmup + 1) % max(1, args.trips // 4) == 0:
+                        print(f"  ... {index - warmup + 1}/{args.trips} trips", flush=True)
+            finally:
+                await feed.stop()
+            res.chain[args.trip_poll_hz] = (chain_first, chain_last, missed, len(feed.rejects))
+
+            # 6. the whole chain at the other poll rates
+            for poll_hz in args.poll_hz:
+                if poll_hz == args.trip_poll_hz:
+                    continue  # measured by every trip above
+                chain_first, chain_last, missed = [], [], 0
+                feed = await MeterFeed.start(poll_hz)
                 try:
-                    await asyncio.sleep(0.5)
-                    period_s = 1.0 / poll_hz
                     for index in range(args.chain_trips + 1):
-                        while not fired.empty():
-                            fired.get_nowait()
-                        # change the register at a random phase of the poll schedule
-                        await asyncio.sleep(random.uniform(0, period_s))
-                        change_ns = await step_meter(b"dip")
-                        try:
-                            record = (await asyncio.wait_for(fired.get(), 5)).trip
-                        except TimeoutError:
+                        settled, change_ns = await feed.dip()
+                        if settled is None:
                             missed += 1
-                            await step_meter(b"normal")
+                            await feed.recover()
                             continue
-                        got = await wait_arrival(record.seq)
-                        probe_got = await probe.wait(record.seq)
-                        await step_meter(b"normal")
+                        got = await wait_arrival(settled.trip.seq)
+                        probe_got = await probe.wait(settled.trip.seq)
                         if index > 0:  # first one is warm-up
                             if got is None or probe_got is None:
                                 missed += 1
                             else:
                                 chain_first.append(ms(change_ns, probe_got["first"]))
                                 chain_last.append(ms(change_ns, got["last"]))
-                        await asyncio.sleep(3 * period_s)  # the meter reads normal again
-                        fast.trigger = FrequencyTrigger(stages, TriggerSettings(confirm_samples=2))
+                        await feed.recover()
                         await pool.switch(all_outlets, on=True)
                         await asyncio.sleep(gap_s)
                 finally:
-                    polling.cancel()
-                    await asyncio.gather(polling, return_exceptions=True)
-                    await stop_child(meter_proc)
-                res.chain[poll_hz] = (chain_first, chain_last, missed, len(rejects))
+                    await feed.stop()
+                res.chain[poll_hz] = (chain_first, chain_last, missed, len(feed.rejects))
                 p50, p99, _ = summary(chain_first)
                 print(
-                    f"[5] chain at {poll_hz:g} Hz: {len(chain_first)} trips,"
+                    f"[6] chain at {poll_hz:g} Hz: {len(chain_first)} trips,"
                     f" probe p50 {p50:.1f} / p99 {p99:.1f} ms",
                     flush=True,
                 )
@@ -631,6 +694,7 @@ def report(args: argparse.Namespace, res: Results) -> None:
     rows = []
     for name, data in (
         ("(1) daemon added: TripRecord.added_latency_s", res.added),
+        ("    same, samples fed to on_sample directly", res.added_direct),
         ("    sample -> trip PUBLISH written", res.published),
         ("    sample -> last PDU write issued", res.pdu_issued),
         ("    sample -> QoS 1 PUBACK back", res.puback),
@@ -667,7 +731,8 @@ def report(args: argparse.Namespace, res: Results) -> None:
         print()
         print("whole chain: meter register (MeterSim, own process) steps 59.93 -> 59.84 Hz at a random")
         print("poll phase -> ModbusMeter -> FastPath (confirm 2, confirming read at once) -> trip received")
-        print("by the probe controller (own process, subscribed first) and by the last of the 600")
+        print("by the probe controller (own process, subscribed first) and by the last of the 600;")
+        print(f"{args.trip_poll_hz:g} Hz: the trips above, other rates: {args.chain_trips} trips each")
         rows = []
         for poll_hz, (first, last, missed, rejects) in res.chain.items():
             p50, p99, mx = summary(first)
@@ -700,8 +765,19 @@ def main() -> int:
     parser.add_argument(
         "--gap-ms", type=float, default=40.0, help="quiet time after each trip and floor message"
     )
-    parser.add_argument("--poll-hz", type=float, nargs="*", default=[10.0, 50.0], help="meter poll rates")
-    parser.add_argument("--chain-trips", type=int, default=30, help="trips per poll rate in the whole chain")
+    parser.add_argument(
+        "--trip-poll-hz", type=float, default=50.0, help="meter poll rate of the trips measured for (1)-(3)"
+    )
+    parser.add_argument(
+        "--poll-hz",
+        type=float,
+        nargs="*",
+        default=[10.0, 50.0],
+        help="meter poll rates of the whole chain (4); --trip-poll-hz's is measured by every trip",
+    )
+    parser.add_argument(
+        "--chain-trips", type=int, default=30, help="trips per other poll rate in the whole chain"
+    )
     parser.add_argument(
         "--pin",
         action="store_true",
