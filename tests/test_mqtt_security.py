@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import getpass
 import ipaddress
+import json
 import os
 import secrets
 import ssl
@@ -30,6 +31,7 @@ from test_e2e import MULLETD, Observer, Running, site_config, until
 
 from mullet.drivers.wire import GridEvent, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
+from mullet.simulators.meter import FrequencyScript
 from mullet.simulators.site import SimulatedSite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,9 +276,23 @@ async def test_the_site_runs_over_tls_with_the_shipped_acl_and_a_controller_cann
         assert len([1 for t, _ in observer.received if t == topics.group_state("c02")]) >= c02_state_before
         assert all(not (t == topics.group_online("c02") and p == b"0") for t, p in observer.received)
 
+        # An under-frequency trip: its PUBLISH is framed by paho_direct and written to the TLS
+        # socket directly; the controllers get it and the broker's PUBACK comes back.
+        seen = len(observer.received)
+        site.frequency = FrequencyScript(59.8)
+        _, trip = await observer.wait_for(lambda t, p: t == topics.trip, 3, since=seen)
+        assert json.loads(trip)["stage"] == 1
+        await until(lambda: _trip_acks(running), 5, "the trip's PUBACK")
+        assert [ack["published"] for ack in _trip_acks(running)] == [True]
+
         # The daemon's and the controllers' passwords never reach the daemon's log.
         log_text = running.log_path.read_text()
         assert '"mqtt connected"' in log_text
         for user in ("mulletd", "mining/c01"):
             assert users[user] not in log_text
         assert os.stat(pki["mulletd_key"]).st_mode & 0o077 == 0
+
+
+def _trip_acks(running: Running) -> list[dict]:
+    lines = running.log_path.read_text().splitlines()
+    return [entry for entry in map(json.loads, lines) if entry.get("event") == "trip acknowledged"]
