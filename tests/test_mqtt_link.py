@@ -275,6 +275,42 @@ async def test_publish_now_queues_behind_a_partly_written_publish(restartable_br
         await asyncio.to_thread(watcher.close)
 
 
+async def test_publish_now_past_the_in_flight_window_queues_in_paho(restartable_broker) -> None:
+    """With 1000 publishes unacknowledged (the link's in-flight window) the next one must not be
+    written past paho's limit: it queues in paho and goes out, in order, as PUBACKs come back."""
+    import os
+    import signal
+
+    watcher = await asyncio.to_thread(Watcher, restartable_broker, "site/mining/trip")
+    link = MqttLink(
+        restartable_broker.url, client_id="publish-now-window", subscriptions=[], on_message=Inbox()
+    )
+    task = asyncio.create_task(link.run())
+    assert restartable_broker.process is not None
+    pid = restartable_broker.process.pid
+    try:
+        await asyncio.wait_for(link.connected.wait(), 5)
+        assert link._client is not None
+        paho = link._client._client
+        window = paho._max_inflight_messages
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            acks = [link.publish_now("site/mining/trip", b"%d" % i, qos=1) for i in range(window + 5)]
+            assert paho._inflight_messages == window
+            assert len(paho._out_messages) == window + 5  # the last five wait in paho's queue
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert all(ack is not None for ack in acks)
+        assert await asyncio.wait_for(asyncio.gather(*acks), 30) == [True] * (window + 5)
+        got = await asyncio.to_thread(watcher.wait_for, window + 5, 30.0)
+        assert got == [b"%d" % i for i in range(window + 5)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(watcher.close)
+
+
 async def test_publish_now_without_a_session_sends_nothing() -> None:
     link = MqttLink("mqtt://127.0.0.1:1", client_id="never-connected", subscriptions=[], on_message=Inbox())
     assert link.publish_now("site/mining/trip", b"{}") is None
