@@ -14,6 +14,8 @@ when a second one arrives), and a lost answer to an outlet cut is the worst plac
 from __future__ import annotations
 
 import asyncio
+import math
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -139,7 +141,7 @@ class ModbusTcpConnection(asyncio.Protocol):
         the connection is up and idle. Returns the transaction id it carries (0: not written, queue it
         with `send()`). The connection counts as busy until `track()` makes it a transaction."""
         transport = self._transport
-        if transport is None or self._inflight is not None or self._untracked:
+        if transport is None or self._inflight is not None or self._untracked or transport.is_closing():
             return 0
         tid = self._untracked = self._tid = self._tid % _MAX_TID + 1
         transport.write(tid.to_bytes(2, "big") + prepared.tail)
@@ -207,11 +209,15 @@ class ModbusTcpClient:
         *,
         timeout_s: float,
         on_connection: Callable[[bool], None],
+        keepalive_s: float | None = None,
     ) -> None:
+        """`keepalive_s`: TCP keep-alive probes after that long idle and as often, three unanswered
+        closing the connection, for a connection that may carry no requests for a long time."""
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
         self.on_connection = on_connection
+        self.keepalive_s = keepalive_s
         self.connection: ModbusTcpConnection | None = None  # the open one, if any
 
     @property
@@ -224,9 +230,16 @@ class ModbusTcpClient:
             return True
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.timeout_s):
-            _, connection = await loop.create_connection(
+            transport, connection = await loop.create_connection(
                 lambda: ModbusTcpConnection(self.timeout_s, self._lost), self.host, self.port
             )
+        if self.keepalive_s is not None:
+            probe_s = max(1, math.ceil(self.keepalive_s))  # the kernel counts whole seconds
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, probe_s)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, probe_s)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
         self.connection = connection
         self.on_connection(True)
         return True

@@ -1,6 +1,6 @@
-"""PDU outlets over Modbus TCP, for hard cuts: one warm connection per PDU and bounded waits.
+"""PDU outlets over Modbus TCP, for hard cuts: two warm connections per PDU and bounded waits.
 
-A `PduClient` keeps ONE Modbus TCP connection open to its PDU (connected by `start()`, kept alive by
+A `PduClient` keeps a Modbus TCP connection open to its PDU (connected by `start()`, kept alive by
 a power read every `keepalive_s`, reconnected with exponential backoff). That read doubles as the
 per-outlet power readback: a cache with monotonic timestamps, where a value older than
 `stale_after_s` (or never read) is `None`, unknown and never 0 W. For profiles with a login the
@@ -12,8 +12,17 @@ the login write first when the session may have expired, and once more if the PD
 (a session lost behind our back, e.g. a reboot). Requests use a small timeout and no retries
 (design.md section 5: pymodbus' defaults block ~12 s on a dead device); after a timeout the remaining
 writes to that PDU are abandoned instead of each waiting out its own timeout. `switch_now()` (the fast
-path) puts the first write on the socket before it returns, without waiting for an in-flight
-keep-alive read (drivers/modbus_tcp.py matches answers by transaction id).
+path) puts the first write on the socket before it returns.
+
+The fast path's armed cuts go on a second connection that nothing else uses. One connection serves
+one request at a time (drivers/modbus_tcp.py: devices need not serve pipelined requests, and
+pymodbus' server answers only the first of two that arrive together), so on the first a cut would
+wait behind any keep-alive read in flight: with 50 PDUs read every second, ~5 % of trips found one
+busy (bench/trip_latency.py), and a PDU slow to answer a read would hold its cut for up to
+`timeout_s`, most of a 0.25 s FFR deadline. The cut connection carries no requests between trips;
+TCP keep-alive probes (every `keepalive_s`, three missed: closed) find a dead peer or a rebooted
+PDU, and the keep-alive reopens it. The login session is taken to be the PDU's, not the
+connection's: the keep-alive renews it on the first connection and the cut relies on it.
 
 `PduPool` holds one client per configured PDU and switches outlets on several PDUs concurrently.
 Device errors never raise into the caller: results carry the outlets that were not acknowledged and a
@@ -61,6 +70,8 @@ PduState = Literal["new", "connecting", "up", "unresponsive", "down", "closed"]
 _MAX_COILS_PER_WRITE = 1968  # FC 15
 _MAX_REGISTERS_PER_WRITE = 123  # FC 16
 _DEVICE_ERRORS = (ModbusException, OSError, TimeoutError)
+
+ArmedWrite = tuple[ModbusTcpClient, int]  # the connection an armed write went on, its transaction id
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +219,9 @@ class PduClient:
         self.last_read_s: float | None = None
         # Reconnects are ours, with backoff, from the keep-alive; no retries on the real-time path.
         self._client = ModbusTcpClient(host, port, timeout_s=timeout_s, on_connection=self._on_connection)
+        self._cut = ModbusTcpClient(  # the armed cuts' own connection (module docstring)
+            host, port, timeout_s=timeout_s, on_connection=self._on_cut_connection, keepalive_s=keepalive_s
+        )
         self._state: PduState = "new"
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -312,6 +326,7 @@ class PduClient:
                     task.result()
         self._task = self._connecting = None
         self._client.close()
+        self._cut.close()
         self._set_state("closed")
 
     # the fast path
@@ -329,41 +344,43 @@ class PduClient:
         before this returns when the connection is up and the login session (if any) is good;
         otherwise all of it happens when the returned coroutine runs. Await the coroutine for the
         result: no task is made here, that is left to whoever gathers several PDUs."""
-        tid = self.write_armed(prepared)
-        return self.follow_armed(prepared, tid, time.monotonic())
+        armed = self.write_armed(prepared)
+        return self.follow_armed(prepared, armed, time.monotonic())
 
-    def write_armed(self, prepared: PreparedSwitch) -> int:
-        """The first half of `switch_now`, all a trip waits for: the first write on the socket now
-        if the connection is idle and no login is due. Returns its transaction id (0: not written).
-        Then `follow_armed`."""
-        first, connection = prepared.first, self._client.connection
-        if (
-            first is None
-            or connection is None
-            or self._closed
-            or (self._has_login and self._session_lapsing())
-        ):
-            return 0
-        return connection.write_now(first)
+    def write_armed(self, prepared: PreparedSwitch) -> ArmedWrite | None:
+        """The first half of `switch_now`, all a trip waits for: the first write on the socket now,
+        on the cut connection or else on the other if that one is idle, when no login is due. Returns
+        where it went (None: not written). Then `follow_armed`."""
+        first = prepared.first
+        if first is None or self._closed or (self._has_login and self._session_lapsing()):
+            return None
+        for client in (self._cut, self._client):
+            connection = client.connection
+            if connection is not None and (tid := connection.write_now(first)):
+                return client, tid
+        return None
 
     def follow_armed(
-        self, prepared: PreparedSwitch, tid: int, written_s: float
+        self, prepared: PreparedSwitch, armed: ArmedWrite | None, written_s: float
     ) -> Coroutine[Any, Any, SwitchResult]:
-        """The second half: the transaction of write `tid` (written by `written_s`, monotonic) and its
-        timeout, or the first write queued behind an unanswered request; the coroutine does the rest."""
+        """The second half: the transaction of the `armed` write (written by `written_s`, monotonic)
+        and its timeout, or the first write queued behind an unanswered request; the coroutine does
+        the rest on the same connection."""
         sent: Transaction | None = None
-        connection = self._client.connection
-        if tid and connection is not None and prepared.first is not None:
-            sent = connection.track(prepared.first, tid, written_s)
+        via = self._cut if self._cut.connected else self._client
+        if armed is not None and prepared.first is not None:
+            via, tid = armed
+            assert via.connection is not None  # written this turn: nothing could have closed it
+            sent = via.connection.track(prepared.first, tid, written_s)
         elif (
             prepared.first is not None
             and not self._closed
-            and self._client.connected
+            and via.connected
             and (self.profile.login is None or not self._session_lapsing())
         ):
             with contextlib.suppress(ConnectionResetError):
-                sent = self._client.send(prepared.first)
-        return self.switch(prepared.outlets, prepared.on, sent=sent)
+                sent = via.send(prepared.first)
+        return self.switch(prepared.outlets, prepared.on, sent=sent, via=via)
 
     async def _keepalive(self, delay_s: float) -> None:
         backoff_s = self.reconnect_min_s
@@ -378,8 +395,10 @@ class PduClient:
                 backoff_s = min(backoff_s * 2, self.reconnect_max_s)
 
     async def _tick(self) -> None:
-        """The keep-alive: read power; renew the login session if it would lapse before next time."""
+        """The keep-alive: reopen the cut connection if it closed, read power, renew the login
+        session if it would lapse before next time."""
         try:
+            await self._open_cut()
             await self.read_power()
             login = self.profile.login
             if (
@@ -427,6 +446,21 @@ class PduClient:
         elif not self._closed:
             self._set_state("down")
 
+    async def _open_cut(self) -> None:
+        """One bounded attempt to (re)open the cut connection; until then cuts use the other one."""
+        if self._cut.connected or self._closed or not self._client.connected:
+            return
+        try:
+            await self._cut.connect()
+        except _DEVICE_ERRORS:
+            self.failures["unreachable"] += 1
+
+    def _on_cut_connection(self, connected: bool) -> None:
+        if connected:
+            self._session_until_s = 0.0  # as for the other connection: maybe a rebooted PDU
+        elif not self._closed:
+            log.warning("pdu cut connection lost", pdu=self.pdu_id)
+
     # power readback
 
     async def read_power(self) -> bool:
@@ -472,10 +506,16 @@ class PduClient:
     # switching
 
     async def switch(
-        self, outlets: Iterable[int], on: bool, *, sent: Transaction | None = None
+        self,
+        outlets: Iterable[int],
+        on: bool,
+        *,
+        sent: Transaction | None = None,
+        via: ModbusTcpClient | None = None,
     ) -> SwitchResult:
         """Switch `outlets` on or off with as few round trips as the profile allows. Never raises for
-        device errors: see the result's `failed` and `reason`."""
+        device errors: see the result's `failed` and `reason`. `sent`, `via`: the fast path's first
+        write, already out, and the connection the rest goes on (default: the keep-alive's)."""
         started_s = time.monotonic()
         wanted = tuple(sorted(set(outlets)))
         valid = [outlet for outlet in wanted if 1 <= outlet <= self.outlets]
@@ -485,7 +525,7 @@ class PduClient:
             self.failures["bad_outlet"] += 1
         progress = _Progress()
         try:
-            why = await self._switch(valid, on, progress, sent)
+            why = await self._switch(valid, on, progress, sent, via or self._client)
             if why is not None:
                 reason = reason or why
         except Exception:
@@ -518,13 +558,18 @@ class PduClient:
         return result
 
     async def _switch(
-        self, outlets: list[int], on: bool, progress: _Progress, sent: Transaction | None
+        self,
+        outlets: list[int],
+        on: bool,
+        progress: _Progress,
+        sent: Transaction | None,
+        via: ModbusTcpClient,
     ) -> str | None:
         """Write `outlets`, recording progress; the first failure's reason, or None. `sent`: the first
         batch's write, already on the socket (switch_now checked the connection and the session)."""
         if not outlets:
             return None
-        if sent is None and (self._closed or not await self._connect()):
+        if sent is None and (self._closed or not (via.connected or await self._connect())):
             progress.failed.extend(outlets)
             return "closed" if self._closed else "unreachable"
         login = self.profile.login
@@ -544,7 +589,7 @@ class PduClient:
         relogged = False
         for index, (first, count) in enumerate(batches):
             progress.writes += 1
-            why = await self._write(first, count, on, progress, sent if index == 0 else None)
+            why = await self._write(first, count, on, progress, via, sent if index == 0 else None)
             if why == "refused" and login is not None and not relogged:
                 # Maybe the PDU ended the session early (reboot, its own clock): log in once more.
                 relogged = True
@@ -553,7 +598,7 @@ class PduClient:
                 why = await self._login()
                 if why is None:
                     progress.writes += 1
-                    why = await self._write(first, count, on, progress)
+                    why = await self._write(first, count, on, progress, via)
             batch = range(first, first + count)
             if why is None:
                 progress.done.extend(batch)
@@ -581,11 +626,17 @@ class PduClient:
         return runs
 
     async def _write(
-        self, first: int, count: int, on: bool, progress: _Progress, sent: Transaction | None = None
+        self,
+        first: int,
+        count: int,
+        on: bool,
+        progress: _Progress,
+        via: ModbusTcpClient,
+        sent: Transaction | None = None,
     ) -> str | None:
         try:
             if sent is None:
-                sent = self._client.send(self._write_request(first, count, on))
+                sent = via.send(self._write_request(first, count, on))
             response = await sent.answer
         except _DEVICE_ERRORS as exc:
             return self._fail(_reason(exc))
@@ -680,13 +731,12 @@ class PreparedPoolSwitch:
 @dataclass(frozen=True, slots=True)
 class ArmedWrites:
     """`PduPool.write_armed`: the writes that could go at once were on their sockets at `written_s`
-    (monotonic); `written[i]` is the transaction id of `prepared.armed[i]`'s write (0: it goes in
-    `follow_armed`)."""
+    (monotonic); `written[i]` is where `prepared.armed[i]`'s write went (None: in `follow_armed`)."""
 
     prepared: PreparedPoolSwitch
     started_s: float
     written_s: float
-    written: list[int]
+    written: list[ArmedWrite | None]
 
 
 @dataclass(slots=True)
@@ -766,8 +816,8 @@ class PduPool:
     def follow_armed(self, writes: ArmedWrites) -> asyncio.Task[PoolResult]:
         """The second half: timeouts started, the rest queued; the task collects the answers."""
         switching = [
-            client.follow_armed(s, tid, writes.written_s)
-            for (client, s), tid in zip(writes.prepared.armed, writes.written, strict=True)
+            client.follow_armed(s, armed, writes.written_s)
+            for (client, s), armed in zip(writes.prepared.armed, writes.written, strict=True)
         ]
         prepared = writes.prepared
         return asyncio.get_running_loop().create_task(

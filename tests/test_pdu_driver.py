@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -566,50 +567,85 @@ class _SlowReadPdu(CoilPduSim):
         return await super()._action(function_code, *args)
 
 
-async def test_a_cut_during_a_keepalive_read_waits_its_turn_and_both_are_answered() -> None:
+async def test_a_cut_during_a_keepalive_read_goes_out_at_once_on_its_own_connection() -> None:
+    """One connection serves one request at a time: on the keep-alive's, a cut would wait out a slow
+    read (up to timeout_s). The cut has a connection of its own and is answered first."""
     sim = _SlowReadPdu("pdu-slow", 4, outlet_power_w=lambda _: 1000.0)
+    sim.delay_s = 0.5
     await sim.start()
-    client = _client(sim, timeout_s=0.5, keepalive_s=60.0)
+    client = _client(sim, timeout_s=1.0, keepalive_s=60.0)
     await client.start()
     try:
         reading = asyncio.create_task(client.read_power())
-        await asyncio.sleep(0)  # the read's request is on the socket, unanswered for 50 ms
+        await asyncio.sleep(0)  # the read's request is on the socket, unanswered for 0.5 s
         result = await client.switch_now(client.prepare_switch([1], on=False))
-        assert await reading is True
+        assert not reading.done(), "the cut waited for the keep-alive read"
         assert result.ok and not sim.is_on(1)
-        # queued behind the read: written once the read was answered, not before
-        assert result.issued_s is not None and result.issued_s - result.started_s >= sim.delay_s * 0.5
+        assert await reading is True
     finally:
         await client.close()
         await sim.stop()
 
 
-async def test_write_armed_puts_every_idle_pdus_write_out_and_follow_armed_queues_the_busy_one() -> None:
-    """The fast path's split: the writes first (then its broadcast), timeouts and queueing after."""
+async def test_write_armed_never_waits_for_a_keepalive_read_and_queues_only_behind_another_cut() -> None:
+    """The fast path's split: every PDU's write goes out at once, one busy with a keep-alive read
+    included; a second cut right behind it takes the other connection where that one is idle, and
+    queues on the cut connection (follow_armed) where both are busy."""
     sims = [CoilPduSim(f"pdu-{i}", 4, outlet_power_w=lambda _: 1000.0) for i in range(3)]
     slow = _SlowReadPdu("pdu-busy", 4, outlet_power_w=lambda _: 1000.0)
+    slow.delay_s = 0.5
     for sim in (*sims, slow):
         await sim.start()
-    pool = PduPool(_client(sim, timeout_s=0.5, keepalive_s=60.0) for sim in (*sims, slow))
+    pool = PduPool(_client(sim, timeout_s=1.0, keepalive_s=60.0) for sim in (*sims, slow))
     await pool.start()
     try:
         reading = asyncio.create_task(pool.clients["pdu-busy"].read_power())
-        await asyncio.sleep(0)  # its read is on the socket, unanswered for 50 ms
-        writes = pool.write_armed(pool.prepare({sim.pdu_id: (1,) for sim in (*sims, slow)}, on=False))
-        armed = writes.prepared.armed
-        by_pdu = {client.pdu_id: w for (client, _), w in zip(armed, writes.written, strict=True)}
-        assert by_pdu["pdu-busy"] == 0
-        assert all(by_pdu[sim.pdu_id] > 0 for sim in sims)
-        result = await pool.follow_armed(writes)
+        await asyncio.sleep(0)  # its read is on the socket, unanswered for 0.5 s
+        prepared = pool.prepare({sim.pdu_id: (1,) for sim in (*sims, slow)}, on=False)
+        first = pool.write_armed(prepared)
+        assert all(armed is not None for armed in first.written)
+        second = pool.write_armed(prepared)
+        pdu_ids = [client.pdu_id for client, _ in prepared.armed]
+        queued = [pdu_id for pdu_id, armed in zip(pdu_ids, second.written, strict=True) if armed is None]
+        assert queued == ["pdu-busy"]
+        results = await asyncio.gather(pool.follow_armed(first), pool.follow_armed(second))
+        assert not reading.done(), "a cut waited for the keep-alive read"
+        assert all(result.ok for result in results) and not any(sim.is_on(1) for sim in (*sims, slow))
+        busy_issued_s = results[1].results["pdu-busy"].issued_s
+        assert busy_issued_s is not None and busy_issued_s > second.written_s  # after the first's answer
         assert await reading is True
-        assert result.ok and not any(sim.is_on(1) for sim in (*sims, slow))
-        assert all(result.results[sim.pdu_id].issued_s == writes.written_s for sim in sims)
-        busy_issued_s = result.results["pdu-busy"].issued_s
-        assert busy_issued_s is not None and busy_issued_s > writes.written_s  # after the read's answer
     finally:
         await pool.close()
         for sim in (*sims, slow):
             await sim.stop()
+
+
+async def test_the_cut_connection_is_probed_stood_in_for_and_reopened() -> None:
+    """Between trips the cut connection carries no requests: TCP keep-alive probes watch it. Lost,
+    cuts use the keep-alive's connection until the next keep-alive tick has reopened it."""
+    sim = CoilPduSim("pdu-cut", 4, outlet_power_w=lambda _: 1000.0)
+    await sim.start()
+    client = _client(sim, keepalive_s=1.5)
+    await client.start()
+    try:
+        cut = client._cut.connection
+        assert cut is not None and cut._transport is not None
+        sock = cut._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 2  # whole seconds, rounded up
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        cut.close()
+        await _until(lambda: not client._cut.connected, 2, "cut connection closed")
+        armed = client.write_armed(client.prepare_switch([2], on=False))
+        assert armed is not None and armed[0] is client._client
+        result = await client.follow_armed(client.prepare_switch([2], on=False), armed, time.monotonic())
+        assert result.ok and not sim.is_on(2)
+        await _until(lambda: client._cut.connected, 5, "cut connection reopened by the keep-alive")
+        armed = client.write_armed(client.prepare_switch([3], on=False))
+        assert armed is not None and armed[0] is client._cut
+    finally:
+        await client.close()
+        await sim.stop()
 
 
 async def test_an_armed_cut_is_reused_trip_after_trip_each_write_with_its_own_transaction_id() -> None:
