@@ -8,7 +8,7 @@ time.monotonic_ns() (CLOCK_MONOTONIC is system-wide on Linux, so stamps compare 
 In this process: a FastPath built directly (no daemon) with the daemon's own drivers: publish_trip =
 MqttLink.publish_now (QoS 1, TCP_NODELAY), pdus = a PduPool over the 50 PDUs, armed by a fake Plan
 that puts all 600 groups at stage 1 with hard_cut (one outlet per PDU: groups 0..49 own outlet 1 of
-pdu 0..49).
+pdu 0..49). Once all is set up it calls mulletd's freeze_heap() (gc.freeze), as mulletd does.
 
 Each trip starts where mulletd's does: a MeterSim in its own process, read over Modbus TCP by the
 daemon's ModbusMeter at --trip-poll-hz (50), steps its frequency register 59.93 -> 59.84 Hz at a
@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -253,6 +254,7 @@ def ms(a_ns: int, b_ns: int) -> float:
 
 
 async def bench(args: argparse.Namespace) -> int:
+    from mullet.daemon.cli import freeze_heap
     from mullet.daemon.fastpath import FastPath, TripSettled
     from mullet.daemon.logs import configure_logging
     from mullet.drivers.device_profiles import load_meter_profile
@@ -542,6 +544,8 @@ async def bench(args: argparse.Namespace) -> int:
             chain_last: list[float] = []
             missed = 0
             feed = await MeterFeed.start(args.trip_poll_hz)
+            freeze_heap()  # as mulletd does once set up
+            print(f"[4] set up; start-up's {gc.get_freeze_count()} objects frozen (gc.freeze)", flush=True)
             try:
                 for index in range(warmup + args.trips):
                     keep = index >= warmup
@@ -647,7 +651,7 @@ async def bench(args: argparse.Namespace) -> int:
                 res.chain[poll_hz] = (chain_first, chain_last, missed, len(feed.rejects))
                 p50, p99, _ = summary(chain_first)
                 print(
-                    f"[6] chain at {poll_hz:g} Hz: {len(chain_first)} trips,"
+                    f"[5] chain at {poll_hz:g} Hz: {len(chain_first)} trips,"
                     f" probe p50 {p50:.1f} / p99 {p99:.1f} ms",
                     flush=True,
                 )

@@ -67,6 +67,30 @@ def _real_time_setup() -> None:
     )
 
 
+def freeze_heap() -> None:
+    """Put what start-up built out of the collector's reach, once the process is set up.
+
+    A full (generation 2) collection walks every tracked object, start-up's modules, models and
+    connections included: ~22 ms on this VM for the trip bench's process, and it can land between a
+    frequency sample and its trip or among a cut's acknowledgements (bench/trip_latency.py: three
+    in 100 trips, the tail of (3)). After gc.freeze() they took ~0.2 ms. Objects that live from then
+    on are collected as before; cyclic garbage among the frozen ones would never be, and start-up
+    leaves none that matters."""
+    import gc
+    import time
+
+    import structlog
+
+    started_s = time.perf_counter()
+    gc.collect()
+    gc.freeze()
+    structlog.get_logger("mullet.cli").info(
+        "heap frozen",
+        objects=gc.get_freeze_count(),
+        collect_ms=round((time.perf_counter() - started_s) * 1000, 1),
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from mullet.daemon.app import Daemon
     from mullet.daemon.leader import LeadershipLost
@@ -88,9 +112,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.reload)
         task = asyncio.create_task(daemon.run())
         stopper = asyncio.create_task(stop.wait())
+        ready = asyncio.create_task(daemon.ready.wait())
+        ready.add_done_callback(lambda waited: freeze_heap() if not waited.cancelled() else None)
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         daemon.stop()
         stopper.cancel()
+        ready.cancel()
         lost = False
         try:
             await task

@@ -211,6 +211,10 @@ async def test_ready_comes_after_the_first_plan_watchdog_after_cycles_and_sigter
         scheduling = next(e for e in _log_events(running) if e["event"] == "scheduling")
         assert scheduling["policy"] == "normal" and scheduling["switch_interval_ms"] == 0.5
         assert scheduling["cpus"] and events.index("scheduling") < events.index("ready")
+        # Once set up, start-up's objects are frozen out of the collector's full passes.
+        await until(lambda: "heap frozen" in [e["event"] for e in _log_events(running)], 5, "heap frozen")
+        frozen = next(e for e in _log_events(running) if e["event"] == "heap frozen")
+        assert frozen["objects"] > 10_000
 
         # SIGTERM: exit 0 within 5 s; online 0 retained; the setpoints left as they were; journal flushed.
         topics = running.observer.topics
