@@ -569,6 +569,8 @@ class PduClient:
         batch's write, already on the socket (switch_now checked the connection and the session)."""
         if not outlets:
             return None
+        if sent is None and not via.connected:
+            via = self._client  # the cut connection closed since it was chosen: the keep-alive's
         if sent is None and (self._closed or not (via.connected or await self._connect())):
             progress.failed.extend(outlets)
             return "closed" if self._closed else "unreachable"

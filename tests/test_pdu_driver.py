@@ -323,6 +323,30 @@ async def test_an_expired_login_is_renewed_before_the_switch() -> None:
         await sim.stop()
 
 
+async def test_an_armed_cut_left_for_later_goes_on_the_other_connection_if_its_own_closes() -> None:
+    """With the login session lapsed, write_armed sends nothing and the cut is left to the switch
+    coroutine on the cut connection; if that connection closes first, the cut takes the other."""
+    short = dataclasses.replace(MICROBT, login=PduLogin(register=0x0010, value=0x4D42, idle_s=0.3))
+    sim = _standalone(short)
+    await sim.start()
+    client = _client(sim, keep_login=False, keepalive_s=10.0)
+    await client.start()
+    try:
+        await _until(lambda: not sim.logged_in, 2.0, "the PDU's session to expire")
+        prepared = client.prepare_switch([1], on=False)
+        armed = client.write_armed(prepared)
+        assert armed is None  # a login first
+        switching = client.follow_armed(prepared, armed, time.monotonic())
+        cut = client._cut.connection
+        assert cut is not None
+        cut.close()
+        result = await switching
+        assert result.ok and result.logged_in and not sim.is_on(1)
+    finally:
+        await client.close()
+        await sim.stop()
+
+
 async def test_a_session_lost_behind_the_drivers_back_is_recovered_in_the_same_switch(
     site: SimulatedSite,
 ) -> None:
