@@ -103,70 +103,6 @@ def test_broker_urls() -> None:
         BrokerAddress.parse("http://broker")
 
 
-async def test_publish_now_puts_the_publish_on_the_socket_before_returning(mqtt_broker) -> None:
-    """The fast path's broadcast must not wait for a loop turn: a subscriber on its own thread gets
-    it while this loop is still blocked right after the call, then the PUBACK resolves the future."""
-    import threading
-
-    import paho.mqtt.client as paho
-
-    received = threading.Event()
-    subscribed = threading.Event()
-    watcher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="publish-now-watcher")
-    watcher.on_connect = lambda client, *_: client.subscribe("site/mining/trip", qos=1)
-    watcher.on_subscribe = lambda *_: subscribed.set()
-    watcher.on_message = lambda *_: received.set()
-    watcher.connect(mqtt_broker.host, mqtt_broker.port)
-    watcher.loop_start()
-    link = MqttLink(mqtt_broker.url, client_id="publish-now", subscriptions=[], on_message=Inbox())
-    task = asyncio.create_task(link.run())
-    try:
-        await asyncio.wait_for(link.connected.wait(), 5)
-        assert await asyncio.to_thread(subscribed.wait, 5)
-        ack = link.publish_now("site/mining/trip", b'{"v":1}', qos=1)
-        assert ack is not None
-        # Blocks this loop: only a PUBLISH already written can reach the watcher meanwhile.
-        assert received.wait(5)
-        assert await asyncio.wait_for(ack, 5) is True
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        watcher.loop_stop()
-        watcher.disconnect()
-
-
-async def test_publish_now_leaves_no_writer_spinning_the_loop(mqtt_broker) -> None:
-    """aiomqtt adds the socket's writer through a queued callback but removed it at once: after
-    publish_now's own write the removal came first, the writer stayed registered with nothing to
-    write, and the loop called paho's loop_write on every turn (100 % CPU) until some other publish."""
-    link = MqttLink(mqtt_broker.url, client_id="publish-now-idle", subscriptions=[], on_message=Inbox())
-    task = asyncio.create_task(link.run())
-    try:
-        await asyncio.wait_for(link.connected.wait(), 5)
-        assert link._client is not None
-        paho = link._client._client
-        writes = 0
-        loop_write = paho.loop_write
-
-        def counting_loop_write() -> object:
-            nonlocal writes
-            writes += 1
-            return loop_write()
-
-        paho.loop_write = counting_loop_write
-        for _ in range(3):
-            ack = link.publish_now("site/mining/trip", b'{"v":1}', qos=1)
-            assert ack is not None
-            assert await asyncio.wait_for(ack, 5) is True
-        writes_before = writes
-        for _ in range(200):  # 200 loop turns with nothing to send
-            await asyncio.sleep(0)
-        assert writes - writes_before <= 2, f"loop_write ran {writes - writes_before} times while idle"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
 class Watcher:
     """A paho client on its own thread, subscribed to one topic: sees what the broker delivers
     while the test's loop is blocked."""
@@ -200,6 +136,57 @@ class Watcher:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+async def test_publish_now_puts_the_publish_on_the_socket_before_returning(mqtt_broker) -> None:
+    """The fast path's broadcast must not wait for a loop turn: a subscriber on its own thread gets
+    it while this loop is still blocked right after the call, then the PUBACK resolves the future."""
+    watcher = await asyncio.to_thread(Watcher, mqtt_broker, "site/mining/trip")
+    link = MqttLink(mqtt_broker.url, client_id="publish-now", subscriptions=[], on_message=Inbox())
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.connected.wait(), 5)
+        ack = link.publish_now("site/mining/trip", b'{"v":1}', qos=1)
+        assert ack is not None
+        # Blocks this loop: only a PUBLISH already written can reach the watcher meanwhile.
+        assert watcher.wait_for(1, 5.0) == [b'{"v":1}']
+        assert await asyncio.wait_for(ack, 5) is True
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(watcher.close)
+
+
+async def test_publish_now_leaves_no_writer_spinning_the_loop(mqtt_broker) -> None:
+    """aiomqtt adds the socket's writer through a queued callback but removed it at once: after
+    publish_now's own write the removal came first, the writer stayed registered with nothing to
+    write, and the loop called paho's loop_write on every turn (100 % CPU) until some other publish."""
+    link = MqttLink(mqtt_broker.url, client_id="publish-now-idle", subscriptions=[], on_message=Inbox())
+    task = asyncio.create_task(link.run())
+    try:
+        await asyncio.wait_for(link.connected.wait(), 5)
+        assert link._client is not None
+        paho = link._client._client
+        writes = 0
+        loop_write = paho.loop_write
+
+        def counting_loop_write() -> object:
+            nonlocal writes
+            writes += 1
+            return loop_write()
+
+        paho.loop_write = counting_loop_write
+        for _ in range(3):
+            ack = link.publish_now("site/mining/trip", b'{"v":1}', qos=1)
+            assert ack is not None
+            assert await asyncio.wait_for(ack, 5) is True
+        writes_before = writes
+        for _ in range(200):  # 200 loop turns with nothing to send
+            await asyncio.sleep(0)
+        assert writes - writes_before <= 2, f"loop_write ran {writes - writes_before} times while idle"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_publish_now_frames_what_paho_would_and_leaves_its_state_as_publish_does(mqtt_broker) -> None:
