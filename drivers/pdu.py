@@ -21,8 +21,10 @@ wait behind any keep-alive read in flight: with 50 PDUs read every second, ~5 % 
 busy (bench/trip_latency.py), and a PDU slow to answer a read would hold its cut for up to
 `timeout_s`, most of a 0.25 s FFR deadline. The cut connection carries no requests between trips;
 TCP keep-alive probes (every `keepalive_s`, three missed: closed) find a dead peer or a rebooted
-PDU, and the keep-alive reopens it. The login session is taken to be the PDU's, not the
-connection's: the keep-alive renews it on the first connection and the cut relies on it.
+PDU, and the keep-alive reopens it. A PDU that will not keep two connections (refuses the second,
+closes it, or drops the first for it, three times in a row) gets `single_connection` and its cuts go
+on the keep-alive's connection. The login session is taken to be the PDU's, not the connection's: the
+keep-alive renews it on the first connection and the cut relies on it.
 
 `PduPool` holds one client per configured PDU and switches outlets on several PDUs concurrently.
 Device errors never raise into the caller: results carry the outlets that were not acknowledged and a
@@ -222,6 +224,9 @@ class PduClient:
         self._cut = ModbusTcpClient(  # the armed cuts' own connection (module docstring)
             host, port, timeout_s=timeout_s, on_connection=self._on_cut_connection, keepalive_s=keepalive_s
         )
+        self._cut_opened_s = -math.inf
+        self._cut_failures = 0  # in a row: refused, closed soon after opening, or cost the other one
+        self.single_connection = False  # the PDU keeps one connection only: cuts share the keep-alive's
         self._state: PduState = "new"
         self._closed = False
         self._task: asyncio.Task[None] | None = None
@@ -445,21 +450,43 @@ class PduClient:
             self._session_until_s = 0.0
         elif not self._closed:
             self._set_state("down")
+            if self._cut.connected and self._cut_young():
+                self._cut_failed()  # maybe the PDU dropped this connection for the cut's
 
     async def _open_cut(self) -> None:
         """One bounded attempt to (re)open the cut connection; until then cuts use the other one."""
-        if self._cut.connected or self._closed or not self._client.connected:
+        if self._cut.connected:
+            if not self._cut_young():
+                self._cut_failures = 0  # it has lasted: what failed before was not the PDU's limit
+            return
+        if self.single_connection or self._closed or not self._client.connected:
             return
         try:
             await self._cut.connect()
         except _DEVICE_ERRORS:
             self.failures["unreachable"] += 1
+            self._cut_failed()
 
     def _on_cut_connection(self, connected: bool) -> None:
         if connected:
             self._session_until_s = 0.0  # as for the other connection: maybe a rebooted PDU
-        elif not self._closed:
+            self._cut_opened_s = time.monotonic()
+        elif not self._closed and not self.single_connection:
             log.warning("pdu cut connection lost", pdu=self.pdu_id)
+            if self._cut_young():
+                self._cut_failed()  # closed by the PDU soon after opening
+
+    def _cut_young(self) -> bool:
+        return time.monotonic() - self._cut_opened_s < 2 * max(self.keepalive_s, self.timeout_s)
+
+    def _cut_failed(self) -> None:
+        """A PDU that refuses a second connection, closes it, or drops the first for it will not keep
+        two: after three such in a row, stop opening the cut connection (else the two would flap)."""
+        self._cut_failures += 1
+        if self._cut_failures >= 3 and not self.single_connection:
+            self.single_connection = True
+            self._cut.close()
+            log.warning("pdu keeps one connection only: cuts share the keep-alive's", pdu=self.pdu_id)
 
     # power readback
 

@@ -8,6 +8,7 @@ Every wait is a bounded poll of the driver or the simulator, never a fixed sleep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import secrets
 import socket
@@ -667,6 +668,7 @@ async def test_the_cut_connection_is_probed_stood_in_for_and_reopened() -> None:
         await _until(lambda: client._cut.connected, 5, "cut connection reopened by the keep-alive")
         armed = client.write_armed(client.prepare_switch([3], on=False))
         assert armed is not None and armed[0] is client._cut
+        assert not client.single_connection
     finally:
         await client.close()
         await sim.stop()
@@ -688,6 +690,71 @@ async def test_an_armed_cut_is_reused_trip_after_trip_each_write_with_its_own_tr
         assert sim.switches[-2:] == [(2, False), (2, False)]
     finally:
         await client.close()
+        await sim.stop()
+
+
+class _OneConnectionPdu:
+    """A TCP front for a simulated PDU that keeps one connection, as some devices do: a new one
+    either replaces the open one (`newest_wins`) or is closed at once (`refuse_second`)."""
+
+    def __init__(self, upstream_port: int, policy: str) -> None:
+        self.upstream_port = upstream_port
+        self.policy = policy
+        self.accepted = 0
+        self._open: asyncio.StreamWriter | None = None
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        if self._open is not None:
+            self._open.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if self._open is not None and not self._open.is_closing():
+            if self.policy == "refuse_second":
+                writer.close()
+                return
+            self._open.close()
+        self._open = writer
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(4096):
+                    sink.write(data)
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.mark.parametrize("policy", ["newest_wins", "refuse_second"])
+async def test_a_pdu_that_keeps_one_connection_gets_its_cuts_on_it_without_flapping(policy: str) -> None:
+    sim = CoilPduSim("pdu-one", 4, outlet_power_w=lambda _: 1000.0)
+    await sim.start()
+    front = _OneConnectionPdu(sim.port, policy)
+    await front.start()
+    client = PduClient("pdu-one", "127.0.0.1", front.port, outlets=4, **FAST)
+    await client.start()
+    try:
+        await _until(lambda: client.single_connection, 5, "one connection detected")
+        await _until(lambda: client.connected and client.state == "up", 5, "the keep-alive's connection up")
+        reads, accepted = client.power_reads, front.accepted
+        await _until(lambda: client.power_reads >= reads + 10, 5, "ten more keep-alive reads")
+        assert front.accepted == accepted, "connections still flapping"
+        armed = client.write_armed(client.prepare_switch([1], on=False))
+        assert armed is not None and armed[0] is client._client
+        result = await client.follow_armed(client.prepare_switch([1], on=False), armed, time.monotonic())
+        assert result.ok and not sim.is_on(1)
+    finally:
+        await client.close()
+        await front.stop()
         await sim.stop()
 
 
