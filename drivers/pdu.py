@@ -225,6 +225,7 @@ class PduClient:
             host, port, timeout_s=timeout_s, on_connection=self._on_cut_connection, keepalive_s=keepalive_s
         )
         self._cut_opened_s = -math.inf
+        self._cut_blamed = False  # the open (or last) cut connection has been counted a failure
         self._cut_failures = 0  # in a row: refused, closed soon after opening, or cost the other one
         self.single_connection = False  # the PDU keeps one connection only: cuts share the keep-alive's
         self._state: PduState = "new"
@@ -451,7 +452,7 @@ class PduClient:
         elif not self._closed:
             self._set_state("down")
             if self._cut.connected and self._cut_young():
-                self._cut_failed()  # maybe the PDU dropped this connection for the cut's
+                self._blame_cut()  # maybe the PDU dropped this connection for the cut's
 
     async def _open_cut(self) -> None:
         """One bounded attempt to (re)open the cut connection; until then cuts use the other one."""
@@ -471,10 +472,17 @@ class PduClient:
         if connected:
             self._session_until_s = 0.0  # as for the other connection: maybe a rebooted PDU
             self._cut_opened_s = time.monotonic()
+            self._cut_blamed = False
         elif not self._closed and not self.single_connection:
             log.warning("pdu cut connection lost", pdu=self.pdu_id)
             if self._cut_young():
-                self._cut_failed()  # closed by the PDU soon after opening
+                self._blame_cut()  # closed by the PDU soon after opening
+
+    def _blame_cut(self) -> None:
+        """Once per cut connection: a network outage that takes both connections counts once."""
+        if not self._cut_blamed:
+            self._cut_blamed = True
+            self._cut_failed()
 
     def _cut_young(self) -> bool:
         return time.monotonic() - self._cut_opened_s < 2 * max(self.keepalive_s, self.timeout_s)
@@ -486,7 +494,9 @@ class PduClient:
         if self._cut_failures >= 3 and not self.single_connection:
             self.single_connection = True
             self._cut.close()
-            log.warning("pdu keeps one connection only: cuts share the keep-alive's", pdu=self.pdu_id)
+            log.warning(
+                "pdu keeps one connection only: cuts share the keep-alive's until restart", pdu=self.pdu_id
+            )
 
     # power readback
 

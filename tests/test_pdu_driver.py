@@ -693,6 +693,26 @@ async def test_an_armed_cut_is_reused_trip_after_trip_each_write_with_its_own_tr
         await sim.stop()
 
 
+async def test_an_outage_that_takes_both_connections_is_one_strike_against_the_cut_connection() -> None:
+    """The keep-alive's connection lost while the cut one is young may be a PDU dropping it for the
+    cut's; the cut one lost young may be a PDU closing it. One outage doing both counts once."""
+    sim = CoilPduSim("pdu-outage", 4, outlet_power_w=lambda _: 1000.0)
+    await sim.start()
+    client = _client(sim, keepalive_s=60.0)  # the cut connection stays young; no tick meanwhile
+    await client.start()
+    try:
+        main, cut = client._client.connection, client._cut.connection
+        assert main is not None and cut is not None
+        main.close()  # noticed first, the cut one still open
+        await _until(lambda: main._transport is None, 2.0, "the keep-alive's connection lost")
+        cut.close()
+        await _until(lambda: cut._transport is None, 2.0, "the cut connection lost")
+        assert client._cut_failures == 1 and not client.single_connection
+    finally:
+        await client.close()
+        await sim.stop()
+
+
 class _OneConnectionPdu:
     """A TCP front for a simulated PDU that keeps one connection, as some devices do: a new one
     either replaces the open one (`newest_wins`) or is closed at once (`refuse_second`)."""
