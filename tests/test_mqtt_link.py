@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -138,23 +141,31 @@ class Watcher:
         self.client.disconnect()
 
 
-async def test_publish_now_puts_the_publish_on_the_socket_before_returning(mqtt_broker) -> None:
-    """The fast path's broadcast must not wait for a loop turn: a subscriber on its own thread gets
-    it while this loop is still blocked right after the call, then the PUBACK resolves the future."""
-    watcher = await asyncio.to_thread(Watcher, mqtt_broker, "site/mining/trip")
-    link = MqttLink(mqtt_broker.url, client_id="publish-now", subscriptions=[], on_message=Inbox())
+@contextlib.asynccontextmanager
+async def _watched_link(broker: Any, client_id: str) -> AsyncIterator[tuple[MqttLink, Any, Watcher]]:
+    """A connected MqttLink, its paho client, and a Watcher on the trip topic; torn down after."""
+    watcher = await asyncio.to_thread(Watcher, broker, "site/mining/trip")
+    link = MqttLink(broker.url, client_id=client_id, subscriptions=[], on_message=Inbox())
     task = asyncio.create_task(link.run())
     try:
         await asyncio.wait_for(link.connected.wait(), 5)
+        assert link._client is not None
+        yield link, link._client._client, watcher
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.to_thread(watcher.close)
+
+
+async def test_publish_now_puts_the_publish_on_the_socket_before_returning(mqtt_broker) -> None:
+    """The fast path's broadcast must not wait for a loop turn: a subscriber on its own thread gets
+    it while this loop is still blocked right after the call, then the PUBACK resolves the future."""
+    async with _watched_link(mqtt_broker, "publish-now") as (link, _, watcher):
         ack = link.publish_now("site/mining/trip", b'{"v":1}', qos=1)
         assert ack is not None
         # Blocks this loop: only a PUBLISH already written can reach the watcher meanwhile.
         assert watcher.wait_for(1, 5.0) == [b'{"v":1}']
         assert await asyncio.wait_for(ack, 5) is True
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await asyncio.to_thread(watcher.close)
 
 
 async def test_publish_now_leaves_no_writer_spinning_the_loop(mqtt_broker) -> None:
@@ -193,13 +204,7 @@ async def test_publish_now_frames_what_paho_would_and_leaves_its_state_as_publis
     """The trip PUBLISH is framed by paho_direct, not paho.publish: the broker must decode it (one-,
     two- and three-byte remaining lengths), its PUBACK must resolve the future through paho's own
     handling, and paho's own publishes on the same session must keep working around it."""
-    watcher = await asyncio.to_thread(Watcher, mqtt_broker, "site/mining/trip")
-    link = MqttLink(mqtt_broker.url, client_id="publish-now-frames", subscriptions=[], on_message=Inbox())
-    task = asyncio.create_task(link.run())
-    try:
-        await asyncio.wait_for(link.connected.wait(), 5)
-        assert link._client is not None
-        paho = link._client._client
+    async with _watched_link(mqtt_broker, "publish-now-frames") as (link, paho, watcher):
         sizes = [0, 1, 100, 200, 20_000, 3_000_000]  # remaining length: 1, 1, 1, 2, 3, 4 bytes
         expected: list[bytes] = []
         for size in sizes:
@@ -215,10 +220,6 @@ async def test_publish_now_frames_what_paho_would_and_leaves_its_state_as_publis
         assert paho._inflight_messages == 0
         assert not paho._out_messages
         assert not link._acks
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await asyncio.to_thread(watcher.close)
 
 
 async def test_publish_now_queues_behind_a_partly_written_publish(restartable_broker) -> None:
@@ -229,17 +230,9 @@ async def test_publish_now_queues_behind_a_partly_written_publish(restartable_br
     import select
     import signal
 
-    watcher = await asyncio.to_thread(Watcher, restartable_broker, "site/mining/trip")
-    link = MqttLink(
-        restartable_broker.url, client_id="publish-now-full", subscriptions=[], on_message=Inbox()
-    )
-    task = asyncio.create_task(link.run())
     assert restartable_broker.process is not None
     pid = restartable_broker.process.pid
-    try:
-        await asyncio.wait_for(link.connected.wait(), 5)
-        assert link._client is not None
-        paho = link._client._client
+    async with _watched_link(restartable_broker, "publish-now-full") as (link, paho, watcher):
         big = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than both loopback socket buffers hold
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -255,11 +248,6 @@ async def test_publish_now_queues_behind_a_partly_written_publish(restartable_br
         assert await asyncio.wait_for(first, 30) is True
         assert await asyncio.wait_for(second, 30) is True
         assert await asyncio.to_thread(watcher.wait_for, 2, 30.0) == [big, b"after"]
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await asyncio.to_thread(watcher.close)
 
 
 async def test_publish_now_past_the_in_flight_window_queues_in_paho(restartable_broker) -> None:
@@ -268,17 +256,9 @@ async def test_publish_now_past_the_in_flight_window_queues_in_paho(restartable_
     import os
     import signal
 
-    watcher = await asyncio.to_thread(Watcher, restartable_broker, "site/mining/trip")
-    link = MqttLink(
-        restartable_broker.url, client_id="publish-now-window", subscriptions=[], on_message=Inbox()
-    )
-    task = asyncio.create_task(link.run())
     assert restartable_broker.process is not None
     pid = restartable_broker.process.pid
-    try:
-        await asyncio.wait_for(link.connected.wait(), 5)
-        assert link._client is not None
-        paho = link._client._client
+    async with _watched_link(restartable_broker, "publish-now-window") as (link, paho, watcher):
         window = paho._max_inflight_messages
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -291,11 +271,6 @@ async def test_publish_now_past_the_in_flight_window_queues_in_paho(restartable_
         assert await asyncio.wait_for(asyncio.gather(*acks), 30) == [True] * (window + 5)
         got = await asyncio.to_thread(watcher.wait_for, window + 5, 30.0)
         assert got == [b"%d" % i for i in range(window + 5)]
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await asyncio.to_thread(watcher.close)
 
 
 async def test_publish_now_without_a_session_sends_nothing() -> None:
