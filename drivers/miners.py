@@ -20,6 +20,9 @@ pyasic keeps the LuxOS session id it got from `session`/`logon`; when the firmwa
 more with a fresh session.
 
 Other firmware (`firmware = "auto"`): `pyasic.get_miner(host)` detects it on its standard ports.
+
+pyasic is imported with this module, at start-up: the import takes over a second on a loaded small
+machine, and inside the first call's timeout it made that call fail.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pyasic  # type: ignore[import-untyped]
 import structlog
+from pyasic.miners.backends import LUXMiner  # type: ignore[import-untyped]
 
 from mullet.drivers.cancel import reraise_swallowed_cancel
 
@@ -133,14 +138,10 @@ class MinerClient:
         if self._miner is not None:
             return self._miner
         if self.endpoint.firmware == "luxos":
-            from pyasic.miners.backends import LUXMiner  # type: ignore[import-untyped]
-
             miner = LUXMiner(self.endpoint.host)
             miner.rpc.port = self.endpoint.port
             self._miner = miner
         else:
-            import pyasic  # type: ignore[import-untyped]
-
             self._miner = await pyasic.get_miner(self.endpoint.host)  # None until it answers
         return self._miner
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,43 @@ async def test_pyasic_sleeps_wakes_and_reads_a_fake_luxos_miner() -> None:
         assert await client.wake() and not sim.sleeping
         assert await client.set_power_w(3000) and sim.profile == "-3"  # highest profile <= 3000 W
         assert sim.power_w <= 3000
+
+
+# In a fresh interpreter whose pyasic import takes 3 s: the first read, bounded by 2 s, must not pay it.
+SLOW_IMPORT_FIRST_READ = """
+import asyncio, importlib.abc, sys, time
+
+class SlowPyasic(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyasic":
+            time.sleep(3.0)
+        return None
+
+sys.meta_path.insert(0, SlowPyasic())
+from mullet.drivers.miners import MinerClient, MinerEndpoint
+from mullet.simulators.luxos import LuxosMinerSim
+
+async def main():
+    sim = LuxosMinerSim("first")
+    await sim.start()
+    try:
+        client = MinerClient(MinerEndpoint(sim.name, "127.0.0.1", sim.port, "luxos"), timeout_s=2.0)
+        reading = await client.read()
+        print(reading.power_w if reading else f"none {dict(client.failures)}")
+    finally:
+        await sim.stop()
+
+asyncio.run(main())
+"""
+
+
+async def test_the_first_read_does_not_pay_for_importing_pyasic() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SLOW_IMPORT_FIRST_READ, stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    assert stdout.decode().strip() == str(RATED_W)
 
 
 async def test_a_dropped_session_is_renewed_once() -> None:
