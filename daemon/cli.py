@@ -15,6 +15,9 @@ from mullet.daemon.config import Config, ConfigError, load_config
 
 EXIT_CONFIG = 2
 EXIT_LEADERSHIP_LOST = 3  # [ha]: the leader lease could not be kept (docs/fleet.md section 6)
+# The journal cannot be opened, is corrupt or read-only (EX_IOERR): a restart cannot fix it, so the unit
+# lists it in RestartPreventExitStatus= (docs/operations.md section 1).
+EXIT_JOURNAL = 74
 
 
 def _load_or_exit(path: str) -> Config:
@@ -40,7 +43,13 @@ def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]])
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from mullet.daemon.journal import path_problem
+
     config = _load_or_exit(args.file)
+    journal_problem = path_problem(config.journal.path)
+    if journal_problem is not None:
+        print(f"{args.file}: journal.path: {journal_problem}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"ok: {config.summary()}")
     return 0
 
@@ -93,6 +102,7 @@ def freeze_heap() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mullet.daemon.app import Daemon
+    from mullet.daemon.journal import JournalError
     from mullet.daemon.leader import LeadershipLost
     from mullet.daemon.logs import configure_logging
     from mullet.daemon.notify import Notifier
@@ -108,6 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except SecretError as exc:
             print(f"{args.config}: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        except JournalError as exc:
+            print(f"mulletd: {exc}", file=sys.stderr)
+            return EXIT_JOURNAL
         # SIGHUP: re-read the config; a bad one is logged and counted, and control goes on unchanged.
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, daemon.reload)
         task = asyncio.create_task(daemon.run())

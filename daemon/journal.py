@@ -9,8 +9,10 @@ task deletes entries older than the retention, except those start-up recovery re
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -44,6 +46,16 @@ _PRUNE_BATCH = 5000
 _DROP_LOG_EVERY_S = 1.0
 
 
+class JournalError(Exception):
+    """The journal cannot be opened, read or written at start-up: one line naming the path and what is
+    wrong (`mulletd run` exits EXIT_JOURNAL with it, docs/operations.md)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"journal {path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
 @dataclass
 class _Entry:
     wall_s: float
@@ -68,12 +80,10 @@ class Journal:
         """`retention_s`: delete entries older than this (None: keep everything). `on_drop(kind)` is
         called for every entry lost to a full queue, `on_commit(entries, seconds)` after every commit."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit survives power loss, which is what "journaled before acknowledged" promises.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = _open(self.path)
+        # No row at all: a new journal, or one lost (0 bytes, deleted); start-up then asks the broker
+        # what the site was last told (daemon/recovery.py, broker_history).
+        self.was_empty = self._read(lambda db: db.execute("SELECT 1 FROM journal LIMIT 1").fetchone()) is None
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue(maxsize=queue_size)
         self.retention_s = retention_s
         self.prune_every_s = prune_every_s
@@ -211,26 +221,126 @@ class Journal:
         if kind is not None:
             args = (kind,) if isinstance(kind, str) else kind
             query += f" WHERE kind IN ({', '.join('?' * len(args))})"
-        rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        rows = self._read(lambda db: db.execute(query + " ORDER BY id", args).fetchall())
         return [(wall_s, k, subject, json.loads(data)) for wall_s, k, subject, data in rows]
 
     def max_seq(self) -> int:
-        row = self._db.execute(
-            "SELECT MAX(CAST(json_extract(data, '$.seq') AS INTEGER)) FROM journal"
-            " WHERE kind IN ('setpoint', 'tenant_setpoint')"
-        ).fetchone()
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT MAX(CAST(json_extract(data, '$.seq') AS INTEGER)) FROM journal"
+                " WHERE kind IN ('setpoint', 'tenant_setpoint')"
+            ).fetchone()
+        )
         return int(row[0]) if row and row[0] is not None else 0
 
     def last_setpoints(self) -> dict[str, dict[str, Any]]:
         """The newest journaled setpoint per group."""
-        rows = self._db.execute(
-            "SELECT subject, data FROM journal WHERE id IN"
-            " (SELECT MAX(id) FROM journal WHERE kind = 'setpoint' GROUP BY subject)"
-        ).fetchall()
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT subject, data FROM journal WHERE id IN"
+                " (SELECT MAX(id) FROM journal WHERE kind = 'setpoint' GROUP BY subject)"
+            ).fetchall()
+        )
         return {subject: json.loads(data) for subject, data in rows}
+
+    def _read(self, query: Callable[[sqlite3.Connection], Any]) -> Any:
+        """A read for recovery or a report: a damaged database is a JournalError, not a traceback."""
+        try:
+            return query(self._db)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(self.path, _explain(self.path, exc)) from None
 
     def close(self) -> None:
         self._db.close()
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def path_problem(path: str | Path) -> str | None:
+    """Why the daemon could not open `path` as its journal, or None; creates and changes nothing
+    (`mulletd check-config`). Checked as the user running it: under the unit's DynamicUser=, systemd
+    makes the StateDirectory writable for the daemon."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a directory; journal.path must name a file"
+    if path.exists():
+        if not path.is_file():
+            return f"{path} is not a regular file"
+        if not os.access(path, os.R_OK | os.W_OK, effective_ids=True):
+            return f"{path} is not readable and writable ({_access(path)})"
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+        if header and header != _SQLITE_HEADER:
+            return f"{path} is not an SQLite database (corrupt, or another file)"
+        if not os.access(path.parent, os.W_OK | os.X_OK, effective_ids=True):
+            return f"{path}: {_access(path)} (SQLite writes its -wal and -shm files beside it)"
+        return None
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{path} cannot be created: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK, effective_ids=True):
+        mode = ancestor.stat().st_mode & 0o777
+        return f"{path} cannot be created: {ancestor} (mode {mode:04o}) is not writable by uid {os.geteuid()}"
+    return None
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open (or create) the journal and prove it writable now, so a bad file or directory stops
+    start-up with one clear line instead of failing the first grid event."""
+    if path.is_dir():
+        raise JournalError(path, "is a directory; journal.path must name a file")
+    if path.exists() and not path.is_file():
+        raise JournalError(path, "is not a regular file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JournalError(path, f"cannot create its directory {path.parent}: {exc.strerror}") from None
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives power loss, which is what "journaled before acknowledged" promises.
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        # A write, rolled back: a read-only file or directory fails here (SQLite opens those read-only).
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO journal (wall_s, monotonic_s, kind, data) VALUES (0, 0, 'probe', '{}')")
+        db.execute("ROLLBACK")
+    except sqlite3.DatabaseError as exc:
+        if db is not None:
+            db.close()
+        raise JournalError(path, _explain(path, exc)) from None
+    return db
+
+
+def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
+    """What is wrong, in an operator's words, from SQLite's error and the file's permissions."""
+    message = str(exc)
+    code = getattr(exc, "sqlite_errorname", "")
+    if "not a database" in message or code == "SQLITE_NOTADB":
+        return "not an SQLite database (corrupt, or another file); move it aside to start a new journal"
+    if "malformed" in message or code.startswith("SQLITE_CORRUPT"):
+        return f"corrupt SQLite database ({message}); move it aside to start a new journal"
+    if code.startswith("SQLITE_READONLY") or "readonly" in message:
+        return f"read-only ({_access(path)}); the daemon must be able to write the file and its directory"
+    if code.startswith("SQLITE_CANTOPEN") or "unable to open" in message:
+        return f"cannot be opened ({_access(path)})"
+    return f"{message} ({code or type(exc).__name__})"
+
+
+def _access(path: Path) -> str:
+    """Which of the file and its directory this process may not read or write."""
+    problems, uid = [], os.geteuid()
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK, effective_ids=True):
+        mode = path.stat().st_mode & 0o777
+        problems.append(f"file mode {mode:04o}, not readable and writable by uid {uid}")
+    if not os.access(path.parent, os.W_OK | os.X_OK, effective_ids=True):
+        mode = path.parent.stat().st_mode & 0o777
+        problems.append(f"directory {path.parent} mode {mode:04o}, not writable by uid {uid}")
+    return "; ".join(problems) or os.strerror(errno.EACCES)
 
 
 def _entry(kind: str, subject: str | None, data: dict[str, Any]) -> _Entry:

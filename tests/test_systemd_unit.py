@@ -49,3 +49,19 @@ def test_the_unit_verifies_and_its_exposure_is_at_most_2(tmp_path: Path) -> None
         "CapabilityBoundingSet=\n",
     ):
         assert line in text
+
+
+def test_exits_a_restart_cannot_fix_do_not_restart_and_restarts_are_bounded() -> None:
+    """An unusable journal (EXIT_JOURNAL) or an invalid config fails the unit at once instead of
+    crash-looping; other failures restart at most StartLimitBurst times per StartLimitIntervalSec."""
+    from mullet.daemon.cli import EXIT_CONFIG, EXIT_JOURNAL, EXIT_LEADERSHIP_LOST
+
+    settings = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, value)
+    prevented = {int(code) for code in settings["RestartPreventExitStatus"].split()}
+    assert {EXIT_JOURNAL, EXIT_CONFIG} <= prevented and EXIT_LEADERSHIP_LOST not in prevented
+    assert settings["Restart"] == "on-failure"
+    assert int(settings["StartLimitBurst"]) <= 5 and int(settings["StartLimitIntervalSec"]) >= 60
