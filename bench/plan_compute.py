@@ -8,6 +8,13 @@ interconnect sized so that everything fits. Two cases per size, timed interleave
 - limit: an active `limit` obligation that leaves mining ~2/3 of its rated kW (sheds ~1/3).
 
 600 groups / 20 tenants is the 200 MW campus of design.md section 1 (~57,000 ASICs).
+
+Absolute times move 3-4x between machines, so the verdict is a ratio measured in the same run: each
+call of compute_plan is followed by one of bench/_reference.py's `least_plan` on the same site (read
+every group once, sum kW, sort by merit once, one decision per group), and at --verdict-groups groups
+the plan's median must be within --max-median-ratio and its p99 within --max-p99-ratio of the
+reference's (the p99 is looser: with no memory every call allocates a new plan, and the collector's
+pauses land on the plan's tail, not the reference's).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import sys
 import time
 
 from _common import print_header, print_table, reproduce_command, summary
+from _reference import least_plan
 
 from mullet.policies.model import GroupSpec, Obligation, SiteSnapshot, SiteSpec, TenantSpec
 from mullet.policies.plan import compute_plan
@@ -34,6 +42,11 @@ ASIC_MODELS = (
 )
 ASICS_PER_GROUP = (90, 100)  # 600 groups x ~95 = ~57,000 ASICs
 NOW_S = 1_750_000_000.0
+# Verdict at 600 groups: compute_plan's median and p99 within these many times the reference loop's.
+# Measured 5.5-7.4x and 8.9-13.4x (2026-12-03, three runs on a loaded 2-core VM, docs/performance.md).
+MAX_MEDIAN_RATIO = 10.0
+MAX_P99_RATIO = 20.0
+VERDICT_GROUPS = 600
 
 
 def tenants_for(groups: int) -> int:
@@ -97,10 +110,16 @@ def build_site(groups: int, tenants: int, seed: int) -> tuple[SiteSpec, SiteSnap
 
 
 def time_cases(
-    site: SiteSpec, snapshot: SiteSnapshot, cases: dict[str, list[Obligation]], iterations: int, warmup: int
+    site: SiteSpec,
+    snapshot: SiteSnapshot,
+    cases: dict[str, list[Obligation]],
+    iterations: int,
+    warmup: int,
+    budget_kw: float,
 ) -> dict[str, list[float]]:
-    """Microseconds per call for each case; the cases alternate call by call so drift hits all alike."""
-    samples: dict[str, list[float]] = {name: [] for name in cases}
+    """Microseconds per call for each case and for the reference loop (key "reference", shedding
+    down to `budget_kw`); all alternate call by call so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in [*cases, "reference"]}
     clock = time.perf_counter_ns
     for index in range(warmup + iterations):
         for name, obligations in cases.items():
@@ -109,6 +128,11 @@ def time_cases(
             elapsed = clock() - started
             if index >= warmup:
                 samples[name].append(elapsed / 1000.0)
+        started = clock()
+        least_plan(site, snapshot, budget_kw)
+        elapsed = clock() - started
+        if index >= warmup:
+            samples["reference"].append(elapsed / 1000.0)
     return samples
 
 
@@ -123,6 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup", type=int, default=50, help="untimed calls per case first")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--max-median-ratio",
+        type=float,
+        default=MAX_MEDIAN_RATIO,
+        help="verdict: plan median within this many times the reference loop's",
+    )
+    parser.add_argument(
+        "--max-p99-ratio",
+        type=float,
+        default=MAX_P99_RATIO,
+        help="verdict: plan p99 within this many times the reference loop's",
+    )
+    parser.add_argument(
+        "--verdict-groups", type=int, default=VERDICT_GROUPS, help="the size the verdict is taken at"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes or any(s < 1 or s > 10_000 for s in sizes):
@@ -139,16 +178,23 @@ def main(argv: list[str] | None = None) -> int:
             ("--iterations-large", args.iterations_large),
             ("--warmup", args.warmup),
             ("--seed", args.seed),
+            ("--max-median-ratio", args.max_median_ratio),
+            ("--max-p99-ratio", args.max_p99_ratio),
+            ("--verdict-groups", args.verdict_groups),
         ],
     )
     print_header(
         "compute_plan (policies/plan.py), pure, one call = one supervisory cycle's planning",
-        "wall time of one compute_plan() call, time.perf_counter_ns, GC enabled, cases interleaved",
+        "wall time of one compute_plan() call, time.perf_counter_ns, GC enabled, cases interleaved;"
+        " reference: bench/_reference.py least_plan on the same site, same run",
         command,
     )
 
     rows = []
     ratios = []
+    ref_rows = []
+    verdicts: list[bool] = []
+    verdict_lines: list[str] = []
     all_samples: list[list[float]] = []
     for groups in sizes:
         tenants = tenants_for(groups)
@@ -156,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = {"none": [], "limit": [limit]}
         iterations = args.iterations_large if groups >= 600 else args.iterations
         gc.collect()
-        samples = time_cases(site, snapshot, cases, iterations, args.warmup)
+        samples = time_cases(site, snapshot, cases, iterations, args.warmup, limit.kw)
         all_samples += samples.values()
         for name, obligations in cases.items():
             plan = compute_plan(site, snapshot, obligations, NOW_S)
@@ -180,6 +226,31 @@ def main(argv: list[str] | None = None) -> int:
         none_median = summary(samples["none"])[0]
         limit_median = summary(samples["limit"])[0]
         ratios.append((groups, limit_median / none_median))
+        ref_median, ref_p99, _ = summary(samples["reference"])
+        for name in cases:
+            median_us, p99_us, _ = summary(samples[name])
+            ref_rows.append(
+                [
+                    groups,
+                    name,
+                    median_us,
+                    ref_median,
+                    median_us / ref_median,
+                    p99_us,
+                    ref_p99,
+                    p99_us / ref_p99,
+                ]
+            )
+            if groups == args.verdict_groups:
+                median_ratio, p99_ratio = median_us / ref_median, p99_us / ref_p99
+                ok = median_ratio <= args.max_median_ratio and p99_ratio <= args.max_p99_ratio
+                verdicts.append(ok)
+                verdict_lines.append(
+                    f"target at {groups} groups, {name}: plan median <= {args.max_median_ratio:g}x and p99 <="
+                    f" {args.max_p99_ratio:g}x the reference's (median {median_us:.0f} / {ref_median:.0f}"
+                    f" us = {median_ratio:.2f}x, p99 {p99_us:.0f} / {ref_p99:.0f} us = {p99_ratio:.2f}x)"
+                    f" -> {'PASS' if ok else 'FAIL'}"
+                )
 
     print_table(
         [
@@ -198,12 +269,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print("limit/none median ratio (same run): " + ", ".join(f"{g} groups {r:.2f}x" for g, r in ratios))
+    print()
+    print("reference: least_plan (bench/_reference.py) on the same site, timed after every plan call")
+    print_table(
+        [
+            "groups",
+            "obligation",
+            "plan p50 us",
+            "ref p50 us",
+            "p50 ratio",
+            "plan p99 us",
+            "ref p99 us",
+            "p99 ratio",
+        ],
+        ref_rows,
+    )
+    print()
+    for line in verdict_lines or [f"target: n/a (the verdict is taken at {args.verdict_groups} groups)"]:
+        print(line)
     n_min = min(len(samples) for samples in all_samples)
     note = "p99 = nearest rank over each row's n"
     if n_min < 100:
         note += ", which for n < 100 is the maximum"
     print(f"MW = interconnect; shed = groups curtailed (share of rated mining kW); {note}.")
-    return 0
+    print("exit status 1 when a target fails.")
+    return 0 if all(verdicts) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""The plan benches still run and print their same-run reference and ratio verdicts (no timing here:
+the ratio limits are set out of reach, and what is checked is the output's shape and the reference
+loop's decisions)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def bench_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("_common", "_reference", "plan_compute", "policy_bench"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def test_least_plan_sheds_the_least_efficient_groups_first(bench_path: None) -> None:
+    from _reference import least_plan
+    from plan_compute import build_site
+
+    site, snapshot, _limit, mining_kw = build_site(120, 4, seed=1)
+    decisions = least_plan(site, snapshot, mining_kw * 2 / 3)
+    assert sorted(g for g, _ in decisions) == sorted(g.group_id for g in site.groups)
+    shed = {g for g, mode in decisions if mode == "curtail"}
+    by_id = {g.group_id: g for g in site.groups}
+    shed_kw = sum(by_id[g].rated_kw for g in shed)
+    assert mining_kw / 3 <= shed_kw < mining_kw / 3 + max(g.rated_kw for g in site.groups)
+    worst_kept = max(by_id[g].efficiency_j_per_th for g in by_id if g not in shed)
+    assert all(by_id[g].efficiency_j_per_th >= worst_kept for g in shed)
+    assert all(mode == "run" for _, mode in least_plan(site, snapshot, mining_kw))
+
+
+def test_plan_compute_prints_the_reference_and_its_ratio_verdict(
+    bench_path: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import plan_compute
+
+    args = ["--sizes", "12", "--iterations", "3", "--warmup", "1", "--verdict-groups", "12"]
+    assert plan_compute.main([*args, "--max-median-ratio", "1e9", "--max-p99-ratio", "1e9"]) == 0
+    out = capsys.readouterr().out
+    assert "reference: least_plan" in out
+    assert out.count("-> PASS") == 2  # none and limit
+    assert plan_compute.main([*args, "--max-median-ratio", "1e-9"]) == 1
+    assert capsys.readouterr().out.count("-> FAIL") == 2
