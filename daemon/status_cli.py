@@ -68,8 +68,26 @@ def format_status(status: dict[str, Any]) -> str:
         f"meter {'STALE' if status.get('meter_stale') else 'ok'}   "
         f"journal {journal.get('written', '-')} written, {journal.get('dropped', '-')} dropped, "
         f"{journal.get('queued', '-')} queued",
-        "",
     ]
+    lost = status.get("journal_lost")
+    if lost:
+        lines.append(
+            f"JOURNAL LOST  started with an empty journal; broker seq {lost.get('broker_max_seq')}, "
+            f"held curtailed: {', '.join(lost.get('held_curtailed') or []) or 'none'}"
+            " (release: override auto)"
+        )
+    listeners = status.get("listeners") or {}
+    if listeners:
+        # Reachable from other machines is worth a second look: reads need no token.
+        lines.append(
+            "listen     "
+            + "   ".join(
+                f"{name} {where.get('address')}"
+                + (" (BEYOND LOOPBACK)" if where.get("beyond_loopback") else "")
+                for name, where in sorted(listeners.items())
+            )
+        )
+    lines.append("")
     obligations = plan.get("obligations") or {}
     rows = [
         [
