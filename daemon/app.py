@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from mullet.daemon import recovery
+from mullet.daemon import broker_history, recovery
 from mullet.daemon.config import Config, ConfigError, load_config
 from mullet.daemon.events import ObligationBook, rejected
 from mullet.daemon.fastpath import FastPath, TripRecord, TripSettled
@@ -101,6 +101,8 @@ class Daemon:
         )
         mqtt = config.mqtt
         mqtt_password = read_secret(file=mqtt.password_file, credential=mqtt.password_credential)
+        self.mqtt_password = mqtt_password  # broker_history's own session at start-up
+        self.journal_lost: dict[str, Any] | None = None  # set when an empty journal met broker history
         self.topics = Topics(config.topic_root)
         self.site = config.site_spec()
         self.group_ids = [g.group_id for g in self.site.groups]
@@ -238,6 +240,8 @@ class Daemon:
             seq=self.seq,
             recovered_obligations=sorted(self.book.obligations),
         )
+        if self.journal.was_empty:  # before anything is published: seq and holds from the broker
+            await broker_history.recover_lost_journal(self)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.journal.run(), name="journal")
@@ -952,6 +956,7 @@ class Daemon:
             "uptime_s": round(now_mono_s - self.started_mono_s, 3),
             "overrides": {g: self._override_doc(o) for g, o in sorted(self.overrides.items())},
             "config_reload": self._last_reload,
+            "journal_lost": self.journal_lost,
         }
 
     def plan_document(self) -> dict[str, Any] | None:

@@ -296,6 +296,8 @@ def _open(path: Path) -> sqlite3.Connection:
         raise JournalError(path, "is not a regular file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise JournalError(path, f"cannot create its directory {path.parent}: a file is in the way") from None
     except OSError as exc:
         raise JournalError(path, f"cannot create its directory {path.parent}: {exc.strerror}") from None
     db: sqlite3.Connection | None = None

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faultkit import site_config
+from faultkit import faulty_site, limit_leaving_mining, site_config, until
 
 from mullet.daemon.cli import EXIT_CONFIG, EXIT_JOURNAL
+from mullet.drivers.wire import GridEvent
 
 MULLETD = Path(sys.executable).with_name("mulletd")
 SETPRIV = shutil.which("setpriv")
@@ -151,3 +152,51 @@ def test_check_config_passes_a_journal_path_it_can_create(mqtt_broker, tmp_path:
     )
     assert (check.returncode, check.stderr) == (0, "")
     assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+async def test_a_zero_byte_journal_with_broker_history_keeps_seq_rising_and_shed_groups_curtailed(
+    mqtt_broker, tmp_path: Path
+) -> None:
+    async with faulty_site(mqtt_broker, tmp_path) as run:
+        site, observer, topics = run.site, run.observer, run.topics
+        rated_kw = sum(g.rated_kw for g in run.config.groups)
+        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 10, "full mining load")
+        limit_kw = limit_leaving_mining(run.config, 0.5)
+        await observer.send(GridEvent(id="jl-1", kind="limit", kw=limit_kw, program="ERS-10", source="t"))
+        assert (await observer.ack("jl-1"))["accepted"] is True
+        await until(lambda: site.site_power_kw() <= limit_kw, 10, "site at the limit")
+        last = {sp["group_id"]: sp for sp in observer.group_setpoints()}
+        shed = sorted(g for g, sp in last.items() if sp["mode"] == "curtail")
+        assert shed
+        highest_seq = max(sp["seq"] for sp in observer.group_setpoints())
+
+        run.daemon.kill()
+        await run.daemon.wait()
+        journal = Path(run.config.journal.path)
+        for leftover in (journal.with_name(journal.name + "-wal"), journal.with_name(journal.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        os.truncate(journal, 0)  # the journal lost: 0 bytes
+
+        since = len(observer.received)
+        await run.restart_daemon()
+        first = await observer.wait_for(
+            lambda m: m.topic == topics.daemon_plan, 20, since, "the first plan after the restart"
+        )
+        plan = json.loads(first.payload)
+        new = [sp for sp in observer.group_setpoints(since) if sp["seq"] != last[sp["group_id"]]["seq"]]
+        print(
+            f"\n0-byte journal: seq before the kill {highest_seq}, first plan after the restart {plan['seq']}"
+        )
+        assert plan["seq"] > highest_seq and all(sp["seq"] > highest_seq for sp in new)
+        assert {g: plan["groups"][g]["mode"] for g in shed} == dict.fromkeys(shed, "curtail")
+        assert all(sp["mode"] == "curtail" for sp in new if sp["group_id"] in shed)
+        await until(lambda: site.site_power_kw() <= limit_kw, 5, "site still at the limit")
+        assert await run.metric("mullet_journal_history_lost") == 1.0
+        lost = [r for r in run.log_records() if r.get("event", "").startswith("journal is empty but")]
+        assert len(lost) == 1 and lost[0]["level"] == "error" and lost[0]["held_curtailed"] == shed
+        db = sqlite3.connect(journal)
+        kinds = [
+            k for (k,) in db.execute("SELECT kind FROM journal WHERE kind IN ('journal_lost', 'override')")
+        ]
+        db.close()
+        assert kinds.count("journal_lost") == 1 and kinds.count("override") == len(shed)
