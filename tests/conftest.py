@@ -1,4 +1,5 @@
-"""Shared fixtures: a real MQTT broker process for the whole session.
+"""Shared fixtures: a real MQTT broker process for the whole session, and tests/helpers.py's observer,
+site config and running site bound to it.
 
 mosquitto on an ephemeral loopback port when it is installed (as CI installs it); the embedded
 amqtt broker only where it is absent. The report header says which one ran.
@@ -7,10 +8,14 @@ amqtt broker only where it is absent. The report header says which one ran.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
+import helpers
 import pytest
 
+from mullet.daemon.config import Config
+from mullet.drivers.wire import Topics
 from mullet.simulators.broker import (
     MosquittoBroker,
     ThreadedEmbeddedBroker,
@@ -62,3 +67,40 @@ def restartable_broker() -> Iterator[MosquittoBroker]:
     yield broker
     broker.stop_blocking()
     broker.close()
+
+
+@pytest.fixture
+def site_config(mqtt_broker, tmp_path: Path) -> Callable[..., tuple[Config, Path]]:
+    """`site_config(mutate=None)`: the example site on the session broker (helpers.site_config)."""
+
+    def build(mutate: Callable[[dict], None] | None = None) -> tuple[Config, Path]:
+        return helpers.site_config(mqtt_broker.url, tmp_path, mutate)
+
+    return build
+
+
+@pytest.fixture
+async def observe(mqtt_broker) -> AsyncIterator[Callable[..., object]]:
+    """`await observe(subscriptions, topics=None)`: a started helpers.Observer on the session broker,
+    closed after the test."""
+    observers: list[helpers.Observer] = []
+
+    async def start(subscriptions: list[str], topics: Topics | None = None) -> helpers.Observer:
+        observer = helpers.Observer(mqtt_broker.host, mqtt_broker.port, subscriptions, topics)
+        observers.append(observer)
+        await observer.start()
+        return observer
+
+    yield start
+    for observer in observers:
+        observer.close()
+
+
+@pytest.fixture
+async def running(
+    mqtt_broker, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[helpers.Running]:
+    """The daemon and the simulated site (helpers.running_site); `indirect` parametrisation passes a
+    config mutator."""
+    async with helpers.running_site(mqtt_broker, tmp_path, getattr(request, "param", None)) as started:
+        yield started

@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_e2e import MULLETD, Observer, Running, site_config, until
+from helpers import Running, observing, site_config, start_daemon, until
 
 from mullet.drivers.wire import GridEvent, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
@@ -192,20 +192,18 @@ async def _secure_site(
     daemon = None
     try:
         await asyncio.wait_for(site.started.wait(), timeout=15)
-        with log_path.open("ab") as log_file:
-            daemon = await asyncio.create_subprocess_exec(
-                str(MULLETD), "run", "--config", str(path), stdout=log_file, stderr=asyncio.subprocess.STDOUT
-            )
-        async with _client(broker, pki, "monitor", users["monitor"]) as monitor:
-            await monitor.subscribe(f"{config.topic_root}/#", qos=1)
-            observer = Observer(monitor, Topics(config.topic_root))
-            pump = asyncio.create_task(observer.pump())
-            try:
-                await observer.wait_for(lambda t, p: t == observer.topics.daemon_plan, 20)
-                yield Running(config, path, site, daemon, observer, log_path), broker, pki, users
-            finally:
-                pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
+        daemon = await start_daemon(path, log_path)
+        async with observing(
+            broker,
+            [f"{config.topic_root}/#"],
+            Topics(config.topic_root),
+            client_id=f"monitor-{secrets.token_hex(3)}",
+            username="monitor",
+            password=users["monitor"],
+            tls_context=ssl.create_default_context(cafile=str(pki["ca"])),
+        ) as observer:
+            await observer.wait_for(lambda m: m.topic == observer.topics.daemon_plan, 30)
+            yield Running(config, path, site, daemon, observer, log_path), broker, pki, users
     finally:
         if daemon is not None and daemon.returncode is None:
             daemon.kill()
@@ -216,10 +214,7 @@ async def _secure_site(
 
 
 def _rejected(running: Running, reason: str) -> float:
-    for line in running.metrics().splitlines():
-        if line.startswith(f'mullet_rejected_messages_total{{reason="{reason}"}}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return running.metric(f'mullet_rejected_messages_total{{reason="{reason}"}}', 0.0)
 
 
 async def test_the_site_runs_over_tls_with_the_shipped_acl_and_a_controller_cannot_cross_groups(
@@ -233,9 +228,9 @@ async def test_the_site_runs_over_tls_with_the_shipped_acl_and_a_controller_cann
             running.config,
         )
         # Every controller logged in under its own identity and reports through the ACL.
-        await until(lambda: all(link.ready.is_set() for link in site.links), 10, "controllers connected")
+        await until(lambda: all(link.ready.is_set() for link in site.links), 30, "controllers connected")
         rated_kw = sum(g.rated_kw for g in config.groups)
-        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 10, "full mining load")
+        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 30, "full mining load")
         limit_kw = site.site_power_kw() - 0.25 * rated_kw
         async with _client(broker, pki, "aggregator", users["aggregator"]) as aggregator:
             await aggregator.publish(
@@ -245,10 +240,10 @@ async def test_the_site_runs_over_tls_with_the_shipped_acl_and_a_controller_cann
             )
             assert (await observer.ack("tls-1"))["accepted"] is True
         # Setpoints reached the controllers (read ACL) and their states the daemon (write ACL).
-        await until(lambda: site.site_power_kw() <= limit_kw, 10, "site under the limit")
+        await until(lambda: site.site_power_kw() <= limit_kw, 30, "site under the limit")
 
         # A controller (mining/c01) trying another group's topics and the daemon's: all dropped.
-        c02_state_before = len([1 for t, _ in observer.received if t == topics.group_state("c02")])
+        c02_state_before = len([1 for m in observer.received if m.topic == topics.group_state("c02")])
         async with _client(broker, pki, "mining/c01", users["mining/c01"]) as rogue:
             await rogue.subscribe(topics.group_set("c02"), qos=1)
             await rogue.subscribe(topics.group_set("c01"), qos=1)
@@ -266,23 +261,27 @@ async def test_the_site_runs_over_tls_with_the_shipped_acl_and_a_controller_cann
             # above would have reached subscribers, the daemon included, before this.
             mark = len(observer.received)
             await rogue.publish(topics.group_state("c01"), b"not json, own topic", qos=1)
-            await observer.wait_for(lambda t, p: p == b"not json, own topic", 5, since=mark)
-        await until(lambda: _rejected(running, "not_json") >= 1, 5, "the daemon saw the allowed message")
+            await observer.wait_for(lambda m: m.payload == b"not json, own topic", 30, since=mark)
+        await until(lambda: _rejected(running, "not_json") >= 1, 30, "the daemon saw the allowed message")
         assert _rejected(running, "not_json") == 1  # only c01's own; c02's forged state never arrived
         forged = [
-            (t, p) for t, p in observer.received if b"999999" in p or p in (b"not json from c01", b"{}")
+            (m.topic, m.payload)
+            for m in observer.received
+            if b"999999" in m.payload or m.payload in (b"not json from c01", b"{}")
         ]
         assert forged == []
-        assert len([1 for t, _ in observer.received if t == topics.group_state("c02")]) >= c02_state_before
-        assert all(not (t == topics.group_online("c02") and p == b"0") for t, p in observer.received)
+        assert len([1 for m in observer.received if m.topic == topics.group_state("c02")]) >= c02_state_before
+        assert all(
+            not (m.topic == topics.group_online("c02") and m.payload == b"0") for m in observer.received
+        )
 
         # An under-frequency trip: its PUBLISH is framed by paho_direct and written to the TLS
         # socket directly; the controllers get it and the broker's PUBACK comes back.
         seen = len(observer.received)
         site.frequency = FrequencyScript(59.8)
-        _, trip = await observer.wait_for(lambda t, p: t == topics.trip, 3, since=seen)
-        assert json.loads(trip)["stage"] == 1
-        await until(lambda: _trip_acks(running), 5, "the trip's PUBACK")
+        trip = await observer.wait_for(lambda m: m.topic == topics.trip, 30, since=seen)
+        assert trip.json()["stage"] == 1
+        await until(lambda: _trip_acks(running), 30, "the trip's PUBACK")
         assert [ack["published"] for ack in _trip_acks(running)] == [True]
 
         # The daemon's and the controllers' passwords never reach the daemon's log.

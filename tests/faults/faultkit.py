@@ -1,128 +1,36 @@
-"""What the fault tests share: the daemon (`mulletd run`, a subprocess) against a simulated site, an
-observer that survives broker restarts, and a ground-truth watch on the site's physics.
+"""What the fault tests share: the daemon (`mulletd run`, a subprocess) against a simulated site
+(tests/helpers.py's `running_site`), its observer, and a ground-truth watch on the site's physics.
 
-The observer records every message with its arrival time and the session it came in on, so a test can
-ask what the daemon re-published after the broker came back. The watch runs inside the simulator's
-physics tick (not on a timer of its own), so it sees every state the site passes through.
+The observer (helpers.Observer) records every message with its arrival time and the session it came in
+on, so a test can ask what the daemon re-published after the broker came back. The watch runs inside
+the simulator's physics tick (not on a timer of its own), so it sees every state the site passes through.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import secrets
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiomqtt
-from test_e2e import site_config, start_daemon
-from test_e2e import until as e2e_until
+from helpers import (
+    Metrics,
+    Observer,
+    log_records,
+    read_metrics,
+    running_site,
+    site_config,
+    start_daemon,
+    until,
+)
 
 from mullet.daemon.config import Config
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.drivers.wire import Topics
 from mullet.simulators.site import SimulatedSite
 
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    at_s: float  # monotonic arrival
-    session: int  # the observer's broker session it arrived in (1 = the first)
-    topic: str
-    payload: bytes
-
-
-@dataclass
-class Observer:
-    """Subscribes to the whole site root and reconnects (every 20 ms) when the broker goes away."""
-
-    host: str
-    port: int
-    topics: Topics
-    received: list[Seen] = field(default_factory=list)
-    sessions: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    connected: asyncio.Event = field(default_factory=asyncio.Event)
-    _client: aiomqtt.Client | None = None
-
-    async def run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    self.host, self.port, identifier=f"faults-obs-{secrets.token_hex(3)}"
-                ) as client:
-                    await client.subscribe(f"{self.topics.root}/#", qos=1)
-                    self._client = client
-                    self.sessions += 1
-                    self.connected.set()
-                    self.changed.set()
-                    async for message in client.messages:
-                        payload = message.payload if isinstance(message.payload, bytes) else b""
-                        self.received.append(
-                            Seen(time.monotonic(), self.sessions, message.topic.value, payload)
-                        )
-                        self.changed.set()
-            except aiomqtt.MqttError:
-                pass
-            finally:
-                self._client = None
-                self.connected.clear()
-                self.changed.set()
-            await asyncio.sleep(0.02)  # reconnect pace, not synchronisation
-
-    async def wait_for(
-        self, match: Callable[[Seen], bool], timeout_s: float, since: int = 0, what: str = "a message"
-    ) -> Seen:
-        """The first message from index `since` on that matches."""
-        seen = since
-        try:
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    for item in self.received[seen:]:
-                        if match(item):
-                            return item
-                    seen = len(self.received)
-                    self.changed.clear()
-                    await self.changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
-
-    async def wait_state(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-        try:
-            async with asyncio.timeout(timeout_s):
-                while not predicate():
-                    self.changed.clear()
-                    await self.changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
-
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        await self.wait_state(lambda: self._client is not None, 10, "observer connected")
-        assert self._client is not None
-        await self._client.publish(topic, payload, qos=qos, retain=retain)
-
-    async def send(self, event: GridEvent | bytes) -> None:
-        await self.publish(self.topics.grid_event, event if isinstance(event, bytes) else encode(event))
-
-    async def ack(self, event_id: str, timeout_s: float = 5.0, since: int = 0) -> dict:
-        item = await self.wait_for(
-            lambda m: m.topic == self.topics.grid_event_ack and json.loads(m.payload).get("id") == event_id,
-            timeout_s,
-            since,
-            what=f"the ack of {event_id}",
-        )
-        return json.loads(item.payload)
-
-    def group_setpoints(self, since: int = 0) -> list[dict]:
-        """Every group setpoint seen (retained re-deliveries included), with its group_id."""
-        return [
-            {**json.loads(m.payload), "group_id": m.topic.split("/")[-2]}
-            for m in self.received[since:]
-            if "/mining/" in m.topic and m.topic.endswith("/set") and m.payload
-        ]
+__all__ = ["Faulty", "SlowProxy", "Watch", "faulty_site", "limit_leaving_mining", "site_config", "until"]
 
 
 @dataclass
@@ -166,27 +74,14 @@ class Faulty:
         return self.observer.topics
 
     def metrics_text(self) -> str:
-        url = f"http://127.0.0.1:{self.config.metrics.port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.read().decode()
+        return read_metrics(self.config.metrics.port).text
 
-    async def metrics(self) -> dict[str, float]:
+    async def metrics(self) -> Metrics:
         """Every sample of the daemon's /metrics, by its full name with labels."""
-        text = await asyncio.to_thread(self.metrics_text)
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                samples[name] = float(value)
-        return samples
+        return await asyncio.to_thread(read_metrics, self.config.metrics.port)
 
     async def metric(self, name: str, default: float | None = None) -> float:
-        samples = await self.metrics()
-        if name in samples:
-            return samples[name]
-        if default is not None:
-            return default
-        raise AssertionError(f"metric {name} not exported")
+        return (await self.metrics()).value(name, default)
 
     async def until_metric(self, name: str, ok: Callable[[float], bool], timeout_s: float, default=None):
         """Poll /metrics until `ok(value)`; the daemon is another process, so there is no event to await."""
@@ -203,12 +98,7 @@ class Faulty:
         self.daemon = await start_daemon(self.config_path, self.log_path)
 
     def log_records(self) -> list[dict]:
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """test_e2e.until polling every 20 ms: the fault tests time recoveries in tens of ms."""
-    return await e2e_until(predicate, timeout_s, what, poll_s=0.02)
+        return log_records(self.log_path)
 
 
 @contextlib.asynccontextmanager
@@ -220,40 +110,26 @@ async def faulty_site(
     sim_ports: dict[str, int] | None = None,
     before_daemon: Callable[[SimulatedSite], Awaitable[None]] | None = None,
 ) -> AsyncIterator[Faulty]:
-    """The example site (tests/test_e2e.py's compressed timings) and the daemon, ready = online + a plan.
+    """helpers.running_site (the example site, compressed timings; ready = online + a plan) with a
+    Watch on its physics. `sim_ports` and `before_daemon` put a proxy between daemon and devices."""
+    watches: list[Watch] = []
 
-    `sim_ports` moves simulated devices off the ports the daemon is configured with (`meter` or a
-    pdu_id; 0 = any free port), so a proxy can sit in between; `before_daemon` wires it up."""
-    config, path = site_config(broker.url, tmp_path, mutate)
-    topics = Topics(config.topic_root)
-    ports = dict(sim_ports or {})
-    meter_port = ports.pop("meter", None)
-    site = SimulatedSite(config, meter_port=meter_port, pdu_ports=ports)
-    watch = Watch(site)
-    watch.install()
-    site_task = asyncio.create_task(site.run())
-    await asyncio.wait_for(site.started.wait(), timeout=15)
-    log_path = tmp_path / "mulletd.log"
-    observer = Observer(broker.host, broker.port, topics)
-    pump = asyncio.create_task(observer.run())
-    await observer.wait_state(observer.connected.is_set, 10, "observer connected")
-    if before_daemon is not None:
-        await before_daemon(site)
-    daemon = await start_daemon(path, log_path)
-    faulty = Faulty(config, path, site, daemon, observer, log_path, watch)
-    try:
-        await observer.wait_for(
-            lambda m: m.topic == topics.daemon_online and m.payload == b"1", 20, what="daemon online"
+    def install_watch(site: SimulatedSite) -> None:
+        watches.append(Watch(site))
+        watches[0].install()
+
+    async with running_site(
+        broker, tmp_path, mutate, sim_ports=sim_ports, prepare_site=install_watch, before_daemon=before_daemon
+    ) as run:
+        faulty = Faulty(
+            run.config, run.config_path, run.site, run.daemon, run.observer, run.log_path, watches[0]
         )
-        await observer.wait_for(lambda m: m.topic == topics.daemon_plan, 20, what="first plan")
-        yield faulty
-    finally:
-        if faulty.daemon.returncode is None:
-            faulty.daemon.kill()
-            await asyncio.wait_for(faulty.daemon.wait(), 10)
-        pump.cancel()
-        site_task.cancel()
-        await asyncio.gather(site_task, pump, return_exceptions=True)
+        try:
+            yield faulty
+        finally:
+            if faulty.daemon.returncode is None:  # a restarted daemon is not the one running_site started
+                faulty.daemon.kill()
+                await asyncio.wait_for(faulty.daemon.wait(), 30)
 
 
 def limit_leaving_mining(config: Config, fraction: float) -> float:

@@ -30,17 +30,17 @@ async def test_a_silent_meter_goes_stale_never_zero_raises_the_alert_and_blocks_
     async with faulty_site(mqtt_broker, tmp_path) as run:
         site, observer = run.site, run.observer
         rated_kw = sum(g.rated_kw for g in run.config.groups)
-        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 10, "full mining load")
+        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 30, "full mining load")
         limit_kw = limit_leaving_mining(run.config, 0.6)
         await observer.send(GridEvent(id="ml-1", kind="limit", kw=limit_kw, source="t"))
         assert (await observer.ack("ml-1"))["accepted"] is True
-        await until(lambda: site.site_power_kw() <= limit_kw, 5, "site at the limit")
+        await until(lambda: site.site_power_kw() <= limit_kw, 30, "site at the limit")
         curtailed = {g.group_id for g in site.groups.values() if g.commanded == "curtail"}
         assert await run.metric("mullet_meter_stale") == 0.0
         timeouts_before = await run.metric('mullet_meter_samples_rejected_total{reason="timeout"}', 0.0)
 
         site.meter.responding = False  # connected, never answers
-        await run.until_metric("mullet_meter_stale", lambda v: v == 1.0, 5)
+        await run.until_metric("mullet_meter_stale", lambda v: v == 1.0, 30)
         assert math.isnan(await run.metric("mullet_site_power_watts"))
         timeouts = await run.metric('mullet_meter_samples_rejected_total{reason="timeout"}')
         assert timeouts > timeouts_before
@@ -58,13 +58,13 @@ async def test_a_silent_meter_goes_stale_never_zero_raises_the_alert_and_blocks_
         assert any("site meter" in reason and "unknown" in reason for reason in plan["reasons"])
         # Three more control cycles with the meter still silent: nothing restored.
         cycles = await run.metric("mullet_plan_compute_seconds_count")
-        await run.until_metric("mullet_plan_compute_seconds_count", lambda v: v >= cycles + 3, 10)
+        await run.until_metric("mullet_plan_compute_seconds_count", lambda v: v >= cycles + 3, 30)
         assert not [sp for sp in observer.group_setpoints(seen) if sp["mode"] == "run"]
         assert {g.group_id for g in site.groups.values() if g.commanded == "curtail"} == curtailed
 
         site.meter.responding = True
-        await run.until_metric("mullet_meter_stale", lambda v: v == 0.0, 5)
-        await until(lambda: all(g.commanded == "run" for g in site.groups.values()), 10, "restored")
+        await run.until_metric("mullet_meter_stale", lambda v: v == 0.0, 30)
+        await until(lambda: all(g.commanded == "run" for g in site.groups.values()), 30, "restored")
 
 
 def _short_deadline(data: dict) -> None:
@@ -83,24 +83,24 @@ async def test_a_silent_pdu_makes_escalation_take_another_path_and_it_is_journal
     async with faulty_site(mqtt_broker, tmp_path, _short_deadline) as run:
         site, observer = run.site, run.observer
         rated_kw = sum(g.rated_kw for g in run.config.groups)
-        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 10, "full mining load")
+        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 30, "full mining load")
         liar = site.groups["c01"]  # least efficient: shed first; fed by pdu-a outlets 1 and 2
         liar.stuck = True  # firmware answers OK and keeps hashing
         site.pdus["pdu-a"].responding = False  # and its PDU has gone silent
         limit_kw = 11_500.0
         await observer.send(GridEvent(id="pl-1", kind="limit", kw=limit_kw, source="t"))
         assert (await observer.ack("pl-1"))["accepted"] is True
-        await until(lambda: liar.commanded == "curtail", 3, "c01 told to curtail")
+        await until(lambda: liar.commanded == "curtail", 30, "c01 told to curtail")
         first_seq = liar.seq_applied
         assert first_seq is not None
 
-        await run.until_metric('mullet_escalations_total{result="failed"}', lambda v: v >= 1, 10, 0.0)
+        await run.until_metric('mullet_escalations_total{result="failed"}', lambda v: v >= 1, 30, 0.0)
         failed = [e for e in _escalations(run.config.journal.path) if e["group_id"] == "c01"]
         assert failed and failed[0]["result"] == "failed" and "timeout" in failed[0]["detail"]
         assert liar.powered and liar.power_kw == liar.rated_kw  # the cut did not happen
         # Another path: firmware sleep re-sent under a new seq, and the plan sheds others in its place.
-        await until(lambda: (liar.seq_applied or 0) > first_seq, 5, "curtail re-sent to c01")
-        await until(lambda: site.site_power_kw() <= limit_kw, 10, "site at the limit without c01")
+        await until(lambda: (liar.seq_applied or 0) > first_seq, 30, "curtail re-sent to c01")
+        await until(lambda: site.site_power_kw() <= limit_kw, 30, "site at the limit without c01")
         item = await observer.wait_for(
             lambda m: (
                 m.topic == run.topics.daemon_plan
@@ -116,8 +116,8 @@ async def test_a_silent_pdu_makes_escalation_take_another_path_and_it_is_journal
 
         # The PDU answers again: the next deadline's escalation cuts c01.
         site.pdus["pdu-a"].responding = True
-        await until(lambda: not liar.powered, 10, "c01 cut at its PDU on the retry")
-        await run.until_metric('mullet_escalations_total{result="ok"}', lambda v: v >= 1, 5, 0.0)
+        await until(lambda: not liar.powered, 30, "c01 cut at its PDU on the retry")
+        await run.until_metric('mullet_escalations_total{result="ok"}', lambda v: v >= 1, 30, 0.0)
         assert [e["result"] for e in _escalations(run.config.journal.path)][-1] == "ok"
 
 
@@ -127,9 +127,9 @@ async def test_a_silent_pdu_has_its_outlets_unknown_never_zero() -> None:
     client = PduClient("pdu-x", sim.host, sim.port, outlets=4, keepalive_s=0.05, stale_after_s=0.3)
     try:
         await client.start()
-        await until(lambda: client.outlet_power_w(3) == 3000.0, 3, "outlet 3 read")
+        await until(lambda: client.outlet_power_w(3) == 3000.0, 30, "outlet 3 read")
         sim.responding = False
-        await until(lambda: client.outlet_power_w(3) is None, 3, "outlet 3 unknown")
+        await until(lambda: client.outlet_power_w(3) is None, 30, "outlet 3 unknown")
         assert client.stale and client.outlets_power_w([1, 2, 3, 4]) is None
         assert client.state == "unresponsive"
         assert client.failures["timeout"] >= 1
@@ -145,7 +145,7 @@ async def test_a_controller_lwt_during_an_obligation_counts_its_group_at_rated(m
     async with faulty_site(mqtt_broker, tmp_path) as run:
         site, observer = run.site, run.observer
         rated_kw = sum(g.rated_kw for g in run.config.groups)
-        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 10, "full mining load")
+        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 30, "full mining load")
         limit_kw = limit_leaving_mining(run.config, 0.6)
         await observer.send(GridEvent(id="lwt-1", kind="limit", kw=limit_kw, source="t"))
         assert (await observer.ack("lwt-1"))["accepted"] is True
@@ -160,7 +160,7 @@ async def test_a_controller_lwt_during_an_obligation_counts_its_group_at_rated(m
         seen = len(observer.received)
         site.mining[victim].go_offline()
         await observer.wait_for(
-            lambda m: m.topic == run.topics.group_online(victim) and m.payload == b"0", 15, seen, "the LWT"
+            lambda m: m.topic == run.topics.group_online(victim) and m.payload == b"0", 30, seen, "the LWT"
         )
         item = await observer.wait_for(
             lambda m: m.topic == run.topics.daemon_plan and f"group {victim}" in m.payload.decode(),
@@ -176,4 +176,4 @@ async def test_a_controller_lwt_during_an_obligation_counts_its_group_at_rated(m
         assert more_shed or grew_kw >= spec.rated_kw - sleep_kw - 1.0, (grew_kw, more_shed)
         assert any(f"group {victim}" in reason and "unknown" in reason for reason in plan["reasons"])
         site.mining[victim].go_online()
-        await asyncio.wait_for(site.mining[victim].ready.wait(), 10)
+        await asyncio.wait_for(site.mining[victim].ready.wait(), 30)

@@ -1,9 +1,9 @@
-"""Slow devices: a Modbus device that answers in 2 s (behind `SlowProxy`) must not hold up anything else.
+"""Slow devices: a Modbus device that answers in 10 s (behind `SlowProxy`) must not hold up anything else.
 
-With the meter and PDU `pdu-b` both answering 2 s late, the daemon's control loop keeps planning, a
+With the meter and PDU `pdu-b` both answering 10 s late, the daemon's control loop keeps planning, a
 grid event is acknowledged and acted on, and a trip's cut on the healthy PDU `pdu-a` lands as fast as
-ever. The bounds (0.5 s) are a quarter of the device's delay: they tell "did not wait for the slow
-device" from "waited", they are not speed targets (those live in bench/).
+ever. The bounds (5 s) are half the device's delay: they tell "did not wait for the slow device" from
+"waited" even on a loaded machine; they are not speed targets (those live in bench/).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from mullet.drivers.pdu import PduClient, PduPool
 from mullet.drivers.wire import GridEvent
 from mullet.simulators.pdu import make_pdu_sim
 
-DEVICE_DELAY_S = 2.0
-NOT_WAITING_S = DEVICE_DELAY_S / 4
+DEVICE_DELAY_S = 10.0
+NOT_WAITING_S = DEVICE_DELAY_S / 2
 
 
 async def test_a_slow_meter_and_a_slow_pdu_delay_neither_the_control_loop_nor_the_other_pdu(
@@ -44,16 +44,16 @@ async def test_a_slow_meter_and_a_slow_pdu_delay_neither_the_control_loop_nor_th
         ) as run:
             site, observer, config = run.site, run.observer, run.config
             # The meter answers, late: every read times out, the reading is unknown, never 0 kW.
-            await run.until_metric("mullet_meter_stale", lambda v: v == 1.0, 5)
+            await run.until_metric("mullet_meter_stale", lambda v: v == 1.0, 30)
             await run.until_metric(
-                'mullet_meter_samples_rejected_total{reason="timeout"}', lambda v: v >= 3, 5, 0.0
+                'mullet_meter_samples_rejected_total{reason="timeout"}', lambda v: v >= 3, 30, 0.0
             )
             assert meter_proxy.requests > 0 and pdu_proxy.requests > 0
 
-            # The control loop keeps its period: three more cycles come within a few periods.
+            # The control loop keeps going: three more cycles come before one device answer would.
             cycles = await run.metric("mullet_plan_compute_seconds_count")
             await run.until_metric(
-                "mullet_plan_compute_seconds_count", lambda v: v >= cycles + 3, 5 * config.control.period_s
+                "mullet_plan_compute_seconds_count", lambda v: v >= cycles + 3, DEVICE_DELAY_S
             )
 
             item = await observer.wait_for(
@@ -61,14 +61,14 @@ async def test_a_slow_meter_and_a_slow_pdu_delay_neither_the_control_loop_nor_th
                     m.topic == run.topics.daemon_plan
                     and any(d["trip_stage"] == 1 for d in json.loads(m.payload)["groups"].values())
                 ),
-                10,
+                30,
                 what="stage 1 armed",
             )
             armed = {g for g, d in json.loads(item.payload)["groups"].items() if d["trip_stage"] == 1}
             outlets = {(o.pdu, o.outlet) for g in config.groups if g.group_id in armed for o in g.outlets}
             on_a = sorted(o for p, o in outlets if p == "pdu-a")
             assert on_a and any(p == "pdu-b" for p, _ in outlets), outlets
-            await until(lambda: all(site.groups[g].trip_stage == 1 for g in armed), 5, "controllers armed")
+            await until(lambda: all(site.groups[g].trip_stage == 1 for g in armed), 30, "controllers armed")
 
             sent_s = time.monotonic()
             seen = len(observer.received)
@@ -76,7 +76,7 @@ async def test_a_slow_meter_and_a_slow_pdu_delay_neither_the_control_loop_nor_th
                 GridEvent(id="slow-ffr", kind="limit", kw=12_000, trip_stage=1, program="FFR", source="t")
             )
             cut_a_s = await until(
-                lambda: all(not site.pdus["pdu-a"].is_on(o) for o in on_a), 5, "pdu-a outlets cut"
+                lambda: all(not site.pdus["pdu-a"].is_on(o) for o in on_a), 30, "pdu-a outlets cut"
             )
             ack = await observer.ack("slow-ffr", since=seen)
             acked_s = ack_arrival(observer, "slow-ffr", seen) - sent_s
@@ -92,7 +92,7 @@ async def test_a_slow_meter_and_a_slow_pdu_delay_neither_the_control_loop_nor_th
             sent_s = time.monotonic()
             await observer.send(GridEvent(id="slow-ers", kind="limit", kw=5000, program="ERS-10", source="t"))
             first = await observer.wait_for(
-                lambda m: "/mining/" in m.topic and m.topic.endswith("/set"), 5, seen, "a setpoint"
+                lambda m: "/mining/" in m.topic and m.topic.endswith("/set"), 30, seen, "a setpoint"
             )
             assert first.at_s - sent_s < NOT_WAITING_S
             assert run.daemon.returncode is None
@@ -108,7 +108,7 @@ def ack_arrival(observer, event_id: str, since: int) -> float:
     raise AssertionError(f"no ack for {event_id}")
 
 
-async def test_a_pool_cut_is_not_held_up_by_a_pdu_that_answers_in_2_s() -> None:
+async def test_a_pool_cut_is_not_held_up_by_a_pdu_that_answers_late() -> None:
     fast = make_pdu_sim("fast", 4, outlet_power_w=lambda outlet: 500.0, port=0)
     slow = make_pdu_sim("slow", 4, outlet_power_w=lambda outlet: 500.0, port=0)
     await fast.start()
@@ -128,7 +128,7 @@ async def test_a_pool_cut_is_not_held_up_by_a_pdu_that_answers_in_2_s() -> None:
         fast_result, slow_result = result.results["fast"], result.results["slow"]
         assert fast_result.ok and not fast.is_on(1) and not fast.is_on(2)
         assert slow_result.reason == "timeout" and slow_result.failed == (1,)
-        # The healthy PDU is answered in its own round trips; the whole cut waits one timeout, not 2 s.
+        # The healthy PDU is answered in its own round trips; the whole cut waits one timeout, not 10 s.
         assert fast_result.elapsed_s < NOT_WAITING_S
         assert result.elapsed_s < NOT_WAITING_S
         assert pool.clients["fast"].state == "up"
