@@ -182,6 +182,14 @@ class Observer:
                 assert left_s > 0, f"nothing matched in {timeout_s} s; received {self.received[since:]}"
                 self._arrived.wait(left_s)
 
+    def payloads_blocking(self, count: int, timeout_s: float = 30.0) -> list[bytes]:
+        """The payloads received, once there are at least `count`; blocks like `wait_for_blocking`."""
+        with self._arrived:
+            arrived = self._arrived.wait_for(lambda: len(self.received) >= count, timeout_s)
+            payloads = [m.payload for m in self.received]
+        assert arrived, f"{len(payloads)} of {count} messages in {timeout_s} s: {payloads}"
+        return payloads
+
     async def wait_state(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Wait for `predicate`, checked whenever a message arrives or the connection changes."""
         try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from helpers import Observer
 
 from mullet.drivers.mqtt import BrokerAddress, MqttLink, backoff_delays
 
@@ -60,7 +61,7 @@ async def test_reconnects_resubscribes_and_reannounces(restartable_broker) -> No
     )
     task = asyncio.create_task(link.run())
     try:
-        await asyncio.wait_for(connects.wait(), 5)
+        await asyncio.wait_for(connects.wait(), 30)
         assert await _retained(restartable_broker, "site/daemon/online") == b"1"
         async with aiomqtt.Client(restartable_broker.host, restartable_broker.port) as peer:
             await peer.publish("site/in/a", b"boom", qos=1)  # a handler bug is counted, not fatal
@@ -70,10 +71,10 @@ async def test_reconnects_resubscribes_and_reannounces(restartable_broker) -> No
 
         connects.clear()
         restartable_broker.stop_blocking()
-        await asyncio.wait_for(link.disconnected.wait(), 5)
+        await asyncio.wait_for(link.disconnected.wait(), 30)
         assert await link.publish("site/out", b"x") is False  # not sent, and says so
         restartable_broker.start_blocking()  # no persistence: retained state and sessions are gone
-        await asyncio.wait_for(connects.wait(), 10)
+        await asyncio.wait_for(connects.wait(), 30)
         assert link.connections == 2
         assert await _retained(restartable_broker, "site/daemon/online") == b"1"
         async with aiomqtt.Client(restartable_broker.host, restartable_broker.port) as peer:
@@ -106,49 +107,16 @@ def test_broker_urls() -> None:
         BrokerAddress.parse("http://broker")
 
 
-class Watcher:
-    """A paho client on its own thread, subscribed to one topic: sees what the broker delivers
-    while the test's loop is blocked."""
-
-    def __init__(self, broker, topic: str) -> None:  # type: ignore[no-untyped-def]
-        import threading
-
-        import paho.mqtt.client as paho
-
-        self.payloads: list[bytes] = []
-        self.arrived = threading.Condition()
-        subscribed = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"watcher-{random.random()}")
-        self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        assert subscribed.wait(5)
-
-    def _on_message(self, _client: object, _userdata: object, message: object) -> None:
-        with self.arrived:
-            self.payloads.append(message.payload)  # type: ignore[attr-defined]
-            self.arrived.notify_all()
-
-    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[bytes]:
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.payloads) >= count, timeout_s), self.payloads
-            return list(self.payloads)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
 @contextlib.asynccontextmanager
-async def _watched_link(broker: Any, client_id: str) -> AsyncIterator[tuple[MqttLink, Any, Watcher]]:
-    """A connected MqttLink, its paho client, and a Watcher on the trip topic; torn down after."""
-    watcher = await asyncio.to_thread(Watcher, broker, "site/mining/trip")
+async def _watched_link(broker: Any, client_id: str) -> AsyncIterator[tuple[MqttLink, Any, Observer]]:
+    """A connected MqttLink, its paho client, and an Observer (its own thread: it sees what the broker
+    delivers while the test's loop is blocked) on the trip topic; torn down after."""
+    watcher = Observer(broker.host, broker.port, ["site/mining/trip"])
+    await watcher.start()
     link = MqttLink(broker.url, client_id=client_id, subscriptions=[], on_message=Inbox())
     task = asyncio.create_task(link.run())
     try:
-        await asyncio.wait_for(link.connected.wait(), 5)
+        await asyncio.wait_for(link.connected.wait(), 30)
         assert link._client is not None
         yield link, link._client._client, watcher
     finally:
@@ -164,7 +132,7 @@ async def test_publish_now_puts_the_publish_on_the_socket_before_returning(mqtt_
         ack = link.publish_now("site/mining/trip", b'{"v":1}', qos=1)
         assert ack is not None
         # Blocks this loop: only a PUBLISH already written can reach the watcher meanwhile.
-        assert watcher.wait_for(1, 5.0) == [b'{"v":1}']
+        assert watcher.payloads_blocking(1) == [b'{"v":1}']
         assert await asyncio.wait_for(ack, 5) is True
 
 
@@ -175,7 +143,7 @@ async def test_publish_now_leaves_no_writer_spinning_the_loop(mqtt_broker) -> No
     link = MqttLink(mqtt_broker.url, client_id="publish-now-idle", subscriptions=[], on_message=Inbox())
     task = asyncio.create_task(link.run())
     try:
-        await asyncio.wait_for(link.connected.wait(), 5)
+        await asyncio.wait_for(link.connected.wait(), 30)
         assert link._client is not None
         paho = link._client._client
         writes = 0
@@ -216,7 +184,7 @@ async def test_publish_now_frames_what_paho_would_and_leaves_its_state_as_publis
             expected.append(payload)
             assert await link.publish("site/mining/trip", b"via-aiomqtt", qos=1)  # paho's own path
             expected.append(b"via-aiomqtt")
-        assert await asyncio.to_thread(watcher.wait_for, len(expected)) == expected
+        assert await asyncio.to_thread(watcher.payloads_blocking, len(expected)) == expected
         assert paho._inflight_messages == 0
         assert not paho._out_messages
         assert not link._acks
@@ -247,7 +215,7 @@ async def test_publish_now_queues_behind_a_partly_written_publish(restartable_br
         assert first is not None and second is not None
         assert await asyncio.wait_for(first, 30) is True
         assert await asyncio.wait_for(second, 30) is True
-        assert await asyncio.to_thread(watcher.wait_for, 2, 30.0) == [big, b"after"]
+        assert await asyncio.to_thread(watcher.payloads_blocking, 2) == [big, b"after"]
 
 
 async def test_publish_now_past_the_in_flight_window_queues_in_paho(restartable_broker) -> None:
@@ -269,7 +237,7 @@ async def test_publish_now_past_the_in_flight_window_queues_in_paho(restartable_
             os.kill(pid, signal.SIGCONT)
         assert all(ack is not None for ack in acks)
         assert await asyncio.wait_for(asyncio.gather(*acks), 30) == [True] * (window + 5)
-        got = await asyncio.to_thread(watcher.wait_for, window + 5, 30.0)
+        got = await asyncio.to_thread(watcher.payloads_blocking, window + 5)
         assert got == [b"%d" % i for i in range(window + 5)]
 
 
@@ -296,12 +264,12 @@ async def test_a_publish_waiting_for_its_puback_returns_false_when_the_broker_di
     )
     task = asyncio.create_task(link.run())
     try:
-        await asyncio.wait_for(link.connected.wait(), 5)
+        await asyncio.wait_for(link.connected.wait(), 30)
         assert restartable_broker.process is not None
         pid = restartable_broker.process.pid
         os.kill(pid, signal.SIGSTOP)  # the broker stops answering: no PUBACK
         publishing = asyncio.create_task(link.publish("site/x", b"1", qos=1))
-        await asyncio.wait_for(link.connected.wait(), 1)  # still connected as far as we know
+        await asyncio.wait_for(link.connected.wait(), 30)  # still connected as far as we know
         assert not publishing.done()
         os.kill(pid, signal.SIGKILL)  # the connection is reset; the session ends
         os.kill(pid, signal.SIGCONT)
