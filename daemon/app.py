@@ -24,6 +24,7 @@ from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.notify import Notifier
 from mullet.daemon.pdu_metrics import PduCollector
+from mullet.daemon.plan_journal import plan_change
 from mullet.daemon.secrets import SecretError, read_secret
 from mullet.daemon.state import SiteState
 from mullet.daemon.verify import PendingShed, ShedVerifier
@@ -44,6 +45,7 @@ from mullet.drivers.wire import (
     decode,
     decode_online,
     encode,
+    event_id_of,
 )
 from mullet.policies.fleet import site_flex
 from mullet.policies.model import (
@@ -368,7 +370,7 @@ class Daemon:
             self._reject(exc.reason, source, exc.detail)
             self.metrics.grid_events.labels(outcome="rejected").inc()
             self.metrics.grid_event_rejections.labels(reason=exc.reason).inc()
-            event_id = _event_id_of(raw)
+            event_id = event_id_of(raw)
             if event_id is None:
                 return None  # nothing to address an ack to
             return self._queue(_RejectedEvent(event_id, f"{exc.reason}: {exc.detail}", exc.reason))
@@ -383,13 +385,31 @@ class Daemon:
         try:
             self._grid_queue.put_nowait((item, reply))
         except asyncio.QueueFull:
-            self._reject("queue_full", self.topics.grid_event, "grid event queue full")
-            self.metrics.grid_event_rejections.labels(reason="queue_full").inc()
-            event_id = item.event_id if isinstance(item, _RejectedEvent) else item.id
-            reply.set_result(
-                GridEventAck(id=event_id, accepted=False, reason="grid event queue full", code="queue_full")
-            )
+            self._refuse_queue_full(item, reply)
         return reply
+
+    _queue_full_refused = 0  # refusals since the last `grid event queue full` line
+    _queue_full_logged_mono_s = -math.inf
+
+    def _refuse_queue_full(
+        self, item: GridEvent | _RejectedEvent, reply: asyncio.Future[GridEventAck]
+    ) -> None:
+        """Counted, answered on grid/event/ack like every refusal (written at once: nothing here may
+        await, and paho's bounded queue holds what the socket cannot take), logged once a second."""
+        self.metrics.rejected.labels(reason="queue_full").inc()
+        self.metrics.grid_event_rejections.labels(reason="queue_full").inc()
+        self.metrics.grid_events.labels(outcome="rejected").inc()
+        event_id = item.event_id if isinstance(item, _RejectedEvent) else item.id
+        ack = GridEventAck(id=event_id, accepted=False, reason="grid event queue full", code="queue_full")
+        if self.commanding:
+            self.link.publish_now(self.topics.grid_event_ack, encode(ack), qos=1)
+        reply.set_result(ack)
+        self._queue_full_refused += 1
+        now_mono_s = time.monotonic()
+        if now_mono_s - self._queue_full_logged_mono_s >= 1.0:
+            log.warning("grid event queue full", refused=self._queue_full_refused, last_id=event_id)
+            self._queue_full_logged_mono_s = now_mono_s
+            self._queue_full_refused = 0
 
     async def _grid_events(self) -> None:
         while True:
@@ -869,16 +889,20 @@ class Daemon:
             return
         payload = json.dumps({**summary, "ts": plan.computed_at_s}).encode()
         if await self.link.publish(self.topics.daemon_plan, payload, qos=1, retain=True):
-            # Journal decisions, not every budget wobble from AI telemetry.
+            # Journal decisions, not every budget wobble from AI telemetry; and only what changed, so a
+            # row and a log line stay bounded however many obligations are in force.
             if self._published_plan is None or _decision_key(summary) != _decision_key(self._published_plan):
-                self.journal.record("plan", summary)
+                change = plan_change(self._published_plan, summary)
+                self.journal.record("plan", change)
                 log.info(
                     "plan",
                     binding=plan.binding_constraint,
                     mining_budget_kw=round(plan.mining_budget_kw),
                     curtailed=len(plan.curtailed()),
                     feasible=plan.feasible,
-                    reasons=list(plan.reasons),
+                    obligations=change["obligations_active"],
+                    changed_groups=len(change["groups"]),
+                    reasons=change["reasons"],
                 )
             self._published_plan = summary
             self._plan_published_mono_s = time.monotonic()
@@ -1034,6 +1058,7 @@ class Daemon:
         self.book.max_kw = new.site.interconnect_kw * new.control.max_event_kw_factor
         self.book.programs = new.program_catalogue()
         self.book.firmware_sleep_s = new.control.firmware_sleep_s
+        self.book.max_obligations = new.control.max_obligations
         self.verifier.threshold_kw = {
             g.group_id: g.sleep_kw + new.control.shed_confirm_fraction * (g.rated_kw - g.sleep_kw)
             for g in self.site.groups
@@ -1080,6 +1105,7 @@ _LIVE_CONTROL = (
     "min_off_s",
     "max_event_kw_factor",
     "firmware_sleep_s",
+    "max_obligations",
 )
 
 
@@ -1120,13 +1146,3 @@ def _decision_key(summary: dict[str, Any]) -> tuple[Any, ...]:
     )
     caps = tuple(sorted((t, v["power_cap_kw"]) for t, v in summary["tenants"].items()))
     return (summary["site_limit_kw"], tuple(summary["active_obligations"]), modes, caps)
-
-
-def _event_id_of(raw: bytes) -> str | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    if isinstance(data, dict) and isinstance(data.get("id"), str) and 0 < len(data["id"]) <= 128:
-        return str(data["id"])
-    return None

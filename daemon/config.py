@@ -211,6 +211,9 @@ class ControlSection(_Strict):
     period_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     telemetry_stale_after_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     max_event_kw_factor: Annotated[float, Field(ge=1, le=100)] = 2.0
+    # Grid obligations held at once (pending or in force); a new event beyond it is refused
+    # `too_many_obligations`, so no flood of distinct events can grow the book, plan or journal unbounded.
+    max_obligations: Annotated[int, Field(ge=1, le=10_000)] = 100
     deadband_kw: NonNegativeKw = 50.0
     restore_ramp_kw_per_min: PositiveKw = 10_000.0
     restore_stagger_s: Annotated[float, Field(gt=0, le=60)] = 10.0

@@ -7,6 +7,8 @@ journal has the event on disk (see Daemon._handle_grid_event). Every refusal car
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,6 +42,7 @@ REJECTION_CODES = (
     "no_baseline",
     "unknown_event",
     "id_conflict",
+    "too_many_obligations",
     "journal_unavailable",
     "queue_full",
     "timeout",
@@ -63,6 +66,13 @@ def rejected(code: str, reason: str) -> Decision:
     return Decision(False, reason, code)
 
 
+# Ended and cancelled events are remembered this long (and at most this many), so that a sender's retry
+# or a QoS 1 redelivery of an old event or cancel is answered `duplicate` and never reinstates it.
+HISTORY_S = 86_400.0
+HISTORY_MAX = 10_000
+DEFAULT_MAX_OBLIGATIONS = 100
+
+
 class ObligationBook:
     def __init__(
         self,
@@ -72,14 +82,23 @@ class ObligationBook:
         stages: Mapping[int, float] | None = None,
         programs: Mapping[str, Program] = CATALOGUE,
         firmware_sleep_s: float = 5.0,
+        max_obligations: int = DEFAULT_MAX_OBLIGATIONS,
+        history_s: float = HISTORY_S,
+        history_max: int = HISTORY_MAX,
     ) -> None:
         self.max_kw = interconnect_kw * max_event_kw_factor
+        # Grid obligations held at once (pending or in force; under-frequency holds not counted).
+        self.max_obligations = max_obligations
+        self.history_s = history_s
+        self.history_max = history_max
         self.stages = dict(stages or {})  # armed stage -> threshold Hz
         self.programs = programs
         self.firmware_sleep_s = firmware_sleep_s
         self.obligations: dict[str, Obligation] = {}
         self.cancelled: set[str] = set()
         self._events: dict[str, GridEvent] = {}
+        # Ended or cancelled event id -> when (Unix s), oldest first: what prune() forgets.
+        self._ended: OrderedDict[str, float] = OrderedDict()
 
     @classmethod
     def from_config(cls, config: Config) -> ObligationBook:
@@ -90,6 +109,7 @@ class ObligationBook:
             stages={s.stage: s.threshold_hz for s in config.trip_stages()},
             programs=config.program_catalogue(),
             firmware_sleep_s=config.control.firmware_sleep_s,
+            max_obligations=config.control.max_obligations,
         )
 
     def decide(self, event: GridEvent, *, now_s: float, site_power_kw: float | None) -> Decision:
@@ -111,6 +131,13 @@ class ObligationBook:
             if previous == event:
                 return Decision(True, "duplicate: already accepted", "duplicate", duplicate=True)
             return rejected("id_conflict", f"id {event.id!r} already used by a different event")
+        held = self.grid_obligations()
+        if held >= self.max_obligations:
+            return rejected(
+                "too_many_obligations",
+                f"{held} obligations pending or in force, the most this site takes"
+                f" (control.max_obligations); cancel one first",
+            )
         if event.kw is None:
             return rejected("kw_missing", f"kw is required for {event.kind}")
         if event.kw < 0:
@@ -162,20 +189,28 @@ class ObligationBook:
         )
         return Decision(True, "accepted", obligation=obligation, fire_stage=fire_stage)
 
-    def apply(self, event: GridEvent, decision: Decision) -> None:
-        """Record an accepted decision (after it is durable, or replayed from the journal)."""
+    def grid_obligations(self) -> int:
+        """Grid obligations pending or in force (what max_obligations bounds)."""
+        return sum(1 for event_id in self.obligations if not event_id.startswith("ufr-"))
+
+    def apply(self, event: GridEvent, decision: Decision, now_s: float | None = None) -> None:
+        """Record an accepted decision (after it is durable, or replayed from the journal at `now_s`,
+        the time it was journaled)."""
         if not decision.accepted or decision.duplicate:
             return
+        when_s = time.time() if now_s is None else now_s
         if decision.cancels is not None:
             self.obligations.pop(decision.cancels, None)
             self.cancelled.add(decision.cancels)
+            self._ended_at(decision.cancels, when_s)
             return
         if decision.obligation is not None:
             self.obligations[event.id] = decision.obligation
             self._events[event.id] = event
 
     def expire(self, now_s: float) -> list[str]:
-        """End the obligations whose end has passed; those that wait for a recall (ERS) stay."""
+        """End the obligations whose end has passed; those that wait for a recall (ERS) stay. Also
+        forgets what ended or was cancelled longer ago than the history keeps."""
         ended = [
             i
             for i, o in self.obligations.items()
@@ -183,7 +218,31 @@ class ObligationBook:
         ]
         for event_id in ended:
             del self.obligations[event_id]
+            self._ended_at(event_id, now_s)
+        self.prune(now_s)
         return ended
+
+    def _ended_at(self, event_id: str, when_s: float) -> None:
+        self._ended.pop(event_id, None)
+        self._ended[event_id] = when_s
+
+    def prune(self, now_s: float) -> int:
+        """Forget ended and cancelled events beyond the history's age and count; returns how many."""
+        forgotten = 0
+        while self._ended:
+            event_id, ended_s = next(iter(self._ended.items()))
+            if len(self._ended) <= self.history_max and ended_s > now_s - self.history_s:
+                break
+            del self._ended[event_id]
+            self.cancelled.discard(event_id)
+            if event_id not in self.obligations:
+                self._events.pop(event_id, None)
+            forgotten += 1
+        return forgotten
+
+    def history(self) -> int:
+        """Ended and cancelled events still remembered."""
+        return len(self._ended)
 
     def active(self, now_s: float) -> list[Obligation]:
         return [o for o in self.obligations.values() if o.active(now_s)]

@@ -25,9 +25,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from mullet.daemon.fleet_config import FleetConfig
 from mullet.drivers.mqtt import MqttLink
-from mullet.drivers.wire import GridEvent, GridEventAck, Topics, WireError, decode, decode_online, encode
+from mullet.drivers.wire import (
+    GridEvent,
+    GridEventAck,
+    Topics,
+    WireError,
+    decode,
+    decode_online,
+    encode,
+    loads,
+)
 from mullet.policies.fleet import SiteOffer, Split, split_obligation
 from mullet.policies.programs import CATALOGUE, resolve
+
+# A site's daemon/plan: its groups and obligations (control.max_obligations) make it tens of KB.
+PLAN_MAX_BYTES = 1 << 20
 
 log = structlog.get_logger("mullet.fleet")
 
@@ -533,10 +545,7 @@ def _number(value: Any) -> float | None:
 
 def _plan(raw: bytes) -> tuple[dict[str, Any], float]:
     """A site's plan summary: a JSON object with `v` 1 and a finite `ts` (more is read as needed)."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise WireError("not_json", str(exc)[:200]) from None
+    data = loads(raw, max_bytes=PLAN_MAX_BYTES)  # too_large, too_deep, not_json
     if not isinstance(data, dict) or data.get("v") != 1:
         raise WireError("bad_version", "plan must be a JSON object with v=1")
     ts_s = _number(data.get("ts"))

@@ -20,7 +20,7 @@ import structlog
 
 from mullet.daemon.config import OpenAdrSection
 from mullet.drivers.openadr import AdrEvent, AdrSignal, OpenAdrVen, Opt
-from mullet.drivers.wire import GridEvent, GridEventAck
+from mullet.drivers.wire import GridEvent, GridEventAck, is_event_id
 from mullet.policies.capacity import required_reduction_kw, sheddable_kw
 from mullet.policies.model import ObligationKind
 
@@ -216,8 +216,8 @@ class GridVen:
 
 
 def _event_prefix(adr_event_id: str) -> str:
-    # Keep ids within the wire's 128 characters whatever the VTN's event ids look like.
-    if len(adr_event_id) > 80:
+    # Keep ids within the wire's 128 characters and its character set whatever the VTN's ids look like.
+    if len(adr_event_id) > 80 or not is_event_id(adr_event_id):
         adr_event_id = hashlib.sha256(adr_event_id.encode()).hexdigest()[:32]
     return f"oadr-{adr_event_id}"
 

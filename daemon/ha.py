@@ -40,6 +40,7 @@ from mullet.drivers.wire import (
     decode_online,
     encode,
 )
+from mullet.drivers.wire import loads as wire_loads
 from mullet.policies.model import GroupMemory
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class HaRole:
                     self.warm.on_handover(Handover.parse(raw))
                 return True
             if topic == self.topics.grid_event_ack:
-                data = json.loads(raw)
+                data = wire_loads(raw)
                 if isinstance(data, dict) and isinstance(data.get("id"), str):
                     self.warm.on_ack(data["id"])
                 return True

@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mullet.daemon.config import HttpApiSection
-from mullet.drivers.wire import MAX_PAYLOAD_BYTES, GridEventAck
+from mullet.drivers.wire import MAX_PAYLOAD_BYTES, GridEventAck, WireError, loads
 
 if TYPE_CHECKING:
     from mullet.daemon.app import Daemon
@@ -40,7 +40,9 @@ MAX_OVERRIDE_S = 86_400.0
 # A journal commit takes milliseconds; this only bounds a wedged queue.
 ACK_TIMEOUT_S = 10.0
 # Wire refusals (drivers/wire.py) are the caller's fault; daemon refusals are well-formed but refused.
-_WIRE_CODES = frozenset({"too_large", "not_json", "not_object", "bad_version", "invalid_field"})
+_WIRE_CODES = frozenset({"too_large", "too_deep", "not_json", "not_object", "bad_version", "invalid_field"})
+# GET /v1/status lists at most this many obligations, plan obligations and reasons; the rest is counted.
+STATUS_MAX_LISTED = 50
 _UNAVAILABLE_CODES = frozenset({"queue_full", "journal_unavailable", "timeout"})
 
 
@@ -123,7 +125,10 @@ def make_app(daemon: Daemon, section: HttpApiSection) -> web.Application:
         if refused is not None:
             return refused
         try:
-            body = OverrideRequest.model_validate_json(await request.read())
+            body = OverrideRequest.model_validate(loads(await request.read()))
+        except WireError as exc:
+            daemon.metrics.api_refusals.labels(reason=exc.reason).inc()
+            return _error(400, exc.reason, exc.detail[:300])
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
@@ -150,7 +155,7 @@ def make_app(daemon: Daemon, section: HttpApiSection) -> web.Application:
 
     async def get_status(request: web.Request) -> web.Response:
         body: dict[str, Any] = {"v": 1, **daemon.status(), **daemon.lifecycle_status()}
-        return web.json_response(_finite(body))
+        return web.json_response(_finite(bounded_status(body)))
 
     async def get_plan(request: web.Request) -> web.Response:
         plan = daemon.plan_document()
@@ -179,6 +184,27 @@ def make_app(daemon: Daemon, section: HttpApiSection) -> web.Application:
         ]
     )
     return app
+
+
+def bounded_status(body: dict[str, Any], most: int = STATUS_MAX_LISTED) -> dict[str, Any]:
+    """The status document with its lists of obligations and reasons cut to `most` items, each cut
+    list's total beside it (`<key>_total`), so the document stays small whatever the book holds."""
+    bounded = dict(body)
+    _cut_listing(bounded, "obligations", most)
+    plan = bounded.get("plan")
+    if isinstance(plan, dict):
+        plan = dict(plan)
+        for key in ("active_obligations", "obligations", "reasons"):
+            _cut_listing(plan, key, most)
+        bounded["plan"] = plan
+    return bounded
+
+
+def _cut_listing(doc: dict[str, Any], key: str, most: int) -> None:
+    items = doc.get(key)
+    if isinstance(items, list | dict) and len(items) > most:
+        doc[f"{key}_total"] = len(items)
+        doc[key] = items[:most] if isinstance(items, list) else dict(list(items.items())[:most])
 
 
 def refused_code(response: web.Response) -> str:

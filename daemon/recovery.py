@@ -23,11 +23,12 @@ Outlet = tuple[str, int]
 
 def replay_obligations(journal: Journal, book: ObligationBook, now_s: float) -> None:
     """Accepted and cancelled events, in order, into `book`; then drop those that have ended."""
-    for _wall_s, _kind, _subject, data in journal.entries("grid_event"):
+    for wall_s, _kind, _subject, data in journal.entries("grid_event"):
         event = GridEvent.model_validate(data["event"])
         obligation = Obligation(**data["obligation"]) if data.get("obligation") else None
-        book.apply(event, Decision(True, "recovered", obligation=obligation, cancels=data.get("cancels")))
-    book.expire(now_s)
+        decision = Decision(True, "recovered", obligation=obligation, cancels=data.get("cancels"))
+        book.apply(event, decision, now_s=wall_s)
+    book.expire(now_s)  # and forget what ended longer ago than the book's history keeps
 
 
 def commanded(journal: Journal, group_ids: Collection[str]) -> tuple[dict[str, GroupSetpoint], PolicyMemory]:

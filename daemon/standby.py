@@ -20,14 +20,16 @@ the two sides cannot drift apart.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mullet.drivers.wire import GridEvent, GroupSetpoint, TenantSetpoint, WireError
+from mullet.drivers.wire import GridEvent, GroupSetpoint, TenantSetpoint, WireError, loads
 from mullet.policies.model import Obligation, Override
+
+# The book, bounded by control.max_obligations and the cancelled history (daemon/events.py).
+HANDOVER_MAX_BYTES = 16 << 20
 
 # MQTT grid events kept for a takeover while unacked: bounded, and only recent ones (a sender whose
 # event is older has retried or given up; a retry is a duplicate or decided afresh anyway).
@@ -53,7 +55,7 @@ class Handover:
     def parse(cls, raw: bytes) -> Handover:
         """Validate a `daemon/handover` payload; WireError (bounded reason) when it does not."""
         try:
-            data = json.loads(raw)
+            data = loads(raw, max_bytes=HANDOVER_MAX_BYTES)
             if not isinstance(data, dict) or data.get("v") != 1:
                 raise WireError("bad_version", "handover must be a v1 object")
             obligations = []

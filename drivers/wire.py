@@ -7,19 +7,51 @@ Unknown fields are ignored so newer peers can add them; anything else that does 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 MAX_PAYLOAD_BYTES = 16_384
 WIRE_VERSION = 1
+# Deepest nesting of arrays and objects a JSON input may have: v1 payloads need 3. Checked before
+# parsing, since Python's json recurses once per level and fails with a RecursionError near 1000.
+MAX_JSON_DEPTH = 32
+# Event ids: 1-128 of these, so an id is safe in a log line, a journal row, a report and a file name.
+EVENT_ID_CHARS = "A-Za-z0-9._:@+=-"
+_EVENT_ID = re.compile(f"[{EVENT_ID_CHARS}]{{1,128}}")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_TO_SQUARE = bytes.maketrans(b"{}", b"[]")
 
 Kw = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Ts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Seq = Annotated[int, Field(ge=0)]
 Epoch = Annotated[int, Field(ge=1)]
 
+
+def is_event_id(value: str) -> bool:
+    """Whether `value` is a valid grid event id (docs/protocol.md section 6.1)."""
+    return _EVENT_ID.fullmatch(value) is not None
+
+
+def _event_id(value: str) -> str:
+    if not is_event_id(value):
+        raise ValueError(f"ids are 1-128 of the characters {EVENT_ID_CHARS}")
+    return value
+
+
+def _printable(value: str) -> str:
+    # Unicode categories C* are control, format (bidi overrides, zero-width), surrogate, unassigned.
+    if any(unicodedata.category(c).startswith("C") for c in value):
+        raise ValueError("control and format characters (bidi overrides included) are not allowed")
+    return value
+
+
+EventId = Annotated[str, AfterValidator(_event_id)]
+Text = Annotated[str, AfterValidator(_printable)]
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -70,13 +102,13 @@ class TenantSetpoint(_Payload):
 
 
 class GridEvent(_Payload):
-    id: Annotated[str, Field(min_length=1, max_length=128)]
+    id: EventId
     kind: Literal["limit", "reduce", "cancel"]
     kw: Annotated[float, Field(allow_inf_nan=False)] | None = None
     start: Ts | None = None
     end: Ts | None = None
-    program: Annotated[str, Field(max_length=64)] = "generic"
-    source: Annotated[str, Field(max_length=128)] | None = None
+    program: Annotated[Text, Field(max_length=64)] = "generic"
+    source: Annotated[Text, Field(max_length=128)] | None = None
     # The program lets the site cap AI tenants' flexible shares once all mining is shed.
     allow_ai_flex: bool = False
     # Immediate deployment (e.g. ERCOT FFR): fire this armed under-frequency stage on the fast path.
@@ -120,13 +152,46 @@ def encode_trip(seq: int, stage: int, ts: float, epoch: int | None) -> bytes:
     return b'{"v":1,"seq":%d,"stage":%d,"ts":%r,"epoch":%d}' % (seq, stage, ts, epoch)
 
 
-def decode(model: type[P], raw: bytes) -> P:
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        raise WireError("too_large", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
+def too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (or are unbalanced with that many opened):
+    strings dropped, brackets kept, then one innermost level removed per round, at C speed."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", raw).translate(_TO_SQUARE, _NOT_BRACKET)
+    if b"[" * (limit + 1) in brackets:
+        return True
+    for _ in range(limit):
+        shorter = brackets.replace(b"[]", b"")
+        if not shorter or len(shorter) == len(brackets):
+            break
+        brackets = shorter
+    return bool(shorter)
+
+
+def loads(raw: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
+    """Parse a JSON input from outside: size, then nesting depth, then JSON, each a bounded WireError."""
+    if len(raw) > max_bytes:
+        raise WireError("too_large", f"{len(raw)} bytes > {max_bytes}")
+    if too_deep(raw):
+        raise WireError("too_deep", f"arrays and objects nest deeper than {MAX_JSON_DEPTH} levels")
     try:
-        data: Any = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise WireError("not_json", str(exc)[:200]) from None
+
+
+def event_id_of(raw: bytes) -> str | None:
+    """The `id` of a grid event payload that failed validation, if it is a valid id (to address its ack)."""
+    try:
+        data = loads(raw)
+    except WireError:
+        return None
+    event_id = data.get("id") if isinstance(data, dict) else None
+    return event_id if isinstance(event_id, str) and is_event_id(event_id) else None
+
+
+def decode(model: type[P], raw: bytes) -> P:
+    data = loads(raw)
     if not isinstance(data, dict):
         raise WireError("not_object", f"expected a JSON object, got {type(data).__name__}")
     if data.get("v") != WIRE_VERSION:

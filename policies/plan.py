@@ -443,22 +443,28 @@ def _actuation_reasons(active: tuple[Obligation, ...], now: float) -> list[str]:
     """How each active obligation is met and why (its program's deadline against firmware sleep), and
     whether it waits for a recall rather than its end."""
     lines = []
-    for obligation in active:
-        if not obligation.actuation:
-            continue
+    described = [o for o in active if o.actuation]
+    for obligation in described[:_MOST_DESCRIBED]:
         line = f"'{obligation.event_id}' ({obligation.program}): {obligation.actuation}"
         line += f", {obligation.actuation_reason}"
         if obligation.explicit_recall:
             past_end = obligation.end_s is not None and now >= obligation.end_s
             line += "; past its scheduled end, held until recalled" if past_end else "; held until recalled"
         lines.append(line)
+    if len(described) > _MOST_DESCRIBED:
+        lines.append(f"and {len(described) - _MOST_DESCRIBED} more obligations")
     return lines
+
+
+# Obligations described one per reason line, and named in a held group's reason: the plan's text
+# stays bounded however many are in force (control.max_obligations bounds the book).
+_MOST_DESCRIBED = 10
 
 
 def _restore_blocker(active: tuple[Obligation, ...], unknown: list[str]) -> str:
     """Why nothing may be restored now, or "" when restores may go ahead."""
     if active:
-        names = ", ".join(f"'{o.event_id}'" for o in active)
+        names = _summarise([f"'{o.event_id}'" for o in active], _MOST_DESCRIBED)
         return f"no restore while obligation {names} is active"
     if unknown:
         return f"no restore while {_summarise(unknown)} unknown"
