@@ -29,7 +29,7 @@ from mullet.daemon.secrets import SecretError, read_secret
 from mullet.daemon.state import SiteState
 from mullet.daemon.verify import PendingShed, ShedVerifier
 from mullet.drivers.device_profiles import load_meter_profile
-from mullet.drivers.meter import MeterSample, ModbusMeter
+from mullet.drivers.meter import MeterSample, ModbusMeter, RefreshWatch
 from mullet.drivers.mqtt import MqttLink, tls_context
 from mullet.drivers.pdu import PduPool, PoolResult
 from mullet.drivers.wire import (
@@ -57,7 +57,7 @@ from mullet.policies.model import (
     PolicyMemory,
 )
 from mullet.policies.plan import compute_plan
-from mullet.policies.trigger import FrequencyTrigger, TriggerSettings, trip_hold
+from mullet.policies.trigger import FrequencyTrigger, trip_hold
 
 log = structlog.get_logger("mullet.daemon")
 
@@ -161,24 +161,16 @@ class Daemon:
             on_sample=self._on_meter_sample,
             on_reject=self._on_meter_reject,
             on_round_trip=self.metrics.modbus_seconds.labels(device=meter_device).observe,
-            confirm_now=lambda: self.fastpath.confirming,
-            confirm_delay_s=config.control.trip_confirm_delay_ms / 1000.0,
         )
+        self.meter_refresh = RefreshWatch()
+        self._meter_refresh_slow = False
         self.outlets_by_group = {g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups}
         # A warm connection to every PDU, so a cut is one round trip (design.md section 3).
         self.pdus: PduPool | None = PduPool.from_config(config.pdus) if config.pdus else None
         if self.pdus is not None:
             self.metrics.registry.register(PduCollector(self.pdus))
         self.fastpath = FastPath(
-            trigger=FrequencyTrigger(
-                config.trip_stages(),
-                TriggerSettings(
-                    confirm_samples=config.control.trip_confirm_samples,
-                    max_rocof_hz_per_s=config.control.max_rocof_hz_per_s,
-                    release_hz=config.control.release_hz,
-                    release_after_s=config.control.release_after_s,
-                ),
-            ),
+            trigger=FrequencyTrigger(config.trip_stages(), config.trigger_settings()),
             stages=config.trip_stages(),
             outlets_by_group=self.outlets_by_group,
             pdus=self.pdus,
@@ -190,6 +182,7 @@ class Daemon:
             on_released=self._on_trip_released,
             on_reject=lambda reason: self.metrics.frequency_rejected.labels(reason=reason).inc(),
         )
+        self.metrics.trip_pickup.set(self.fastpath.trigger.settings.pickup_s)
         self.verifier = ShedVerifier(
             deadline_s=config.control.shed_deadline_s,
             threshold_kw={
@@ -242,6 +235,8 @@ class Daemon:
             seq=self.seq,
             recovered_obligations=sorted(self.book.obligations),
         )
+        for ok, line in self.config.stage_budget_lines():
+            (log.info if ok else log.warning)("trip budget", detail=line)
         if self.journal.was_empty:  # before anything is published: seq and holds from the broker
             await broker_history.recover_lost_journal(self)
         try:
@@ -478,7 +473,8 @@ class Daemon:
 
     def _on_meter_sample(self, sample: MeterSample) -> None:
         if self.commanding:  # a standby reads the meter for its warm state; only the leader trips
-            self.fastpath.on_sample(sample.frequency_hz, sample.monotonic_s)  # first: it cannot wait
+            self.fastpath.on_sample(sample.frequency_hz, sample.monotonic_s, sample.requested_s)  # first
+        self.meter_refresh.observe(sample.frequency_hz, sample.monotonic_s)
         was_stale = self.state.site_power_kw(sample.monotonic_s) is None
         self.state.meter = sample
         if was_stale:
@@ -671,6 +667,7 @@ class Daemon:
             "seq": record.seq,
             "stage": record.stage,
             "cause": record.cause,
+            "hz": record.hz,
             "groups": list(record.groups),
             "outlets": [list(o) for o in record.outlets],
         }
@@ -681,6 +678,7 @@ class Daemon:
             stage=record.stage,
             seq=record.seq,
             cause=record.cause,
+            hz=record.hz,
             groups=len(record.groups),
             outlets=len(record.outlets),
             added_latency_ms=round(record.added_latency_s * 1000, 3),
@@ -926,11 +924,37 @@ class Daemon:
             await self._publish_plan(self.plan, force=True)
         self.wake.set()
 
+    def _check_meter_refresh(self) -> None:
+        """Publish how often the meter's frequency register really changes, and say once (per change
+        of verdict) when it changes more slowly than the pickup: one bad measurement could then
+        outlast the pickup and confirm itself (docs/programs.md, "the detection budget")."""
+        refresh_s = self.meter_refresh.interval_s
+        if refresh_s is None:
+            return
+        self.metrics.meter_frequency_refresh.set(refresh_s)
+        pickup_s = self.fastpath.trigger.settings.pickup_s
+        slow = refresh_s > 1.5 * pickup_s
+        if slow != self._meter_refresh_slow:
+            self._meter_refresh_slow = slow
+            if slow:
+                log.warning(
+                    "meter frequency refreshes slower than the trip pickup",
+                    observed_s=round(refresh_s, 3),
+                    pickup_s=pickup_s,
+                )
+            else:
+                log.info(
+                    "meter frequency refresh within the trip pickup",
+                    observed_s=round(refresh_s, 3),
+                    pickup_s=pickup_s,
+                )
+
     def _update_metrics(self, plan: Plan, now_mono_s: float) -> None:
         m = self.metrics
         site_kw = self.state.site_power_kw(now_mono_s)
         m.site_power.set(math.nan if site_kw is None else site_kw * 1000.0)
         m.meter_stale.set(1.0 if site_kw is None else 0.0)
+        self._check_meter_refresh()
         m.ai_power.set(self._sum_kw(self.state.tenant_power_kw, self.tenant_ids, now_mono_s) * 1000.0)
         m.mining_power.set(self._sum_kw(self.state.group_power_kw, self.group_ids, now_mono_s) * 1000.0)
         m.site_limit.set(plan.site_limit_kw * 1000.0)

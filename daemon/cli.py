@@ -51,6 +51,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{args.file}: journal.path: {journal_problem}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"ok: {config.summary()}")
+    for ok, line in config.stage_budget_lines():
+        if ok:
+            print(line)
+        else:
+            print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -23,8 +23,10 @@ from pydantic import (
 )
 
 from mullet.daemon.secrets import SecretError, check_secret_file
+from mullet.drivers.device_profiles import ProfileError, load_meter_profile
 from mullet.policies.model import GroupSpec, PolicySettings, SiteSpec, TenantSpec, TripStage
 from mullet.policies.programs import Program, catalogue_with
+from mullet.policies.trigger import StageBudget, TriggerSettings, stage_budgets
 
 PositiveKw = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeKw = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -128,6 +130,18 @@ class MeterSection(_Strict):
     poll_hz: Annotated[float, Field(gt=0, le=100)] = 10.0
     timeout_s: Annotated[float, Field(gt=0, le=5)] = 0.2
     stale_after_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # How often this meter recomputes its frequency register, when measured on site to differ from
+    # the profile's `frequency_refresh_s` (absent: the profile's).
+    frequency_refresh_s: Annotated[float, Field(gt=0, le=10)] | None = None
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_loads(cls, name: str) -> str:
+        try:
+            load_meter_profile(name)
+        except ProfileError as exc:
+            raise ValueError(str(exc)) from None
+        return name
 
 
 class PduSection(_Strict):
@@ -224,11 +238,13 @@ class ControlSection(_Strict):
     # deadline, or its PDU outlets are cut (firmware sleep takes ~5 s; design.md section 6).
     shed_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
     shed_confirm_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    # Fast path: consecutive samples at or below a stage's threshold before it fires.
+    # Fast path: independent meter measurements in a row at or below a stage's threshold before it
+    # fires (policies/trigger.py). A reading counts as a new measurement when its value changed
+    # (`trip_confirm_on_change`) or it was read at least `trip_pickup_ms` after the last counted one
+    # (absent: the meter's frequency refresh interval), so one bad refresh can never trip a stage.
     trip_confirm_samples: Annotated[int, Field(ge=1, le=20)] = 2
-    # Wait before each confirming read (0: at once). Set it to the meter's refresh period for the
-    # confirmation to see a new measurement rather than the same one read again.
-    trip_confirm_delay_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    trip_pickup_ms: Annotated[float, Field(ge=0, le=10_000)] | None = None
+    trip_confirm_on_change: bool = True
     max_rocof_hz_per_s: Annotated[float, Field(gt=0, le=100)] = 5.0
     # A fired stage holds restores until the frequency is back at or above this for release_after_s.
     release_hz: Annotated[float, Field(gt=40, lt=70)] = 59.95
@@ -523,6 +539,65 @@ class Config(_Strict):
             )
             for p in self.programs
         )
+
+    def meter_frequency_refresh_s(self) -> float:
+        """The meter's frequency refresh interval: measured on site (config) or the profile's."""
+        if self.meter.frequency_refresh_s is not None:
+            return self.meter.frequency_refresh_s
+        return load_meter_profile(self.meter.profile).frequency_refresh_s
+
+    def trigger_settings(self) -> TriggerSettings:
+        control = self.control
+        pickup_ms = control.trip_pickup_ms
+        return TriggerSettings(
+            confirm_samples=control.trip_confirm_samples,
+            pickup_s=self.meter_frequency_refresh_s() if pickup_ms is None else pickup_ms / 1000.0,
+            confirm_on_change=control.trip_confirm_on_change,
+            max_rocof_hz_per_s=control.max_rocof_hz_per_s,
+            release_hz=control.release_hz,
+            release_after_s=control.release_after_s,
+        )
+
+    def stage_budgets(self) -> list[StageBudget]:
+        """Each armed stage's worst time from a sustained crossing to its trip, against the deadline
+        of the frequency-triggered program at its threshold (the meter's timeout bounds a read)."""
+        deadlines = {
+            p.trigger_hz: (p.name, p.deadline_s)
+            for p in self.program_catalogue().values()
+            if p.trigger_hz is not None
+        }
+        return stage_budgets(
+            self.trip_stages(),
+            deadlines,
+            self.trigger_settings(),
+            refresh_s=self.meter_frequency_refresh_s(),
+            poll_period_s=1.0 / self.meter.poll_hz,
+            round_trip_s=self.meter.timeout_s,
+        )
+
+    def stage_budget_lines(self) -> list[tuple[bool, str]]:
+        """(ok, line) per armed stage for check-config and the start-up log: a stage whose worst
+        case misses its program's deadline is not ok."""
+        out: list[tuple[bool, str]] = []
+        settings = self.trigger_settings()
+        how = (
+            f"meter refresh {self.meter_frequency_refresh_s():g} s, poll {1.0 / self.meter.poll_hz:g} s,"
+            f" read timeout {self.meter.timeout_s:g} s, {settings.confirm_samples} measurements,"
+            f" pickup {settings.pickup_s:g} s"
+        )
+        for budget in self.stage_budgets():
+            line = (
+                f"trip stage {budget.stage} at {budget.threshold_hz:g} Hz fires within"
+                f" {budget.worst_fire_s:.3f} s of a sustained crossing"
+                f" ({budget.moving_fire_s:.3f} s if each refresh changes the value; {how})"
+            )
+            if budget.program is not None:
+                verdict = "meets" if budget.meets_deadline else "MISSES"
+                line += (
+                    f": {verdict} {budget.program}'s {budget.deadline_s:g} s deadline before the devices act"
+                )
+            out.append((budget.meets_deadline is not False, line))
+        return out
 
     def trip_stages(self) -> tuple[TripStage, ...]:
         return tuple(

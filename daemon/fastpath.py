@@ -49,6 +49,7 @@ class TripRecord:
     issued_s: float | None
     groups: tuple[str, ...]
     outlets: tuple[Outlet, ...]
+    hz: float | None = None  # the confirming measurement (frequency trips)
 
     @property
     def added_latency_s(self) -> float:
@@ -134,33 +135,29 @@ class FastPath:
             armed[number] = _Armed(groups, outlets, cut)
         self._armed = armed
 
-    @property
-    def confirming(self) -> bool:
-        """A sample is at or below an unfired stage's threshold: the meter should read again now."""
-        return self.trigger.confirming
-
-    def on_sample(self, hz: float, sample_mono_s: float) -> None:
-        """Called by the meter driver for every decoded sample; must stay cheap."""
-        verdict = self.trigger.observe(hz, sample_mono_s)
+    def on_sample(self, hz: float, sample_mono_s: float, requested_mono_s: float | None = None) -> None:
+        """Called by the meter driver for every decoded sample; must stay cheap. `requested_mono_s`:
+        when its read was sent (the meter measured in between)."""
+        verdict = self.trigger.observe(hz, sample_mono_s, requested_mono_s)
         if verdict.rejected is not None:
             self.on_reject(verdict.rejected)
         elif verdict.fire is not None:
-            self.fire(verdict.fire, sample_mono_s, cause="frequency")
+            self.fire(verdict.fire, sample_mono_s, cause="frequency", hz=hz)
         if verdict.released:
             self.on_released()
 
-    def fire(self, stage: int, sample_mono_s: float, *, cause: str) -> None:
+    def fire(self, stage: int, sample_mono_s: float, *, cause: str, hz: float | None = None) -> None:
         """Send the armed trip before returning: every armed PDU's first write and the broadcast are on
         their sockets, then `on_fired` records it; the acknowledgements follow in a task."""
         collecting = gc.isenabled()
         gc.disable()  # a collection here would add its pause to the trip (ms for a full one)
         try:
-            self._fire(stage, sample_mono_s, cause)
+            self._fire(stage, sample_mono_s, cause, hz)
         finally:
             if collecting:
                 gc.enable()
 
-    def _fire(self, stage: int, sample_mono_s: float, cause: str) -> None:
+    def _fire(self, stage: int, sample_mono_s: float, cause: str, hz: float | None) -> None:
         armed = self._armed.get(stage, _UNARMED)
         # Outlets first: a cut drops load in milliseconds, the broadcast starts a firmware sleep that
         # takes seconds (design.md section 6); and the broker's fan-out to hundreds of controllers,
@@ -187,7 +184,7 @@ class FastPath:
                 log.exception("armed pdu cut did not complete", stage=stage)
         issued_s = writes.written_s if writes is not None else None
         record = TripRecord(
-            stage, seq, cause, sample_mono_s, published_s, issued_s, armed.groups, armed.outlets
+            stage, seq, cause, sample_mono_s, published_s, issued_s, armed.groups, armed.outlets, hz
         )
         try:
             self.on_fired(record)  # the commands are out: now state, journal and metrics

@@ -59,6 +59,16 @@ class Metrics:
         self.meter_stale = Gauge(
             "mullet_meter_stale", "1 while the site meter reading is unknown.", registry=r
         )
+        self.meter_frequency_refresh = Gauge(
+            "mullet_meter_frequency_refresh_seconds",
+            "Median time between changes of the meter's frequency reading (its refresh, or more).",
+            registry=r,
+        )
+        self.trip_pickup = Gauge(
+            "mullet_trip_pickup_seconds",
+            "Least time between two frequency samples counted as separate measurements.",
+            registry=r,
+        )
         self.grid_events = Counter(
             "mullet_grid_events_total", "Grid events received, by outcome.", ["outcome"], registry=r
         )

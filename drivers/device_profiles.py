@@ -34,6 +34,9 @@ class MeterProfile:
     table: Literal["input", "holding"]
     word_order: Literal["big", "little"]
     points: dict[str, Point]
+    # How often the meter recomputes its frequency register: reads closer together than this can
+    # return one measurement twice (the trip pickup; docs/programs.md, "the detection budget").
+    frequency_refresh_s: float
 
     def block(self, names: tuple[str, ...]) -> tuple[int, int]:
         """One (start, count) read covering `names`: fewer round trips than one read per point."""
@@ -208,7 +211,18 @@ def load_meter_profile(name: str) -> MeterProfile:
     for required in ("power_w", "frequency_hz"):
         if required not in points:
             raise ProfileError(f"meter profile {name!r} lacks point {required!r}")
-    return MeterProfile(name=data["name"], table=data["table"], word_order=data["word_order"], points=points)
+    refresh_s = _get(data, "frequency_refresh_s", (int, float), f"meter profile {name!r}")
+    if not (math.isfinite(refresh_s) and 0 < refresh_s <= 10):
+        raise ProfileError(
+            f"meter profile {name!r}: frequency_refresh_s must be in (0, 10] s, got {refresh_s}"
+        )
+    return MeterProfile(
+        name=data["name"],
+        table=data["table"],
+        word_order=data["word_order"],
+        points=points,
+        frequency_refresh_s=float(refresh_s),
+    )
 
 
 _PDU_KEYS = frozenset(

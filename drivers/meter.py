@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,7 +31,9 @@ MAX_PLAUSIBLE_HZ = 100.0
 class MeterSample:
     power_kw: float
     frequency_hz: float
-    monotonic_s: float
+    monotonic_s: float  # when the read came back
+    # When it was sent: the meter measured between the two (the trip's pickup counts from here).
+    requested_s: float | None = None
 
 
 SampleHandler = Callable[[MeterSample], None]
@@ -63,13 +67,7 @@ class ModbusMeter:
         on_sample: SampleHandler,
         on_reject: RejectHandler,
         on_round_trip: Callable[[float], None] | None = None,
-        confirm_now: Callable[[], bool] | None = None,
-        confirm_delay_s: float = 0.0,
-        max_confirm_reads: int = 4,
     ) -> None:
-        """`confirm_now` is asked after each sample; while it says yes the meter reads again after
-        `confirm_delay_s` instead of waiting for the next slot (at most `max_confirm_reads` extra
-        reads per slot), so a trip's confirming samples do not each cost a poll period."""
         self.host = host
         self.port = port
         self.device_id = device_id
@@ -79,10 +77,6 @@ class ModbusMeter:
         self.on_sample = on_sample
         self.on_reject = on_reject
         self.on_round_trip = on_round_trip
-        self.confirm_now = confirm_now
-        self.confirm_delay_s = confirm_delay_s
-        self.max_confirm_reads = max_confirm_reads
-        self.confirm_reads = 0
         self._start, self._count = profile.block(("power_w", "frequency_hz"))
         self._power = profile.points["power_w"]
         self._frequency = profile.points["frequency_hz"]
@@ -96,14 +90,6 @@ class ModbusMeter:
             while True:
                 await self._poll_once(client)
                 reraise_swallowed_cancel()  # pymodbus awaits through wait_for (Python 3.11)
-                for _ in range(self.max_confirm_reads):
-                    if self.confirm_now is None or not self.confirm_now():
-                        break
-                    # Off the schedule: the next slot stays where it was.
-                    await asyncio.sleep(self.confirm_delay_s)
-                    self.confirm_reads += 1
-                    await self._poll_once(client)
-                    reraise_swallowed_cancel()
                 # Fixed-rate schedule; after a long stall skip missed slots instead of bursting.
                 next_s += self.period_s
                 now_s = time.monotonic()
@@ -145,8 +131,21 @@ class ModbusMeter:
         reason = plausibility_error(power_w, frequency_hz)
         if reason is not None:
             self.on_reject(reason)
+            self.health.note("garbage", f"implausible reading: {reason}")
             return
-        self.on_sample(MeterSample(power_kw=power_w / 1000.0, frequency_hz=frequency_hz, monotonic_s=done_s))
+        # ~0.2 us while nothing changes: the sample's trip waits no longer than that.
+        if done_s - started_s > self.timeout_s / 2:
+            self.health.note("slow", f"answers in {done_s - started_s:.3f} s, over half the timeout")
+        else:
+            self.health.note("up")
+        self.on_sample(
+            MeterSample(
+                power_kw=power_w / 1000.0,
+                frequency_hz=frequency_hz,
+                monotonic_s=done_s,
+                requested_s=started_s,
+            )
+        )
 
     def _decode(self, client: AsyncModbusTcpClient, registers: Sequence[int], point: Point) -> float:
         offset = point.address - self._start
@@ -157,3 +156,32 @@ class ModbusMeter:
         )
         assert isinstance(value, int | float)
         return float(value)
+
+
+class RefreshWatch:
+    """How often the meter's frequency register changes, seen from the samples: the median time
+    between changes over the last `window` changes. The trip confirmation's pickup assumes the
+    profile's refresh interval; a register that changes more slowly could hold one bad measurement
+    for longer than the pickup. A register with a coarse resolution can repeat a value across
+    refreshes, so this can read high, never low (to within one poll period)."""
+
+    def __init__(self, window: int = 31, min_changes: int = 5) -> None:
+        self._intervals_s: deque[float] = deque(maxlen=window)
+        self._min_changes = min_changes
+        self._last_hz: float | None = None
+        self._changed_s: float | None = None
+
+    def observe(self, hz: float, t_s: float) -> None:
+        if hz == self._last_hz:
+            return
+        if self._changed_s is not None:
+            self._intervals_s.append(t_s - self._changed_s)
+        self._last_hz = hz
+        self._changed_s = t_s
+
+    @property
+    def interval_s(self) -> float | None:
+        """The median interval between changes; None until `min_changes` were seen."""
+        if len(self._intervals_s) < self._min_changes:
+            return None
+        return statistics.median(self._intervals_s)

@@ -74,6 +74,7 @@ class SimulatedSite:
             port=config.meter.port if meter_port is None else meter_port,
             device_id=config.meter.device_id,
             profile=config.meter.profile,
+            frequency_refresh_s=config.meter_frequency_refresh_s(),
         )
 
         # (pdu_id, outlet) -> group fed by it

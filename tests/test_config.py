@@ -41,6 +41,25 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: site tx-demo-1")
     assert len(result.stdout.strip().splitlines()) == 1
+    # The example's DIN-rail meter refreshes frequency once a second: too slow for FFR, and said so.
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: trip stage 1 at 59.85 Hz fires within 2.600 s")
+    assert warnings[0].endswith("MISSES FFR's 0.25 s deadline before the devices act")
+
+
+def test_check_config_shows_a_relay_grade_meter_meeting_ffr(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace(
+        "stale_after_s = 1.0\n", "stale_after_s = 1.0\nfrequency_refresh_s = 0.0167\n", 1
+    )
+    text = text.replace("poll_hz = 10", "poll_hz = 50", 1).replace("timeout_s = 0.2", "timeout_s = 0.05", 1)
+    fast = tmp_path / "fast.toml"
+    fast.write_text(text)
+    result = _check_config(fast)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+    assert "trip stage 1 at 59.85 Hz fires within 0.173 s" in result.stdout
+    assert "meets FFR's 0.25 s deadline" in result.stdout
 
 
 def test_check_config_names_a_negative_rated_kw(tmp_path: Path) -> None:

@@ -64,27 +64,28 @@ def _driver(
     )
 
 
-async def test_a_confirming_read_goes_out_at_once_not_at_the_next_slot(meter_sim: MeterSim) -> None:
-    recorder = Recorder()
-    # A 10 s poll period: without the confirming read the second sample would come 10 s later.
-    driver = ModbusMeter(
-        "127.0.0.1",
-        meter_sim.port,
-        device_id=1,
-        profile=PROFILE,
-        poll_hz=0.1,
-        timeout_s=0.1,
-        on_sample=recorder.sample,
-        on_reject=recorder.reject,
-        confirm_now=lambda: len(recorder.samples) < 3,
-        max_confirm_reads=2,
+async def test_reads_within_one_refresh_window_return_one_measurement_and_a_glitch_holds_one_window() -> None:
+    grid_hz = {"value": 60.0}
+    sim = MeterSim(
+        power_kw=lambda: 1000.0, frequency_hz=lambda: grid_hz["value"], port=0, frequency_refresh_s=0.2
     )
-    task = asyncio.create_task(driver.run())
+    await sim.start()
+    recorder = Recorder()
+    task = asyncio.create_task(_driver(sim, recorder, poll_hz=50.0).run())
     try:
-        await recorder.until(lambda: len(recorder.samples) >= 3, timeout_s=3.0)
-        assert driver.confirm_reads == 2
-        # at most max_confirm_reads extra reads per slot, whatever confirm_now says
-        assert len(recorder.samples) == 3
+        await recorder.until(lambda: sim.refreshes >= 2)
+        grid_hz["value"] = 59.9  # the grid moves mid-window: the register keeps the window's value
+        window = sim.refreshes
+        sim.glitch_frequency(59.5)
+        await recorder.until(lambda: sim.refreshes >= window + 2)
+        seen = [round(s.frequency_hz, 3) for s in recorder.samples]
+        assert 59.5 in seen
+        first_bad, last_bad = seen.index(59.5), len(seen) - 1 - seen[::-1].index(59.5)
+        bad = recorder.samples[first_bad : last_bad + 1]
+        assert all(round(s.frequency_hz, 3) == 59.5 for s in bad)  # one run of reads, one window
+        assert bad[-1].requested_s is not None and bad[-1].requested_s - bad[0].monotonic_s < 0.2
+        assert seen[last_bad + 1] == 59.9  # the window after the glitch reports the grid again
+        assert all(s.requested_s is not None and s.requested_s <= s.monotonic_s for s in recorder.samples)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
