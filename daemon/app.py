@@ -13,15 +13,17 @@ from typing import Any
 
 import structlog
 
-from mullet.daemon import broker_history, recovery
+from mullet.daemon import broker_history, fds, recovery
 from mullet.daemon.config import Config, ConfigError, load_config
 from mullet.daemon.events import ObligationBook, rejected
 from mullet.daemon.fastpath import FastPath, TripRecord, TripSettled
 from mullet.daemon.grid_ven import run_ven
 from mullet.daemon.ha import HaRole
 from mullet.daemon.http_api import serve_http_api
+from mullet.daemon.http_guard import Limits, beyond_loopback
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
+from mullet.daemon.metrics_http import MetricsListener
 from mullet.daemon.notify import Notifier
 from mullet.daemon.pdu_metrics import PduCollector
 from mullet.daemon.plan_journal import plan_change
@@ -227,7 +229,14 @@ class Daemon:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+        # The HTTP listeners' connection caps fit under the fd limit with control's fds kept free.
+        caps = fds.listener_caps(self.config, fds.soft_nofile_limit())
+        section = self.config.metrics
+        limits = Limits(
+            caps.metrics, section.header_timeout_s, section.body_timeout_s, section.idle_timeout_s
+        )
+        metrics_listener = MetricsListener(self.metrics, limits)
+        self.metrics_port = await metrics_listener.start(section.host, section.port)
         log.info(
             "mulletd starting",
             site_id=self.config.site.site_id,
@@ -248,7 +257,7 @@ class Daemon:
                     tg.create_task(self.pdus.start(), name="pdus")
                 tg.create_task(self._grid_events(), name="grid-events")
                 if self.config.http_api.enabled:
-                    tg.create_task(serve_http_api(self, self.config.http_api), name="http-api")
+                    tg.create_task(serve_http_api(self, self.config.http_api, caps.api), name="http-api")
                 if self.config.openadr.enabled:
                     tg.create_task(run_ven(self, self.config.openadr), name="openadr")
                 tg.create_task(self._supervise(), name="supervisor")
@@ -268,7 +277,7 @@ class Daemon:
                 await self.pdus.close()
             await self.journal.flush()
             self.journal.close()
-            self.metrics.close()
+            await metrics_listener.close()
             log.info("mulletd stopped")
             self.notifier.close()
 
@@ -990,6 +999,16 @@ class Daemon:
             total += value
         return total
 
+    def _listeners(self) -> dict[str, Any]:
+        """Where the API and metrics listen, and whether beyond loopback (`mulletd status` says so)."""
+        out = {"metrics": (self.config.metrics.host, self.metrics_port)}
+        if self.config.http_api.enabled:
+            out["api"] = (self.config.http_api.host, self.http_port)
+        return {
+            name: {"address": f"{host}:{port}", "beyond_loopback": beyond_loopback(host)}
+            for name, (host, port) in out.items()
+        }
+
     def lifecycle_status(self) -> dict[str, Any]:
         """Service health for GET /v1/status: started, ready, cycling, what operators hold."""
         now_mono_s = time.monotonic()
@@ -1004,6 +1023,7 @@ class Daemon:
             "uptime_s": round(now_mono_s - self.started_mono_s, 3),
             "overrides": {g: self._override_doc(o) for g, o in sorted(self.overrides.items())},
             "config_reload": self._last_reload,
+            "listeners": self._listeners(),
             "journal_lost": self.journal_lost,
         }
 

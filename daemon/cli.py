@@ -106,6 +106,7 @@ def freeze_heap() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mullet.daemon import fds
     from mullet.daemon.app import Daemon
     from mullet.daemon.journal import JournalError
     from mullet.daemon.leader import LeadershipLost
@@ -114,8 +115,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mullet.daemon.secrets import SecretError
 
     config = _load_or_exit(args.config)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, library_level=args.library_log_level)
     _real_time_setup()
+    fds.log_budget(config, *fds.raise_nofile_limit())
 
     async def main(stop: asyncio.Event) -> int:
         try:
@@ -294,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the site daemon")
     run.add_argument("--config", required=True, help="site config (TOML)")
     run.add_argument("--log-level", default="info")
+    run.add_argument(
+        "--library-log-level",
+        default="off",
+        choices=["off", "debug", "info", "warning", "error"],
+        help="let pymodbus' and paho's own log lines through from this level (default off)",
+    )
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config; exit 2 naming each bad key")

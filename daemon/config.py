@@ -60,6 +60,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Site-size limits (docs/configuration.md): the largest site designed for is 600 groups (~57,000
+# ASICs, 200 MW) with 30 tenants and 50 PDUs; bench/policy_bench.py plans 6,000 groups in ~12 ms p50.
+# Beyond these a config is a mistake (a generator gone wrong), not a site: check-config says so rather
+# than the daemon starting and never becoming ready.
+MAX_GROUPS = 2_000
+MAX_TENANTS = 200
+MAX_PDUS = 256  # two connections each (daemon/fds.py)
+MAX_OUTLETS_PER_GROUP = 64
+MAX_TRIP_STAGES = 16
+MAX_PROGRAMS = 64
+
+
+class ListenerLimits(_Strict):
+    """Connection limits of an HTTP listener (daemon/http_guard.py): beyond `max_connections` a new
+    connection is closed at once; a request's headers must arrive within `header_timeout_s` of its
+    first byte (or of the connection opening), its body within `body_timeout_s`; an idle keep-alive
+    connection is closed after `idle_timeout_s`."""
+
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
 class SiteSection(_Strict):
     site_id: Ident
     interconnect_kw: PositiveKw
@@ -185,7 +209,7 @@ class GroupSection(_Strict):
     min_off_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
     # Economics: curtail above this energy price; default derived from [economics] hashprice.
     break_even_usd_per_mwh: Annotated[float, Field(allow_inf_nan=False)] | None = None
-    outlets: list[OutletRef] = []
+    outlets: Annotated[list[OutletRef], Field(max_length=MAX_OUTLETS_PER_GROUP)] = []
 
     @model_validator(mode="after")
     def _below_rated(self) -> GroupSection:
@@ -233,7 +257,7 @@ class ControlSection(_Strict):
     restore_stagger_s: Annotated[float, Field(gt=0, le=60)] = 10.0
     min_on_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     min_off_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
-    trip_stages: list[TripStageSection] = []
+    trip_stages: Annotated[list[TripStageSection], Field(max_length=MAX_TRIP_STAGES)] = []
     # Verification: a shed group must show power_kw <= sleep + fraction x (rated - sleep) within the
     # deadline, or its PDU outlets are cut (firmware sleep takes ~5 s; design.md section 6).
     shed_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
@@ -338,7 +362,7 @@ class OpenAdrSection(_Strict):
         return self
 
 
-class HttpApiSection(_Strict):
+class HttpApiSection(ListenerLimits):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Port = 9110
@@ -360,9 +384,11 @@ class HttpApiSection(_Strict):
         return self
 
 
-class MetricsSection(_Strict):
+class MetricsSection(ListenerLimits):
     host: str = "127.0.0.1"
     port: Port = 9108
+    # A scraper or two: a smaller cap than the API's.
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 16
 
 
 class JournalSection(_Strict):
@@ -421,15 +447,15 @@ class Config(_Strict):
     site: SiteSection
     mqtt: MqttSection = MqttSection()
     meter: MeterSection = MeterSection()
-    pdus: list[PduSection] = []
-    groups: Annotated[list[GroupSection], Field(min_length=1)]
-    tenants: list[TenantSection] = []
+    pdus: Annotated[list[PduSection], Field(max_length=MAX_PDUS)] = []
+    groups: Annotated[list[GroupSection], Field(min_length=1, max_length=MAX_GROUPS)]
+    tenants: Annotated[list[TenantSection], Field(max_length=MAX_TENANTS)] = []
     control: ControlSection = ControlSection()
     economics: EconomicsSection = EconomicsSection()
     metrics: MetricsSection = MetricsSection()
     journal: JournalSection = JournalSection()
     simulator: SimulatorSection = SimulatorSection()
-    programs: list[ProgramSection] = []
+    programs: Annotated[list[ProgramSection], Field(max_length=MAX_PROGRAMS)] = []
     openadr: OpenAdrSection = OpenAdrSection()
     http_api: HttpApiSection = HttpApiSection()
     ha: HaSection | None = None  # absent: one daemon, no lease, no epoch on the wire
@@ -656,6 +682,12 @@ def _format_error(err: Any) -> str:
         reason = "required key is missing"
     elif kind == "extra_forbidden":
         reason = "unknown key"
+    elif kind == "too_long" and "max_length" in err.get("ctx", {}):
+        # Never echo the input: it is the whole (huge) list.
+        ctx = err["ctx"]
+        actual = ctx.get("actual_length")
+        reason = f"at most {ctx['max_length']:,} entries (a site-size limit, docs/configuration.md)"
+        reason += f", got {actual:,}" if isinstance(actual, int) else ""
     elif kind == "finite_number":
         reason = f"must be a finite number, got {got!r}"
     elif kind == "value_error":

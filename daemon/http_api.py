@@ -23,6 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mullet.daemon.config import HttpApiSection
+from mullet.daemon.http_guard import GuardedListener, Limits, warn_if_exposed
+from mullet.daemon.logs import RateLimiter
 from mullet.drivers.wire import MAX_PAYLOAD_BYTES, GridEventAck, WireError, loads
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ _WIRE_CODES = frozenset({"too_large", "too_deep", "not_json", "not_object", "bad
 # GET /v1/status lists at most this many obligations, plan obligations and reasons; the rest is counted.
 STATUS_MAX_LISTED = 50
 _UNAVAILABLE_CODES = frozenset({"queue_full", "journal_unavailable", "timeout"})
+# Refused writes are counted each (mullet_http_api_refusals_total); logged once a minute per reason.
+REFUSAL_LOG_EVERY_S = 60.0
 
 
 class OverrideRequest(BaseModel):
@@ -82,6 +86,7 @@ def _digest(value: str) -> bytes:
 def make_app(daemon: Daemon, section: HttpApiSection) -> web.Application:
     # Room for an oversized body to reach the wire check and get its `too_large` ack.
     app = web.Application(client_max_size=4 * MAX_PAYLOAD_BYTES)
+    refusal_lines = RateLimiter(REFUSAL_LOG_EVERY_S)
 
     def refusal(request: web.Request) -> web.Response | None:
         """None if the request may write; else the response (never echoing what was sent)."""
@@ -100,7 +105,15 @@ def make_app(daemon: Daemon, section: HttpApiSection) -> web.Application:
                 **{"WWW-Authenticate": 'Bearer realm="mulletd"'},
             )
         daemon.metrics.api_refusals.labels(reason=reason).inc()
-        log.warning("api write refused", code=reason, path=request.path, peer=request.remote)
+        held = refusal_lines.allow(reason)
+        if held is not None:
+            log.warning(
+                "api write refused",
+                code=reason,
+                path=request.path,
+                peer=request.remote,
+                more_since_last_line=held,
+            )
         return response
 
     async def post_event(request: web.Request) -> web.Response:
@@ -222,21 +235,20 @@ def _finite(value: Any) -> Any:
     return value
 
 
-async def serve_http_api(daemon: Daemon, section: HttpApiSection) -> None:
-    """Serve until cancelled; the bound port is left in `daemon.http_port` (port 0 picks one)."""
-    runner = web.AppRunner(make_app(daemon, section), access_log=None)
-    await runner.setup()
+async def serve_http_api(daemon: Daemon, section: HttpApiSection, max_connections: int) -> None:
+    """Serve until cancelled, at most `max_connections` at a time (daemon/fds.py sizes it); the bound
+    port is left in `daemon.http_port` (port 0 picks one)."""
+    limits = Limits(max_connections, section.header_timeout_s, section.body_timeout_s, section.idle_timeout_s)
+    listener = GuardedListener(make_app(daemon, section), "api", limits, daemon.metrics)
     try:
-        site = web.TCPSite(runner, section.host, section.port)
-        await site.start()
-        server = site._server  # aiohttp keeps the asyncio server here; the only way to learn port 0
-        sockets = getattr(server, "sockets", None) or []
-        daemon.http_port = sockets[0].getsockname()[1] if sockets else section.port
+        daemon.http_port = await listener.start(section.host, section.port)
         log.info(
             "http api listening",
             url=f"http://{section.host}:{daemon.http_port}",
             writes="enabled" if daemon.api_token is not None else "disabled (no token)",
+            max_connections=max_connections,
         )
+        warn_if_exposed("http api", section.host, daemon.http_port)
         await asyncio.Event().wait()
     finally:
-        await runner.cleanup()
+        await listener.close()

@@ -6,9 +6,7 @@ event ids or payload text.
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Plan computation is microseconds to a few ms; buckets resolve that range.
 _FAST_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -22,7 +20,6 @@ GROUP_MODES = ("run", "curtail")
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self._server: WSGIServer | None = None
         r = self.registry
         self.site_power = Gauge(
             "mullet_site_power_watts", "Site import at the meter; NaN when unknown.", registry=r
@@ -88,6 +85,24 @@ class Metrics:
             "mullet_http_api_refusals_total",
             "HTTP API write requests refused before acting, by reason (unauthorized, writes_disabled).",
             ["reason"],
+            registry=r,
+        )
+        self.http_connections_open = Gauge(
+            "mullet_http_connections_open",
+            "Connections open on an HTTP listener (api, metrics).",
+            ["listener"],
+            registry=r,
+        )
+        self.http_connections_closed = Counter(
+            "mullet_http_connections_closed_total",
+            "HTTP connections the daemon closed, by listener and reason (limit: refused at accept, over"
+            " max_connections; header_timeout, body_timeout; idle_timeout: keep-alive ended).",
+            ["listener", "reason"],
+            registry=r,
+        )
+        self.http_accept_errors = Counter(
+            "mullet_http_accept_errors_total",
+            "Failed accepts on an HTTP listener (EMFILE and kin: the process is out of file descriptors).",
             registry=r,
         )
         self.openadr_events = Counter(
@@ -216,14 +231,3 @@ class Metrics:
     def set_group_mode(self, group_id: str, mode: str) -> None:
         for candidate in GROUP_MODES:
             self.group_mode.labels(group_id=group_id, mode=candidate).set(1.0 if candidate == mode else 0.0)
-
-    def serve(self, host: str, port: int) -> int:
-        """Start the scrape endpoint on an explicit address; returns the bound port (0 picks one)."""
-        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(self._server.server_port)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

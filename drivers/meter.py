@@ -21,6 +21,7 @@ from pymodbus.exceptions import ModbusException
 
 from mullet.drivers.cancel import reraise_swallowed_cancel
 from mullet.drivers.device_profiles import MeterProfile, Point
+from mullet.drivers.health import DeviceHealth
 
 log = structlog.get_logger("mullet.meter")
 
@@ -80,6 +81,8 @@ class ModbusMeter:
         self._start, self._count = profile.block(("power_w", "frequency_hz"))
         self._power = profile.points["power_w"]
         self._frequency = profile.points["frequency_hz"]
+        # One log line per change of the meter's state, never one per failed poll (drivers/health.py).
+        self.health = DeviceHealth("meter", log, address=f"{host}:{port}")
 
     async def run(self) -> None:
         client = AsyncModbusTcpClient(
@@ -107,6 +110,7 @@ class ModbusMeter:
                 pass
             if not client.connected:
                 self.on_reject("unreachable")
+                self.health.note("down", f"cannot connect to {self.host}:{self.port}")
                 return
         started_s = time.monotonic()
         try:
@@ -117,14 +121,16 @@ class ModbusMeter:
             )
             response = await read(self._start, count=self._count, device_id=self.device_id)
         except (ModbusException, TimeoutError, OSError) as exc:
-            log.debug("meter read failed", error=str(exc))
             self.on_reject("timeout")
+            detail = str(exc).split("\n", 1)[0][:120]
+            self.health.note("down", f"no usable answer within {self.timeout_s:g} s: {detail}")
             return
         done_s = time.monotonic()
         if self.on_round_trip is not None:
             self.on_round_trip(done_s - started_s)
         if response.isError() or len(response.registers) < self._count:
             self.on_reject("modbus_error")
+            self.health.note("garbage", "a Modbus exception or a short answer")
             return
         power_w = self._decode(client, response.registers, self._power)
         frequency_hz = self._decode(client, response.registers, self._frequency)
