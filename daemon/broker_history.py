@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import structlog
-from prometheus_client import Gauge
 
 from mullet.drivers.mqtt import BrokerAddress, tls_context
 from mullet.drivers.wire import Topics
@@ -141,10 +140,11 @@ async def recover_lost_journal(daemon: Daemon, *, timeout_s: float = 15.0) -> Br
         if group_id in daemon.overrides:
             continue
         until_s = now_s + HOLD_S
-        entry = {"group_id": group_id, "mode": "curtail", "until": until_s, "note": f"{note} (seq {seq})"}
+        why = f"{note} (seq {seq})"
+        entry = {"group_id": group_id, "mode": "curtail", "until": until_s, "note": why}
         # Queued: the writer starts with the TaskGroup, right after this.
         daemon.journal.record("override", {**entry, "by": "journal-loss"}, subject=group_id)
-        daemon.overrides[group_id] = Override(group_id, "curtail", until_s, entry["note"])
+        daemon.overrides[group_id] = Override(group_id, "curtail", until_s, why)
     detail = {
         "broker_max_seq": history.max_seq,
         "seq_before": seq_before,
@@ -154,11 +154,7 @@ async def recover_lost_journal(daemon: Daemon, *, timeout_s: float = 15.0) -> Br
     }
     daemon.journal.record("journal_lost", detail)
     daemon.journal_lost = detail
-    Gauge(
-        "mullet_journal_history_lost",
-        "1: started with an empty journal where the broker held the site's history (docs/operations.md).",
-        registry=daemon.metrics.registry,
-    ).set(1.0)
+    daemon.metrics.journal_history_lost.set(1.0)
     log.error(
         "journal is empty but the broker holds this site's history: seq resumed above the broker's, "
         "groups the broker shows curtailed held curtailed until an operator releases them",

@@ -61,6 +61,11 @@ class Metrics:
             "Median time between changes of the meter's frequency reading (its refresh, or more).",
             registry=r,
         )
+        self.journal_history_lost = Gauge(
+            "mullet_journal_history_lost",
+            "1: started with an empty journal where the broker held the site's history (docs/operations.md).",
+            registry=r,
+        )
         self.trip_pickup = Gauge(
             "mullet_trip_pickup_seconds",
             "Least time between two frequency samples counted as separate measurements.",
