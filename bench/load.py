@@ -11,11 +11,14 @@ Targets (issue 8): under 25% of one core and under 200 MB RSS.
 CPU = (utime + stime) of the daemon process over the measurement window / the window; RSS = the
 largest VmRSS seen (sampled every 0.5 s). Figures are for this machine, in this run.
 
-Both targets are absolute, and say so in the output: RSS is memory, which does not move with the
-CPU's speed, and the CPU target is a share of the core the site's own server gives mulletd (a budget
-on that machine, not a speed claim to compare across machines). The same run also prints, as a
-yardstick for how fast this core is, the median of bench/_reference.py's `least_plan` at 600 groups
-(the plan benches' reference), so a CPU figure from a slower machine can be read against it.
+The CPU verdict is a ratio measured in the same run, since CPU time moves 2-4x between machines
+(issue 16): once the daemon's window is over and the daemon stopped, a bare process on the same CPU
+(`--role bare`) does the same I/O for `--bare-seconds`: it subscribes to the same telemetry and
+json-decodes every message, and reads every PDU's power (one FC 04 each) and the meter at the same
+rates on raw sockets, decoding each answer; no plan, journal or metrics. Verdict: the daemon's CPU
+within `--max-cpu-ratio` of the bare process's. Issue 8's absolute 25 % is printed beside it for this
+machine. RSS stays absolute: memory does not move with the CPU's speed. The run also prints, as a
+yardstick for how fast this core is, the median of bench/_reference.py's `least_plan` at 600 groups.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ from mullet.simulators.ports import free_port
 GROUPS_PER_PDU = 12
 OUTLETS_PER_GROUP = 2
 GROUP_KW = 350.0
+# Verdict: the daemon's CPU within this many times a bare process doing the same I/O, same run, same CPU.
+# Measured 2.44x / 2.46x (2026-12-03, loaded 2-core VM, docs/performance.md).
+MAX_CPU_RATIO = 3.5
 
 
 def site(args: argparse.Namespace, broker_url: str, work: Path) -> dict:
@@ -241,10 +247,47 @@ async def run(args: argparse.Namespace) -> int:
         )
         known = after.get("mullet_mining_power_watts", float("nan")) == after.get("mullet_mining_power_watts")
         cpu_pct = 100.0 * cpu_s / wall_s
+        # The reference, same run: the daemon stopped, a bare process on its CPU does the same I/O.
+        daemon.terminate()
+        await asyncio.wait_for(daemon.wait(), 10)
+        bare = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--role",
+            "bare",
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--root",
+            config.topic_root,
+            "--meter-port",
+            str(config.meter.port),
+            "--meter-hz",
+            str(config.meter.poll_hz),
+            "--outlets",
+            str(GROUPS_PER_PDU * OUTLETS_PER_GROUP),
+            "--pdu-poll-s",
+            str(args.pdu_poll_s),
+            "--seconds",
+            str(args.bare_seconds),
+            "--pdu-ports",
+            *(str(p.port) for p in config.pdus),
+            stdout=asyncio.subprocess.PIPE,
+            preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+        )
+        out, _ = await asyncio.wait_for(bare.communicate(), args.bare_seconds + 30)
+        ref = json.loads(out.decode().strip().splitlines()[-1])
+        bare_pct = 100.0 * ref["cpu_s"] / ref["wall_s"]
+        cpu_ratio = cpu_pct / bare_pct
         print_table(
             ["what", "value", "target"],
             [
-                ("daemon CPU, % of one core", cpu_pct, "< 25"),
+                ("daemon CPU, % of one core", cpu_pct, "< 25 (absolute, for this machine)"),
+                ("ref: bare I/O process CPU, % of one core", bare_pct, ""),
+                ("  its telemetry decoded, msg/s", ref["messages"] / ref["wall_s"], f"{args.groups + 2}"),
+                ("  its Modbus answers, /s", ref["answers"] / ref["wall_s"], ""),
+                ("daemon CPU / bare I/O CPU", cpu_ratio, f"<= {args.max_cpu_ratio:g}"),
                 ("daemon RSS peak, MB", peak_rss, "< 200"),
                 ("telemetry published, msg/s", telemetry_rate, f"{args.groups + 2}"),
                 ("PDU requests served, /s", pdu_requests / wall_s, f"{args.pdus / args.pdu_poll_s:.0f}"),
@@ -255,11 +298,26 @@ async def run(args: argparse.Namespace) -> int:
             ],
         )
         print()
-        ok = cpu_pct < 25.0 and peak_rss < 200.0 and known
+        ok = cpu_ratio <= args.max_cpu_ratio and peak_rss < 200.0 and known
         print(
-            "targets are absolute: RSS does not move with CPU speed; the CPU share is a budget on the machine"
+            f"verdict: daemon CPU <= {args.max_cpu_ratio:g} x the bare I/O process's (same run):"
+            f" {cpu_pct:.1f} / {bare_pct:.1f} % = {cpu_ratio:.2f}x; RSS < 200 MB (absolute: memory does"
+            f" not move with CPU speed): {peak_rss:.0f} MB -> {'PASS' if ok else 'FAIL'}"
         )
-        print(json.dumps({"cpu_pct": round(cpu_pct, 1), "rss_mb": round(peak_rss, 1), "ok": ok}))
+        print(
+            "(issue 8's absolute < 25 % of one core, on this machine:"
+            f" {'met' if cpu_pct < 25.0 else 'not met'})"
+        )
+        print(
+            json.dumps(
+                {
+                    "cpu_pct": round(cpu_pct, 1),
+                    "cpu_ratio": round(cpu_ratio, 2),
+                    "rss_mb": round(peak_rss, 1),
+                    "ok": ok,
+                }
+            )
+        )
         return 0 if ok else 1
     finally:
         if daemon.returncode is None:
@@ -290,6 +348,80 @@ def yardstick_us() -> float:
     return statistics.median(samples)
 
 
+def bare_main(args: argparse.Namespace) -> None:
+    """The same-run reference for the CPU figure: the least any daemon must do for this site's I/O, in
+    one plain Python process pinned to the daemon's CPU. It subscribes to the same telemetry and
+    json-decodes every message, and reads every PDU's outlet power (one FC 04 each) and the meter
+    (one block read) at the same rates on raw sockets, each answer read to its end; no plan, no
+    journal, no metrics. Prints its CPU seconds over `--seconds` as JSON."""
+    import selectors
+    import socket
+
+    import paho.mqtt.client as paho
+    from pymodbus.framer import FramerSocket
+    from pymodbus.pdu import DecodePDU
+    from pymodbus.pdu.register_message import ReadInputRegistersRequest
+
+    from mullet.drivers.device_profiles import load_meter_profile
+
+    framer = FramerSocket(DecodePDU(is_server=False))
+    start, count = load_meter_profile("eastron-sdm630").block(("power_w", "frequency_hz"))
+    devices = [(args.meter_port, start, count, 1.0 / args.meter_hz)]
+    devices += [(port, 102, 2 * args.outlets, args.pdu_poll_s) for port in args.pdu_ports]
+    sel = selectors.DefaultSelector()
+    polls = []
+    for port, address, registers, period_s in devices:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        request = ReadInputRegistersRequest(address=address, count=registers, dev_id=1)
+        polls.append([sock, request, period_s, 0.0, b""])
+        sel.register(sock, selectors.EVENT_READ, polls[-1])
+    decoded = [0]
+
+    def on_message(_client: object, _userdata: object, message: paho.MQTTMessage) -> None:
+        json.loads(message.payload)
+        decoded[0] += 1
+
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"load-bare-{os.getpid()}")
+    client.on_message = on_message
+    client.connect(args.host, args.port, keepalive=60)
+    client.subscribe([(f"{args.root}/mining/+/state", 0), (f"{args.root}/ai/+/state", 0)])
+    mqtt = client.socket()
+    sel.register(mqtt, selectors.EVENT_READ, None)
+    tid = 0
+    cpu_start_s, wall_start_s = time.process_time(), time.monotonic()
+    end_s = wall_start_s + args.seconds
+    answers = 0
+    while (now_s := time.monotonic()) < end_s:
+        for poll in polls:
+            if now_s >= poll[3]:
+                tid = tid % 0xFFFF + 1
+                poll[1].transaction_id = tid
+                poll[0].send(framer.buildFrame(poll[1]))
+                poll[3] = now_s + poll[2]
+        client.loop_misc()
+        if client.want_write():
+            client.loop_write()
+        wake_s = min(poll[3] for poll in polls)
+        for key, _ in sel.select(max(0.0, min(wake_s, end_s) - time.monotonic())):
+            if key.data is None:
+                client.loop_read()
+                continue
+            poll = key.data
+            poll[4] += poll[0].recv(4096)
+            while len(poll[4]) >= 6 and len(poll[4]) >= 6 + int.from_bytes(poll[4][4:6], "big"):
+                size = 6 + int.from_bytes(poll[4][4:6], "big")
+                framer.handleFrame(poll[4][:size], 0, 0)  # decoded, as a driver must
+                poll[4] = poll[4][size:]
+                answers += 1
+    cpu_s, wall_s = time.process_time() - cpu_start_s, time.monotonic() - wall_start_s
+    client.disconnect()
+    sys.stdout.write(
+        json.dumps({"cpu_s": cpu_s, "wall_s": wall_s, "messages": decoded[0], "answers": answers}) + "\n"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=600)
@@ -297,13 +429,35 @@ def main() -> int:
     parser.add_argument("--pdu-poll-s", type=float, default=0.1, help="PDU keep-alive period (10 Hz)")
     parser.add_argument("--warmup-s", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement window")
+    parser.add_argument(
+        "--bare-seconds", type=float, default=15.0, help="the bare I/O reference's window, after the daemon's"
+    )
+    parser.add_argument(
+        "--max-cpu-ratio",
+        type=float,
+        default=MAX_CPU_RATIO,
+        help="verdict: daemon CPU within this many times the bare I/O process's",
+    )
+    parser.add_argument("--role", choices=("bench", "bare"), default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--root", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--meter-port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--meter-hz", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument("--outlets", type=int, default=24, help=argparse.SUPPRESS)
+    parser.add_argument("--pdu-ports", type=int, nargs="*", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "bare":
+        bare_main(args)
+        return 0
     options = [
         ("--groups", args.groups),
         ("--pdus", args.pdus),
         ("--pdu-poll-s", args.pdu_poll_s),
         ("--warmup-s", args.warmup_s),
         ("--seconds", args.seconds),
+        ("--bare-seconds", args.bare_seconds),
+        ("--max-cpu-ratio", args.max_cpu_ratio),
     ]
     print_header(
         "load: 600 groups of telemetry at 1 Hz + 50 PDUs polled at 10 Hz",
