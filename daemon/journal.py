@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 log = structlog.get_logger("mullet.journal")
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -157,7 +158,7 @@ class Journal:
         and each group's newest setpoint; returns how many went."""
         deleted = 0
         while True:
-            count = await asyncio.to_thread(self._prune_batch, before_wall_s)
+            count = await _finish(asyncio.ensure_future(asyncio.to_thread(self._prune_batch, before_wall_s)))
             deleted += count
             if count < _PRUNE_BATCH:
                 break
@@ -188,20 +189,35 @@ class Journal:
 
     async def _commit(self, batch: list[_Entry]) -> None:
         started_s = time.perf_counter()
+        writing = asyncio.ensure_future(asyncio.to_thread(self._write, batch))
         try:
-            await asyncio.to_thread(self._write, batch)
+            await _finish(writing)
+        except asyncio.CancelledError:
+            # The write itself ran to its end: its waiters learn how it went.
+            failure = writing.exception()
+            if failure is None:
+                self._settle(batch)
+            else:
+                self._fail(batch, failure)
+            raise
         except Exception as exc:
-            log.exception("journal write failed", entries=len(batch))
-            for entry in batch:
-                if entry.committed is not None and not entry.committed.done():
-                    entry.committed.set_exception(exc)
+            self._fail(batch, exc)
             return
-        self.written += len(batch)
         if self._on_commit is not None:
             self._on_commit(len(batch), time.perf_counter() - started_s)
+        self._settle(batch)
+
+    def _settle(self, batch: list[_Entry]) -> None:
+        self.written += len(batch)
         for entry in batch:
             if entry.committed is not None and not entry.committed.done():
                 entry.committed.set_result(None)
+
+    def _fail(self, batch: list[_Entry], exc: BaseException) -> None:
+        log.error("journal write failed", entries=len(batch), error=repr(exc))
+        for entry in batch:
+            if entry.committed is not None and not entry.committed.done():
+                entry.committed.set_exception(exc)
 
     def _write(self, batch: list[_Entry]) -> None:
         with self._db:
@@ -252,6 +268,18 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+
+async def _finish(running: asyncio.Future[_T]) -> _T:
+    """Await work on the connection in a worker thread. A cancelled caller still waits for the thread
+    to finish: the thread cannot be stopped, and another use of the connection meanwhile (the shutdown
+    flush) or `close()` during its transaction would race it (sqlite3 crashed a process that way in
+    bench/journal_bench.py)."""
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait({running})
+        raise
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"

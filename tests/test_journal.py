@@ -4,8 +4,10 @@ but keeps what start-up recovery replays."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -87,3 +89,33 @@ async def test_retention_keeps_what_recovery_needs(tmp_path: Path) -> None:
         ("grid_event", "after", '{"id": "after"}'),
         *((kind, "x", "{}") for kind in RECOVERY_KINDS),
     }
+
+
+async def test_a_writer_cancelled_mid_commit_waits_for_its_write_so_closing_is_safe(tmp_path: Path) -> None:
+    """A commit's thread cannot be stopped: cancelling the writer (shutdown) must wait for it, or the
+    shutdown flush and close() would use the connection during its transaction."""
+    journal = Journal(tmp_path / "journal.sqlite")
+    write = journal._write
+    in_thread, release = threading.Event(), threading.Event()
+    finished: list[int] = []
+
+    def slow_write(batch: list) -> None:  # a disk that stalls mid-transaction
+        in_thread.set()
+        release.wait(30)
+        write(batch)
+        finished.append(len(batch))
+
+    journal._write = slow_write  # type: ignore[method-assign]
+    committed = asyncio.ensure_future(journal.durable("x", {"i": 1}))
+    writer = asyncio.create_task(journal.run())
+    assert await asyncio.to_thread(in_thread.wait, 30)
+    writer.cancel()
+    await asyncio.sleep(0)  # let the cancellation land while the thread is still inside the write
+    assert not writer.done()
+    release.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(writer, 30)
+    assert finished == [1]  # the write ended before run() did
+    await asyncio.wait_for(committed, 30)  # and its waiter was told it is on disk
+    journal.close()
+    assert [data for _, _, _, data in Journal(tmp_path / "journal.sqlite").entries("x")] == [{"i": 1}]
