@@ -29,6 +29,12 @@ keep-alive renews it on the first connection and the cut relies on it.
 `PduPool` holds one client per configured PDU and switches outlets on several PDUs concurrently.
 Device errors never raise into the caller: results carry the outlets that were not acknowledged and a
 reason from `FAILURE_REASONS`, and each client counts its failures by reason.
+
+The log says what an operator needs once per change (drivers/health.py), never once per failed poll:
+the keep-alive's outcome is the PDU's health (`pdu down` / `garbage` / `slow` / `up`, with the reason),
+and the cut connection has its own (`pdu cut connection down` / `up`), one line when it is lost and
+one when it is back, not one per reconnect attempt. Only the keep-alive feeds them: the trip's writes
+(`write_armed`, `follow_armed`) do no health bookkeeping.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilR
 from pymodbus.pdu.register_message import WriteMultipleRegistersRequest, WriteSingleRegisterRequest
 
 from mullet.drivers.device_profiles import PduProfile, load_pdu_profile
+from mullet.drivers.health import DeviceHealth
 from mullet.drivers.modbus_tcp import ModbusTcpClient, PreparedRequest, Transaction
 
 log = structlog.get_logger("mullet.pdu")
@@ -229,6 +236,11 @@ class PduClient:
         self._cut_failures = 0  # in a row: refused, closed soon after opening, or cost the other one
         self.single_connection = False  # the PDU keeps one connection only: cuts share the keep-alive's
         self._state: PduState = "new"
+        # What the log says (module docstring); `state` stays the connection's, for mullet_pdu_up.
+        self.health = DeviceHealth("pdu", log, pdu=pdu_id, address=f"{host}:{port}")
+        # Fed by connection events and each keep-alive tick, not by polls that can flap: one event
+        # confirms a change.
+        self.cut_health = DeviceHealth("pdu cut connection", log, confirm_polls=1, pdu=pdu_id)
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[bool] | None = None
@@ -440,6 +452,7 @@ class PduClient:
             pass
         if not self._client.connected:
             self._fail("unreachable")
+            self.health.note("down", f"cannot connect to {self.host}:{self.port}")
             return False
         self._set_state("up")
         return True
@@ -459,13 +472,15 @@ class PduClient:
         if self._cut.connected:
             if not self._cut_young():
                 self._cut_failures = 0  # it has lasted: what failed before was not the PDU's limit
+            self.cut_health.note("up")  # a line held back by the health's min gap goes out now
             return
         if self.single_connection or self._closed or not self._client.connected:
             return
         try:
             await self._cut.connect()
-        except _DEVICE_ERRORS:
+        except _DEVICE_ERRORS as exc:
             self.failures["unreachable"] += 1
+            self.cut_health.note("down", f"cannot reopen: {type(exc).__name__}")
             self._cut_failed()
 
     def _on_cut_connection(self, connected: bool) -> None:
@@ -473,8 +488,9 @@ class PduClient:
             self._session_until_s = 0.0  # as for the other connection: maybe a rebooted PDU
             self._cut_opened_s = time.monotonic()
             self._cut_blamed = False
+            self.cut_health.note("up")
         elif not self._closed and not self.single_connection:
-            log.warning("pdu cut connection lost", pdu=self.pdu_id)
+            self.cut_health.note("down", "connection lost (cuts go on the keep-alive's until it is back)")
             if self._cut_young():
                 self._blame_cut()  # closed by the PDU soon after opening
 
@@ -504,6 +520,7 @@ class PduClient:
         """Read every outlet's power now (what the keep-alive does); False if any read failed."""
         if not self._client.connected:
             self._fail("unreachable")
+            self.health.note("down", "no connection")
             return False
         read = (
             self._client.read_input_registers
@@ -511,17 +528,26 @@ class PduClient:
             else self._client.read_holding_registers
         )
         stride, size, scale = self.profile.power_stride, self.profile.power_size, self.profile.power_scale_w
+        slowest_s = 0.0
+        implausible = 0
         for first, start, count in self._reads:
+            sent_s = time.monotonic()
             try:
                 response = await read(start, count=count, device_id=self.device_id)
             except _DEVICE_ERRORS as exc:
-                self._fail(_reason(exc))
+                reason = self._fail(_reason(exc))
+                self.health.note("down", self._down_reason(reason, exc))
                 return False
             registers = response.registers
             if response.isError() or len(registers) < count:
                 self._fail("modbus_error")
+                answer = (
+                    "a Modbus exception" if response.isError() else f"{len(registers)} of {count} registers"
+                )
+                self.health.note("garbage", f"power read answered with {answer}")
                 return False
             now_s = time.monotonic()
+            slowest_s = max(slowest_s, now_s - sent_s)
             for index in range(count // stride):
                 raw = ModbusClientMixin.convert_from_registers(
                     registers[index * stride : index * stride + size],
@@ -532,13 +558,27 @@ class PduClient:
                 watts = float(raw) * scale
                 if not math.isfinite(watts) or watts < 0:
                     self.failures["implausible"] += 1  # the old value is left to go stale
+                    implausible += 1
                     continue
                 self._power_w[first + index] = watts
                 self._power_at_s[first + index] = now_s
         self.last_read_s = time.monotonic()
         self.power_reads += 1
         self._set_state("up")
+        if implausible:
+            self.health.note("garbage", f"{implausible} implausible power reading(s) (not finite, or < 0)")
+        elif slowest_s > self.timeout_s / 2:
+            self.health.note(
+                "slow", f"answers in {slowest_s:.3f} s, over half the {self.timeout_s:g} s timeout"
+            )
+        else:
+            self.health.note("up")
         return True
+
+    def _down_reason(self, reason: str, exc: BaseException) -> str:
+        if reason == "timeout":
+            return f"no answer within {self.timeout_s:g} s"
+        return f"connection lost or refused: {type(exc).__name__}"
 
     # switching
 
@@ -740,10 +780,9 @@ class PduClient:
         return reason
 
     def _set_state(self, state: PduState) -> None:
-        if state != self._state:
-            level = log.info if state in ("up", "closed", "connecting") else log.warning
-            level("pdu state", pdu=self.pdu_id, state=state, was=self._state)
-            self._state = state
+        """The connection's state (`state`, mullet_pdu_up); not logged: `health` says it once per
+        change, from the keep-alive, where a failed trip write would log once per trip."""
+        self._state = state
 
 
 @dataclass(frozen=True, slots=True)

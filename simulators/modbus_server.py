@@ -7,7 +7,8 @@ on a timer, and writes reach the model before the reply goes out.
 
 Fault switches for tests: `responding = False` keeps the connection open but sends no replies (the
 client times out; writes are not applied), and `stop()`/`start()` close and reopen the listener (the
-client gets connection refused) on the same port.
+client gets connection refused) on the same port; `exceptions = True` answers every request with a
+Modbus exception (DEVICE_FAILURE), like a device whose application has failed behind a live stack.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class ModbusDeviceServer(abc.ABC):
         self.host = host
         self.device_id = device_id
         self.responding = True
+        self.exceptions = False
         self.requests = 0
         self._port = port
         self._server: ModbusTcpServer | None = None
@@ -119,6 +121,8 @@ class ModbusDeviceServer(abc.ABC):
         if not self.responding:
             return ExcCodes.DEVICE_FAILURE  # never seen: _trace_packet drops the reply
         self.requests += 1
+        if self.exceptions:
+            return ExcCodes.DEVICE_FAILURE
         return self._on_request(function_code, block_start, address, registers, values)
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
