@@ -10,11 +10,13 @@ MqttLink.publish_now (QoS 1, TCP_NODELAY), pdus = a PduPool over the 50 PDUs, ar
 that puts all 600 groups at stage 1 with hard_cut (one outlet per PDU: groups 0..49 own outlet 1 of
 pdu 0..49). Once all is set up it calls mulletd's freeze_heap() (gc.freeze), as mulletd does.
 
-Each trip starts where mulletd's does: a MeterSim in its own process, read over Modbus TCP by the
-daemon's ModbusMeter at --trip-poll-hz (50), steps its frequency register 59.93 -> 59.84 Hz at a
-random phase of the poll schedule; the first dipped sample makes the meter read again at once and
-that confirming sample (confirm_samples = 2) fires. Measured from that sample (stamped by the meter
-driver when the read returned, before decoding):
+Each trip starts where mulletd's does: a MeterSim in its own process, a relay-grade meter that
+refreshes its frequency register every cycle (METER_REFRESH_S), read over Modbus TCP by the daemon's
+ModbusMeter at --trip-poll-hz (50). The grid steps 59.93 -> 59.84 Hz at a random phase of the poll
+schedule and keeps moving (a new value at every refresh); the meter shows it at its next refresh and
+the trigger fires on the second measurement below 59.85 Hz (confirm_samples = 2, pickup = one
+refresh), as in mulletd. Measured from that confirming sample (stamped by the meter driver when the
+read returned, before decoding):
   (1) daemon added latency = TripRecord.added_latency_s, timed inside FastPath.fire: the sample ->
       the trip PUBLISH written to the broker's socket and every armed PDU write handed to its socket
       (both happen before fire() returns). Also shown: -> PUBLISH written, -> last PDU write issued,
@@ -25,8 +27,9 @@ driver when the read returned, before decoding):
       site trips that way (its samples come off a socket) but the row shows that cost.
   (2) sample -> the trip received by the last of the 600 controllers (and by the first)
   (3) sample -> all 50 PDU writes acknowledged (PoolResult.done_s)
-  (4) the meter register changing -> the probe controller, for every trip above, and for 30 more
-      trips at each other --poll-hz rate (10 Hz).
+  (4) the grid crossing -> the probe controller, for every trip above, and for 30 more trips at each
+      other --poll-hz rate (10 Hz). Its reference, same trips: the crossing -> the confirming
+      measurement read back (the meter's refreshes and the poll schedule: what any reader waits).
 Between trips the outlets are switched back on and the system is left quiet.
 
 Broadcast floor, same run, same 600 controllers, interleaved with the trips: a persistent
@@ -38,7 +41,8 @@ the same trip PUBLISH written by plain send()s on fresh raw connections identica
 in a selector. Absolute times move 3-4x between machines, so the verdicts are p99 ratios measured in
 the same run: (1) against the bare writes (first write -> PUBLISH written), (2) against the floor,
 (3) against the bare round trip (first write -> all 50 answers). The bare trip's broadcast also
-gives (2) a second reference with the same PDU traffic beside it (the floor has none). (4) is absolute.
+gives (2) a second reference with the same PDU traffic beside it (the floor has none). (4) is a p99
+ratio to its own reference, with the trigger's worst-case fire budget printed beside it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mullet.policies.trigger import TriggerSettings
 
 from _common import p99_note, print_header, print_table, reproduce_command, set_realtime, summary
 
@@ -70,10 +78,12 @@ BARE_SEQ_BASE = 2_000_000
 MAX_ADDED_RATIO = 2.5
 MAX_BROADCAST_RATIO = 1.5
 MAX_ACK_RATIO = 2.0
+MAX_CHAIN_RATIO = 1.5  # (4): the fan-out to the probe adds a few ms to a ~50 ms measurement wait
 # Chain: the meter steps between these. 59.93 -> 59.84 Hz is 4.5 Hz/s at 50 Hz polling, under the
 # trigger's 5 Hz/s rate-of-change plausibility limit, so the first dipped sample counts.
 CHAIN_NORMAL_HZ = 59.93
 CHAIN_DIP_HZ = 59.84
+METER_REFRESH_S = 1 / 60  # a relay-grade meter: frequency recomputed every cycle
 
 
 # --------------------------------------------------------------------------- controllers process
@@ -168,7 +178,14 @@ async def meter_main(args: argparse.Namespace) -> None:
 
     configure_logging("warning")
     hz = [CHAIN_NORMAL_HZ]
-    meter = MeterSim(power_kw=lambda: 1000.0, frequency_hz=lambda: hz[0], host=HOST, port=0)
+
+    def grid_hz() -> float:
+        # A real dip keeps moving: every refresh a new measurement (0.001 Hz apart).
+        return hz[0] if hz[0] == CHAIN_NORMAL_HZ else hz[0] - 0.001 * (meter.refreshes % 10)
+
+    meter = MeterSim(
+        power_kw=lambda: 1000.0, frequency_hz=grid_hz, host=HOST, port=0, frequency_refresh_s=METER_REFRESH_S
+    )
     await meter.start()
     sys.stdout.write(json.dumps({"port": meter.port}) + "\n")
     sys.stdout.flush()
@@ -365,6 +382,8 @@ class Results:
     incomplete: int = 0
     pdu_failed: int = 0
     chain: dict[float, tuple[list[float], list[float], int, int]] = field(default_factory=dict)
+    # crossing -> the confirming measurement read back, per poll rate: (4)'s reference
+    chain_read: dict[float, list[float]] = field(default_factory=dict)
 
 
 def ms(a_ns: int, b_ns: int) -> float:
@@ -381,10 +400,11 @@ async def bench(args: argparse.Namespace) -> int:
     from mullet.drivers.pdu import PduClient, PduPool, PoolResult
     from mullet.drivers.wire import Topics, Trip, encode
     from mullet.policies.model import GroupDecision, Plan, TripStage
-    from mullet.policies.trigger import FrequencyTrigger, TriggerSettings
+    from mullet.policies.trigger import FrequencyTrigger
     from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 
     configure_logging("warning")
+    trigger_settings = chain_trigger()
     mosq = find_mosquitto()
     mosq_pub = shutil.which("mosquitto_pub")
     if mosq is None or mosq_pub is None:
@@ -406,6 +426,7 @@ async def bench(args: argparse.Namespace) -> int:
             ("--max-added-ratio", args.max_added_ratio),
             ("--max-broadcast-ratio", args.max_broadcast_ratio),
             ("--max-ack-ratio", args.max_ack_ratio),
+            ("--max-chain-ratio", args.max_chain_ratio),
         ],
     )
     print_header(
@@ -522,7 +543,7 @@ async def bench(args: argparse.Namespace) -> int:
             seq_counter = iter(range(1, 10**9))
             fired: asyncio.Queue[TripSettled] = asyncio.Queue()
             fast = FastPath(
-                trigger=FrequencyTrigger(stages, TriggerSettings(confirm_samples=2)),
+                trigger=FrequencyTrigger(stages, trigger_settings),
                 stages=stages,
                 outlets_by_group=outlets_by_group,
                 publish_trip=publish_trip,
@@ -610,8 +631,8 @@ async def bench(args: argparse.Namespace) -> int:
 
             class MeterFeed:
                 """A MeterSim in its own process, read by the daemon's ModbusMeter at `poll_hz` and
-                feeding the FastPath as in mulletd (confirming read at once); `dip()` steps the
-                register at a random phase of the poll schedule and returns the trip it fired."""
+                feeding the FastPath as in mulletd; `dip()` steps the grid at a random phase of the
+                poll schedule and returns the trip it fired."""
 
                 def __init__(self, proc: asyncio.subprocess.Process, port: int, poll_hz: float) -> None:
                     self.proc = proc
@@ -628,7 +649,6 @@ async def bench(args: argparse.Namespace) -> int:
                         timeout_s=0.2,
                         on_sample=self._on_sample,
                         on_reject=self.rejects.append,
-                        confirm_now=lambda: fast.confirming,
                     )
                     self.polling = asyncio.create_task(poller.run())
 
@@ -643,7 +663,7 @@ async def bench(args: argparse.Namespace) -> int:
                 def _on_sample(self, sample: MeterSample) -> None:
                     self.sampled.set()
                     if self.feeding:
-                        fast.on_sample(sample.frequency_hz, sample.monotonic_s)
+                        fast.on_sample(sample.frequency_hz, sample.monotonic_s, sample.requested_s)
 
                 async def step(self, command: bytes) -> int:
                     """Step the register; when the meter process changed it (monotonic ns)."""
@@ -653,7 +673,7 @@ async def bench(args: argparse.Namespace) -> int:
                     return int((await read_json(self.proc, 5))["changed_ns"])
 
                 async def dip(self) -> tuple[TripSettled | None, int]:
-                    fast.trigger = FrequencyTrigger(stages, TriggerSettings(confirm_samples=2))
+                    fast.trigger = FrequencyTrigger(stages, trigger_settings)
                     while not fired.empty():
                         fired.get_nowait()
                     await asyncio.sleep(random.uniform(0, self.period_s))
@@ -677,6 +697,7 @@ async def bench(args: argparse.Namespace) -> int:
             warmup = 3
             chain_first: list[float] = []
             chain_last: list[float] = []
+            chain_read: list[float] = []
             missed = 0
             feed = await MeterFeed.start(args.trip_poll_hz)
             freeze_heap()  # as mulletd does once set up
@@ -716,6 +737,7 @@ async def bench(args: argparse.Namespace) -> int:
                             chain_last.append(ms(change_ns, got["last"]))
                         if probe_got is not None:
                             chain_first.append(ms(change_ns, probe_got["first"]))
+                            chain_read.append(ms(change_ns, s_ns))
                     await feed.recover()
                     await pool.switch(all_outlets, on=True)
                     await asyncio.sleep(gap_s)
@@ -760,7 +782,7 @@ async def bench(args: argparse.Namespace) -> int:
 
                     # The same trip with its samples fed straight in: no meter read just before it
                     feed.feeding = False
-                    fast.trigger = FrequencyTrigger(stages, TriggerSettings(confirm_samples=2))
+                    fast.trigger = FrequencyTrigger(stages, trigger_settings)
                     now = time.monotonic()
                     fast.on_sample(60.0, now - 0.2)
                     fast.on_sample(59.8, now - 0.1)
@@ -777,12 +799,13 @@ async def bench(args: argparse.Namespace) -> int:
             finally:
                 await feed.stop()
             res.chain[args.trip_poll_hz] = (chain_first, chain_last, missed, len(feed.rejects))
+            res.chain_read[args.trip_poll_hz] = chain_read
 
             # 6. the whole chain at the other poll rates
             for poll_hz in args.poll_hz:
                 if poll_hz == args.trip_poll_hz:
                     continue  # measured by every trip above
-                chain_first, chain_last, missed = [], [], 0
+                chain_first, chain_last, chain_read, missed = [], [], [], 0
                 feed = await MeterFeed.start(poll_hz)
                 try:
                     for index in range(args.chain_trips + 1):
@@ -799,12 +822,14 @@ async def bench(args: argparse.Namespace) -> int:
                             else:
                                 chain_first.append(ms(change_ns, probe_got["first"]))
                                 chain_last.append(ms(change_ns, got["last"]))
+                                chain_read.append(ms(change_ns, int(settled.trip.sample_mono_s * 1e9)))
                         await feed.recover()
                         await pool.switch(all_outlets, on=True)
                         await asyncio.sleep(gap_s)
                 finally:
                     await feed.stop()
                 res.chain[poll_hz] = (chain_first, chain_last, missed, len(feed.rejects))
+                res.chain_read[poll_hz] = chain_read
                 p50, p99, _ = summary(chain_first)
                 print(
                     f"[5] chain at {poll_hz:g} Hz: {len(chain_first)} trips,"
@@ -839,6 +864,13 @@ async def bench(args: argparse.Namespace) -> int:
         await broker.stop()
 
     return 0 if report(args, res) else 1
+
+
+def chain_trigger() -> TriggerSettings:
+    """As mulletd with a relay-grade meter: two measurements, the pickup one refresh."""
+    from mullet.policies.trigger import TriggerSettings
+
+    return TriggerSettings(confirm_samples=2, pickup_s=METER_REFRESH_S)
 
 
 def report(args: argparse.Namespace, res: Results) -> bool:
@@ -916,12 +948,20 @@ def report(args: argparse.Namespace, res: Results) -> bool:
     )
     if res.chain:
         print()
-        print("whole chain: meter register (MeterSim, own process) steps 59.93 -> 59.84 Hz at a random")
-        print("poll phase -> ModbusMeter -> FastPath (confirm 2, confirming read at once) -> trip received")
-        print("by the probe controller (own process, subscribed first) and by the last of the 600;")
-        print(f"{args.trip_poll_hz:g} Hz: the trips above, other rates: {args.chain_trips} trips each")
+        print("whole chain: the grid steps 59.93 -> 59.84 Hz (and keeps moving) at a random poll phase ->")
+        print(
+            f"meter refresh ({METER_REFRESH_S * 1000:.1f} ms, MeterSim in its own process) -> ModbusMeter ->"
+        )
+        print("FastPath (2 measurements, pickup one refresh) -> trip received by the probe controller (own")
+        print("process, subscribed first) and by the last of the 600; reference: the crossing -> the")
+        print(f"confirming measurement read back. {args.trip_poll_hz:g} Hz: the trips above, other rates:")
+        print(f"{args.chain_trips} trips each")
         rows = []
         for poll_hz, (first, last, missed, rejects) in res.chain.items():
+            p50, p99, mx = summary(res.chain_read.get(poll_hz, []))
+            rows.append(
+                (f"{poll_hz:g} Hz: -> confirming sample read", len(first), p50, p99, mx, missed, rejects)
+            )
             p50, p99, mx = summary(first)
             rows.append((f"{poll_hz:g} Hz: -> probe controller", len(first), p50, p99, mx, missed, rejects))
             p50, p99, mx = summary(last)
@@ -930,13 +970,26 @@ def report(args: argparse.Namespace, res: Results) -> bool:
         print()
     if 50.0 in res.chain:
         _, p99_50, _ = summary(res.chain[50.0][0])
+        _, read99, _ = summary(res.chain_read.get(50.0, []))
+        from mullet.policies.trigger import fire_budget
+
+        worst_s, _ = fire_budget(
+            chain_trigger(), refresh_s=METER_REFRESH_S, poll_period_s=1 / 50.0, round_trip_s=0.2
+        )
+        r4 = ratio(p99_50, read99)
+        ok.append(r4 <= args.max_chain_ratio)
         print(
-            f"target (4) whole chain at 50 Hz polling, probe p99 <= 30 ms: {p99_50:.2f} ms"
-            f" -> {verdict(p99_50 <= 30.0)}"
+            f"target (4) crossing -> probe controller at 50 Hz polling, p99 <= {args.max_chain_ratio:g} x the"
+            f" crossing -> confirming measurement read's p99: {p99_50:.2f} / {read99:.2f} ms = {r4:.2f}x"
+            f" -> {verdict(ok[-1])}"
+        )
+        print(
+            f"           (no verdict) against ERCOT FFR's 250 ms and the trigger's worst-case fire budget"
+            f" for this meter ({worst_s * 1000:.0f} ms with a 0.2 s read timeout): p99 {p99_50:.2f} ms"
         )
     else:
         print("target (4) whole chain at 50 Hz: NOT MEASURED (--poll-hz without 50)")
-    print("exit status 1 when target (1), (2) or (3) fails.")
+    print("exit status 1 when a target fails.")
     return all(ok)
 
 
@@ -998,6 +1051,12 @@ def main() -> int:
         type=float,
         default=MAX_ACK_RATIO,
         help="target (3): PDU acknowledgements' p99 within this many times the bare round trip's p99",
+    )
+    parser.add_argument(
+        "--max-chain-ratio",
+        type=float,
+        default=MAX_CHAIN_RATIO,
+        help="target (4): crossing -> probe p99 within this many times crossing -> confirming sample read",
     )
     parser.add_argument(
         "--role", choices=("bench", "controllers", "pdus", "meter"), default="bench", help=argparse.SUPPRESS

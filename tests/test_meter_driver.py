@@ -89,6 +89,7 @@ async def test_reads_within_one_refresh_window_return_one_measurement_and_a_glit
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()
 
 
 async def test_reads_power_and_frequency_in_kw_and_hz(meter_sim: MeterSim) -> None:
