@@ -7,7 +7,7 @@ interconnect sized so that everything fits. Two cases per size, timed interleave
 - none:  no obligation (the plan sheds nothing; the cycle the daemon runs every period_s),
 - limit: an active `limit` obligation that leaves mining ~2/3 of its rated kW (sheds ~1/3).
 
-600 groups / 20 tenants is the 200 MW campus of design.md section 1 (~57,000 ASICs).
+600 groups / 20 tenants is a 200 MW campus (~57,000 ASICs).
 
 Absolute times move 3-4x between machines, so the verdict is a ratio measured in the same run: each
 call of compute_plan is followed by one of bench/_reference.py's `least_plan` on the same site (read

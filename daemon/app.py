@@ -167,7 +167,7 @@ class Daemon:
         self.meter_refresh = RefreshWatch()
         self._meter_refresh_slow = False
         self.outlets_by_group = {g.group_id: [(o.pdu, o.outlet) for o in g.outlets] for g in config.groups}
-        # A warm connection to every PDU, so a cut is one round trip (design.md section 3).
+        # A warm connection to every PDU, so a cut is one round trip (docs/architecture.md section 9).
         self.pdus: PduPool | None = PduPool.from_config(config.pdus) if config.pdus else None
         if self.pdus is not None:
             self.metrics.registry.register(PduCollector(self.pdus))

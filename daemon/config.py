@@ -259,7 +259,7 @@ class ControlSection(_Strict):
     min_off_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     trip_stages: Annotated[list[TripStageSection], Field(max_length=MAX_TRIP_STAGES)] = []
     # Verification: a shed group must show power_kw <= sleep + fraction x (rated - sleep) within the
-    # deadline, or its PDU outlets are cut (firmware sleep takes ~5 s; design.md section 6).
+    # deadline, or its PDU outlets are cut (firmware sleep takes ~5 s: LuxOS, docs/agents.md).
     shed_deadline_s: Annotated[float, Field(gt=0, le=3600)] = 15.0
     shed_confirm_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
     # Fast path: independent meter measurements in a row at or below a stage's threshold before it

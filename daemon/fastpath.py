@@ -160,7 +160,7 @@ class FastPath:
     def _fire(self, stage: int, sample_mono_s: float, cause: str, hz: float | None) -> None:
         armed = self._armed.get(stage, _UNARMED)
         # Outlets first: a cut drops load in milliseconds, the broadcast starts a firmware sleep that
-        # takes seconds (design.md section 6); and the broker's fan-out to hundreds of controllers,
+        # takes seconds (LuxOS ~5 s, docs/agents.md); and the broker's fan-out to hundreds of controllers,
         # once woken, competes with these writes for the CPU on a small site server. Only the
         # writes themselves go before the broadcast; their timeouts and the rest follow it.
         writes: ArmedWrites | None = None

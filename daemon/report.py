@@ -41,7 +41,7 @@ class ReportRule:
 
 
 # ERS is scored on 15-minute interval data against a baseline with performance factor >= 0.95
-# (ERCOT ERS Technical Requirements; design.md section 6). The other programs are judged against the
+# (ERCOT ERS Technical Requirements; docs/programs.md). The other programs are judged against the
 # meter just before deployment, which is what the daemon itself fixes as a `reduce` baseline.
 _ERS = ReportRule(
     "pre_notice_intervals",

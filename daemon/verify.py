@@ -1,6 +1,6 @@
 """Verification of sheds: a command is not a result.
 
-Miner firmware can answer OK and keep hashing (design.md section 6), so every group told to shed is
+Miner firmware can answer OK and keep hashing (docs/agents.md), so every group told to shed is
 watched until its own telemetry (or its PDU outlets' power) shows it below its shed threshold. A group
 that has not confirmed by its deadline is returned as overdue, for the daemon to escalate to a PDU hard
 cut. An unknown reading never confirms anything.

@@ -1,6 +1,6 @@
 """Site meter over Modbus TCP: one block read per sample, on a fixed schedule, never blocking for long.
 
-pymodbus defaults (timeout 3 s, retries 3) can stall ~12 s on a dead meter (design.md section 5):
+pymodbus defaults (timeout 3 s, retries 3) can stall ~12 s on a dead meter (3 tries x 3 s, plus reconnects):
 this path uses a small timeout and no retries, and a missed sample simply leaves the reading to go
 stale, which the daemon treats as unknown, never as 0 kW.
 """

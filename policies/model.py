@@ -36,7 +36,7 @@ class TenantSpec:
     # Power the tenant has contracted and may draw at any time (SLA).
     reserved_kw: float
     # Extra the site keeps free above the tenant's load so it can ramp without waiting for mining,
-    # whose firmware needs seconds to shed (design.md section 6).
+    # whose firmware needs seconds to shed (LuxOS ~5 s, docs/agents.md).
     headroom_kw: float
     # Part of reserved_kw the contract lets a grid emergency cap; reserved - flexible is firm.
     flexible_kw: float = 0.0
@@ -61,7 +61,7 @@ class TripStage:
 class PolicySettings:
     # Restore only when the plan still fits with this much to spare (hysteresis against flapping).
     deadband_kw: float = 0.0
-    # Utilities commonly allow 10-30 MW/min of load ramp (design.md section 6): default the low end.
+    # Utilities commonly allow 10-30 MW/min of load ramp (docs/configuration.md): default the low end.
     restore_ramp_kw_per_min: float = 10_000.0
     # Restores are spread: at most restore_stagger_s / 60 of the minute's ramp in any such window.
     restore_stagger_s: float = 10.0
