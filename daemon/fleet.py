@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mullet.daemon.fleet_config import FleetConfig
+from mullet.daemon.http_guard import Limits
+from mullet.daemon.metrics_http import MetricsListener
 from mullet.drivers.mqtt import MqttLink
 from mullet.drivers.wire import (
     GridEvent,
@@ -126,15 +128,29 @@ class FleetMetrics:
         self.events = Counter(
             "mullet_fleet_portfolio_events_total", "Portfolio events by outcome.", ["outcome"], registry=r
         )
+        # The /metrics listener's own (daemon/http_guard.py), as in the site daemon's registry.
+        self.http_connections_open = Gauge(
+            "mullet_http_connections_open",
+            "Connections open on an HTTP listener (api, metrics).",
+            ["listener"],
+            registry=r,
+        )
+        self.http_connections_closed = Counter(
+            "mullet_http_connections_closed_total",
+            "HTTP connections the daemon closed, by listener and reason (limit: refused at accept, over"
+            " max_connections; header_timeout, body_timeout; idle_timeout: keep-alive ended).",
+            ["listener", "reason"],
+            registry=r,
+        )
+        self.http_accept_errors = Counter(
+            "mullet_http_accept_errors_total",
+            "Failed accepts on an HTTP listener (EMFILE and kin: the process is out of file descriptors).",
+            registry=r,
+        )
         for site_id in sites:
             self.site_alive.labels(site_id=site_id)
         for cause in RESPLIT_CAUSES:
             self.resplits.labels(cause=cause)
-
-    def serve(self, host: str, port: int) -> int:
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self._server = server
-        return int(server.server_port)
 
 
 class FleetDispatcher:
@@ -173,20 +189,30 @@ class FleetDispatcher:
     # ---- lifecycle -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+        # The site daemon's guarded listener: a connection cap and deadlines (daemon/metrics_http.py).
+        section = self.config.metrics
+        limits = Limits(
+            section.max_connections, section.header_timeout_s, section.body_timeout_s, section.idle_timeout_s
+        )
+        listener = MetricsListener(self.metrics, limits)
+        port = await listener.start(section.host, section.port)
         log.info(
             "fleet dispatcher starting",
             fleet_id=self.settings.fleet_id,
             sites=sorted(self.sites),
-            metrics=f"http://{self.config.metrics.host}:{port}/metrics",
+            metrics=f"http://{section.host}:{port}/metrics",
+            metrics_max_connections=section.max_connections,
         )
-        async with asyncio.TaskGroup() as tg:
-            link = tg.create_task(self.link.run(), name="mqtt")
-            loop = tg.create_task(self._loop(), name="dispatch")
-            await self._stop.wait()
-            await self.link.close()
-            link.cancel()
-            loop.cancel()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                link = tg.create_task(self.link.run(), name="mqtt")
+                loop = tg.create_task(self._loop(), name="dispatch")
+                await self._stop.wait()
+                await self.link.close()
+                link.cancel()
+                loop.cancel()
+        finally:
+            await listener.close()
 
     def stop(self) -> None:
         self._stop.set()

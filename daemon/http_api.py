@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mullet.daemon.config import HttpApiSection
 from mullet.daemon.http_guard import GuardedListener, Limits, warn_if_exposed
 from mullet.daemon.logs import RateLimiter
+from mullet.daemon.metrics_http import metrics_response
 from mullet.drivers.wire import MAX_PAYLOAD_BYTES, GridEventAck, WireError, loads
 
 if TYPE_CHECKING:
@@ -179,8 +179,8 @@ def make_app(daemon: Daemon, section: HttpApiSection) -> web.Application:
         return web.json_response(_finite(plan))
 
     async def get_metrics(request: web.Request) -> web.Response:
-        body = generate_latest(daemon.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # Rendered off the loop, in the [metrics] listener's thread (daemon/metrics_http.py).
+        return await metrics_response(daemon.metrics.registry)
 
     app.add_routes(
         [

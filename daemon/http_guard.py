@@ -22,14 +22,14 @@ import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from prometheus_client import Counter, Gauge
 
 from mullet.daemon.logs import RateLimiter
-from mullet.daemon.metrics import Metrics
 
 log = structlog.get_logger("mullet.http")
 
@@ -38,6 +38,14 @@ CloseReason = Literal["limit", "header_timeout", "body_timeout", "idle_timeout"]
 _QUIET: frozenset[str] = frozenset({"idle_timeout"})
 LOG_EVERY_S = 60.0
 _ACCEPT_ERROR = "socket.accept() out of system resource"
+
+
+class ListenerMetrics(Protocol):
+    """What a listener counts in: the site daemon's Metrics and the fleet dispatcher's FleetMetrics."""
+
+    http_connections_open: Gauge
+    http_connections_closed: Counter
+    http_accept_errors: Counter
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +59,7 @@ class Limits:
 class Guard:
     """One listener's connection count and what it closed."""
 
-    def __init__(self, listener: str, limits: Limits, metrics: Metrics) -> None:
+    def __init__(self, listener: str, limits: Limits, metrics: ListenerMetrics) -> None:
         self.listener = listener
         self.limits = limits
         self.open = 0
@@ -177,7 +185,7 @@ def _guard_middleware(body_timeout_s: float) -> Any:
 class GuardedListener:
     """An aiohttp application served on `host:port` under `limits`; `port` is the bound one."""
 
-    def __init__(self, app: web.Application, listener: str, limits: Limits, metrics: Metrics) -> None:
+    def __init__(self, app: web.Application, listener: str, limits: Limits, metrics: ListenerMetrics) -> None:
         self.guard = Guard(listener, limits, metrics)
         self._metrics = metrics
         app.middlewares.append(_guard_middleware(limits.body_timeout_s))
@@ -212,7 +220,7 @@ class GuardedListener:
         await self._runner.cleanup()
 
 
-def count_accept_errors(loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
+def count_accept_errors(loop: asyncio.AbstractEventLoop, metrics: ListenerMetrics) -> None:
     """Count asyncio's failed accepts (EMFILE and kin) in `mullet_http_accept_errors_total`; the log
     line asyncio writes for each is rate-limited in daemon/logs.py. Installed once per loop."""
     previous = loop.get_exception_handler()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from helpers import MULLETD, Observer, observing, start_daemon, until, write_config
+from helpers import MULLETD, Observer, observing, read_metrics, start_daemon, until, write_config
 
 from mullet.daemon.config import Config
 from mullet.daemon.fleet_config import parse_fleet_config
@@ -270,3 +272,66 @@ async def test_portfolio_is_split_met_and_resplit_when_a_site_daemon_dies(tmp_pa
             30,
             "mining restored at the survivors",
         )
+
+
+def _closed_by_peer_after_s(sock: socket.socket) -> float:
+    """Seconds until the peer closes `sock` (recv returns EOF); socket.timeout past the socket's own."""
+    started_s = time.monotonic()
+    while sock.recv(4096):
+        pass
+    return time.monotonic() - started_s
+
+
+def _metrics_answer(port: int) -> bool:
+    with contextlib.suppress(OSError):
+        return read_metrics(port).value("mullet_fleet_sites_alive") >= 0
+    return False
+
+
+async def test_the_dispatchers_metrics_close_idle_connections_and_still_answer(
+    mqtt_broker, tmp_path: Path
+) -> None:
+    """Issue 17: prometheus_client's server held a thread and an fd per connection and never timed one
+    out; the dispatcher's /metrics is the site daemon's guarded listener (daemon/metrics_http.py)."""
+    port = free_port()
+    data = {
+        "fleet": {"fleet_id": "pf-metrics"},
+        "mqtt": {"url": mqtt_broker.url},
+        "metrics": {"port": port, "header_timeout_s": 1.0, "idle_timeout_s": 1.0},
+        "sites": [{"site_id": "s1"}],
+    }
+    parse_fleet_config(data)
+    path = tmp_path / "fleet.toml"
+    path.write_text(tomli_w.dumps(data))
+    with (tmp_path / "fleet.log").open("ab") as log_file:
+        dispatcher = await asyncio.create_subprocess_exec(
+            str(MULLETD), "fleet", "--config", str(path), stdout=log_file, stderr=log_file
+        )
+    try:
+        await until(lambda: _metrics_answer(port), 30, "the dispatcher's /metrics")
+
+        def idle_connections() -> tuple[float, float]:
+            # One connection that never sends a byte, one left idle after a keep-alive request.
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as silent:
+                silent_s = _closed_by_peer_after_s(silent)
+            kept = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            kept.request("GET", "/metrics")
+            response = kept.getresponse()
+            assert response.status == 200 and b"mullet_fleet_sites_alive" in response.read()
+            assert kept.sock is not None
+            try:
+                return silent_s, _closed_by_peer_after_s(kept.sock)
+            finally:
+                kept.close()
+
+        silent_s, kept_s = await asyncio.to_thread(idle_connections)
+        print(f"closed: silent after {silent_s:.2f} s, idle keep-alive after {kept_s:.2f} s (1 s timeouts)")
+        assert silent_s >= 0.5  # closed by its deadline, not refused
+        metrics = await asyncio.to_thread(read_metrics, port)  # and it still answers
+        closed = 'mullet_http_connections_closed_total{listener="metrics",reason="%s"}'
+        assert metrics.value(closed % "header_timeout", 0.0) >= 1
+        assert metrics.value(closed % "idle_timeout", 0.0) >= 1
+    finally:
+        if dispatcher.returncode is None:
+            dispatcher.kill()
+        await asyncio.wait_for(dispatcher.wait(), 30)
