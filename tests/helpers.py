@@ -244,6 +244,16 @@ async def observing(
         await asyncio.to_thread(observer.close)
 
 
+async def retained(broker: Any, root: str) -> dict[str, bytes]:
+    """Every retained message under `root` (topic -> payload), as a new subscriber gets them: they come
+    at SUBSCRIBE, before a marker this subscriber publishes afterwards."""
+    marker = f"{root}/test/marker-{secrets.token_hex(3)}"
+    async with observing(broker, [f"{root}/#"]) as observer:
+        await observer.publish(marker, b"x")
+        seen = await observer.wait_for(lambda m: m.topic == marker, 10, what="the retained messages' end")
+        return {m.topic: m.payload for m in observer.received[: observer.received.index(seen)]}
+
+
 # The site's config.
 
 

@@ -8,10 +8,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from helpers import EXAMPLE
 
 from mullet.daemon.config import ConfigError, load_config, parse_config
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "site.example.toml"
 
 
 def _example() -> dict:

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
-import urllib.request
-from pathlib import Path
 
-MULLETD = Path(sys.executable).with_name("mulletd")
-
-
-def _scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read().decode()
+from helpers import MULLETD, Metrics, read_metrics
 
 
 async def test_demo_meets_the_limit_and_leaves_ai_untouched() -> None:
@@ -27,16 +19,21 @@ async def test_demo_meets_the_limit_and_leaves_ai_untouched() -> None:
     )
     assert proc.stdout is not None
     lines: list[str] = []
-    scraped = ""
+    scraped: Metrics | None = None
     async with asyncio.timeout(90):
         while raw := await proc.stdout.readline():
             line = raw.decode().rstrip()
             lines.append(line)
             # Scrape once the daemon reports a live site: the endpoint is real, not just printed.
-            if not scraped and line.startswith("t=") and "site  " in line and "?" not in line.split("|")[0]:
-                url = re.search(r"http://\S+/metrics", "\n".join(lines[:3]))
+            if (
+                scraped is None
+                and line.startswith("t=")
+                and "site  " in line
+                and "?" not in line.split("|")[0]
+            ):
+                url = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", "\n".join(lines[:3]))
                 assert url, lines[:3]
-                scraped = await asyncio.to_thread(_scrape, url.group(0))
+                scraped = await asyncio.to_thread(read_metrics, int(url.group(1)))
         returncode = await proc.wait()
 
     output = "\n".join(lines)
@@ -48,7 +45,10 @@ async def test_demo_meets_the_limit_and_leaves_ai_untouched() -> None:
     summary = lines[-1]
     match = re.fullmatch(r"demo: event (\S+) limit (\d+) kW met in ([\d.]+) s; ai untouched: yes", summary)
     assert match, summary
-    assert float(match.group(3)) <= 5.0 + 2.0  # the default firmware curtail ramp plus slack
+    # Met by the curtail ramp (the default firmware's: 5 s), well within the run; the figure is printed,
+    # the bound only says the limit was met by the ramp and not at the end of the run.
+    assert float(match.group(3)) <= 4 * 5.0
     assert "mining load back to" in output
-    assert "mullet_plan_compute_seconds_bucket" in scraped
-    assert "mullet_site_power_watts" in scraped
+    assert scraped is not None, "the daemon never reported a live site"
+    assert scraped.value("mullet_plan_compute_seconds_count") >= 1
+    assert scraped.value("mullet_site_power_watts") > 0  # a live site: known, and drawing

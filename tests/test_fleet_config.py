@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from helpers import MULLETD, ROOT
 
 from mullet.daemon.config import ConfigError
 from mullet.daemon.fleet_config import load_fleet_config, parse_fleet_config
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "fleet" / "fleet.example.toml"
-MULLETD = Path(sys.executable).with_name("mulletd")
+EXAMPLE = ROOT / "deploy" / "fleet" / "fleet.example.toml"  # the fleet's, not helpers.EXAMPLE (a site's)
 
 
 def test_the_example_parses() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from helpers import Observer
+from helpers import Observer, retained
 
 from mullet.drivers.mqtt import BrokerAddress, MqttLink, backoff_delays
 
@@ -26,20 +26,11 @@ class Inbox:
         if payload == b"boom":
             raise RuntimeError("handler bug")
 
-    async def until(self, predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    async def until(self, predicate, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
         async with asyncio.timeout(timeout_s):
             while not predicate():
                 self.changed.clear()
                 await self.changed.wait()
-
-
-async def _retained(broker, topic: str) -> bytes:  # type: ignore[no-untyped-def]
-    async with aiomqtt.Client(broker.host, broker.port) as client:
-        await client.subscribe(topic, qos=1)
-        async with asyncio.timeout(5):
-            message = await anext(aiter(client.messages))
-            assert isinstance(message.payload, bytes)
-            return message.payload
 
 
 async def test_reconnects_resubscribes_and_reannounces(restartable_broker) -> None:
@@ -62,7 +53,7 @@ async def test_reconnects_resubscribes_and_reannounces(restartable_broker) -> No
     task = asyncio.create_task(link.run())
     try:
         await asyncio.wait_for(connects.wait(), 30)
-        assert await _retained(restartable_broker, "site/daemon/online") == b"1"
+        assert (await retained(restartable_broker, "site"))["site/daemon/online"] == b"1"
         async with aiomqtt.Client(restartable_broker.host, restartable_broker.port) as peer:
             await peer.publish("site/in/a", b"boom", qos=1)  # a handler bug is counted, not fatal
             await peer.publish("site/in/b", b"one", qos=1)
@@ -76,14 +67,14 @@ async def test_reconnects_resubscribes_and_reannounces(restartable_broker) -> No
         restartable_broker.start_blocking()  # no persistence: retained state and sessions are gone
         await asyncio.wait_for(connects.wait(), 30)
         assert link.connections == 2
-        assert await _retained(restartable_broker, "site/daemon/online") == b"1"
+        assert (await retained(restartable_broker, "site"))["site/daemon/online"] == b"1"
         async with aiomqtt.Client(restartable_broker.host, restartable_broker.port) as peer:
             await peer.publish("site/in/c", b"two", qos=1)
         await inbox.until(lambda: ("site/in/c", b"two") in inbox.messages)
         assert await link.publish("site/out", b"x") is True
 
         await link.close()  # an explicit goodbye: a clean disconnect fires no will
-        assert await _retained(restartable_broker, "site/daemon/online") == b"0"
+        assert (await retained(restartable_broker, "site"))["site/daemon/online"] == b"0"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -133,7 +124,7 @@ async def test_publish_now_puts_the_publish_on_the_socket_before_returning(mqtt_
         assert ack is not None
         # Blocks this loop: only a PUBLISH already written can reach the watcher meanwhile.
         assert watcher.payloads_blocking(1) == [b'{"v":1}']
-        assert await asyncio.wait_for(ack, 5) is True
+        assert await asyncio.wait_for(ack, 30) is True
 
 
 async def test_publish_now_leaves_no_writer_spinning_the_loop(mqtt_broker) -> None:
@@ -158,7 +149,7 @@ async def test_publish_now_leaves_no_writer_spinning_the_loop(mqtt_broker) -> No
         for _ in range(3):
             ack = link.publish_now("site/mining/trip", b'{"v":1}', qos=1)
             assert ack is not None
-            assert await asyncio.wait_for(ack, 5) is True
+            assert await asyncio.wait_for(ack, 30) is True
         writes_before = writes
         for _ in range(200):  # 200 loop turns with nothing to send
             await asyncio.sleep(0)

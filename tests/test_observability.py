@@ -17,11 +17,10 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import running_site, until
+from helpers import MULLETD, ROOT, running_site, until
 
 from mullet.daemon.fleet import FleetMetrics
 from mullet.daemon.ha import HaMetrics
@@ -32,9 +31,7 @@ from mullet.drivers.pdu import PduPool
 from mullet.drivers.wire import GridEvent
 from mullet.simulators.ports import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
-MULLETD = Path(sys.executable).with_name("mulletd")
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`; .ci/run installs it)"

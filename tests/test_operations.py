@@ -20,10 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
-import aiomqtt
 import pytest
 import tomli_w
-from helpers import Running, running_site, site_config, start_daemon, until
+from helpers import Running, retained, running_site, site_config, start_daemon, until
 
 from mullet.daemon.config import ConfigError, parse_config
 from mullet.daemon.notify import Notifier
@@ -170,24 +169,6 @@ def _log_events(running: Running) -> list[dict]:
     return [json.loads(line) for line in running.log_path.read_text().splitlines() if line.startswith("{")]
 
 
-async def _retained(mqtt_broker, root: str) -> dict[str, bytes]:
-    """Every retained message under the root, as a new subscriber gets them."""
-    marker = f"{root}/test/marker-{secrets.token_hex(3)}"
-    got: dict[str, bytes] = {}
-    async with aiomqtt.Client(
-        mqtt_broker.host, mqtt_broker.port, identifier=f"r-{secrets.token_hex(3)}"
-    ) as c:
-        await c.subscribe(f"{root}/#", qos=1)
-        # Retained messages are queued at SUBSCRIBE, before anything this client publishes after it.
-        await c.publish(marker, b"x", qos=1)
-        async with asyncio.timeout(10):
-            async for message in c.messages:
-                if message.topic.value == marker:
-                    return got
-                got[message.topic.value] = message.payload if isinstance(message.payload, bytes) else b""
-    return got
-
-
 async def test_ready_comes_after_the_first_plan_watchdog_after_cycles_and_sigterm_leaves_setpoints(
     mqtt_broker, tmp_path: Path
 ) -> None:
@@ -218,12 +199,12 @@ async def test_ready_comes_after_the_first_plan_watchdog_after_cycles_and_sigter
 
         # SIGTERM: exit 0 within 5 s; online 0 retained; the setpoints left as they were; journal flushed.
         topics = running.observer.topics
-        before = await _retained(mqtt_broker, running.config.topic_root)
+        before = await retained(mqtt_broker, running.config.topic_root)
         sets_before = {t: p for t, p in before.items() if t.endswith("/set")}
         assert len(sets_before) == 12 + 2
         running.daemon.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(running.daemon.wait(), 5) == 0
-        after = await _retained(mqtt_broker, running.config.topic_root)
+        after = await retained(mqtt_broker, running.config.topic_root)
         assert after[topics.daemon_online] == b"0"
         assert {t: p for t, p in after.items() if t.endswith("/set")} == sets_before
         stopping = _datagrams(notify)
