@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
 import pynvml
 import pytest
+from helpers import Observer, observing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -106,7 +104,7 @@ FIRM_KW = 2.0
 @contextlib.asynccontextmanager
 async def gpu_agent(
     broker: Any,
-) -> AsyncIterator[tuple[GpuAgent, list[FakeGpu], Topics, aiomqtt.Client, States]]:
+) -> AsyncIterator[tuple[GpuAgent, list[FakeGpu], Topics, Observer, Observer]]:
     gpus = [FakeGpu(min_limit_w=g.min_limit_w, max_limit_w=g.max_limit_w, demand_w=g.demand_w) for g in FLEET]
     config = parse_agent_config(
         GpuAgentConfig,
@@ -124,55 +122,34 @@ async def gpu_agent(
     )
     topics = Topics(config.topic_root)
     agent = GpuAgent(config, nvml=Nvml(FakeNvml(gpus)))
-    states = States()
-    async with aiomqtt.Client(broker.host, broker.port, identifier=f"d-{secrets.token_hex(3)}") as client:
-        await client.subscribe(topics.tenant_state("ai-a"), qos=1)
-
-        async def pump() -> None:
-            async for message in client.messages:
-                if isinstance(message.payload, bytes):
-                    states.items.append(json.loads(message.payload))
-                    states.changed.set()
-
-        tasks = [asyncio.create_task(agent.run()), asyncio.create_task(pump())]
+    async with observing(broker, [topics.tenant_state("ai-a")], topics) as observer:
+        task = asyncio.create_task(agent.run())
         try:
-            yield agent, gpus, topics, client, states
+            yield agent, gpus, topics, observer, observer  # the observer publishes caps and records states
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await client.publish(topics.tenant_set("ai-a"), b"", qos=1, retain=True)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await observer.publish(topics.tenant_set("ai-a"), b"", retain=True)
 
 
-@dataclass
-class States:
-    items: list[dict[str, Any]] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-async def wait_state(states: States, match: Callable[[dict[str, Any]], bool], timeout_s: float = 5.0) -> dict:
+async def wait_state(
+    states: Observer, match: Callable[[dict[str, Any]], bool], timeout_s: float = 30.0
+) -> dict:
     """The first state so far (or to come) that matches."""
-    seen = 0
-    async with asyncio.timeout(timeout_s):
-        while True:
-            for state in states.items[seen:]:
-                if match(state):
-                    return state
-            seen = len(states.items)
-            states.changed.clear()
-            await states.changed.wait()
+    seen = await states.wait_for(lambda m: match(m.json()), timeout_s, what="a matching tenant state")
+    return seen.json()
 
 
-async def send_cap(client: aiomqtt.Client, topics: Topics, seq: int, cap_kw: float | None) -> None:
+async def send_cap(client: Observer, topics: Topics, seq: int, cap_kw: float | None) -> None:
     setpoint = TenantSetpoint(seq=seq, power_cap_kw=cap_kw, ts=time.time())
-    await client.publish(topics.tenant_set("ai-a"), encode(setpoint), qos=1, retain=True)
+    await client.publish(topics.tenant_set("ai-a"), encode(setpoint), retain=True)
 
 
 async def test_gpu_agent_spreads_a_cap_over_eight_gpus_and_honours_it(mqtt_broker) -> None:
     async with gpu_agent(mqtt_broker) as (agent, gpus, topics, client, states):
         # Before its first power readings the agent counts each GPU at its maximum (unknown is not
         # zero): take a state stamped after a completed control cycle (which read every GPU).
-        await asyncio.wait_for(agent.cycle_done.wait(), 5)
+        await asyncio.wait_for(agent.cycle_done.wait(), 30)
         read_s = time.time()
         uncapped = await wait_state(states, lambda s: s["seq_applied"] is None and s["ts"] >= read_s)
         demand_w = sum(g.demand_w for g in FLEET)
