@@ -696,7 +696,7 @@ async def test_an_armed_cut_is_reused_trip_after_trip_each_write_with_its_own_tr
     behind the first) must both be answered, matched by the id stamped into each frame."""
     sim = CoilPduSim("pdu-armed", 4, outlet_power_w=lambda _: 1000.0)
     await sim.start()
-    client = _client(sim, timeout_s=0.5, keepalive_s=60.0)
+    client = _client(sim, timeout_s=TIMEOUT_S, keepalive_s=60.0)
     await client.start()
     try:
         armed = client.prepare_switch([2], on=False)
