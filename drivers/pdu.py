@@ -10,7 +10,7 @@ keep-alive also renews the session before it can expire, so a hard cut is one ro
 per contiguous run of outlets when the profile allows multi writes, else one FC 05 / FC 06 per outlet;
 the login write first when the session may have expired, and once more if the PDU refuses a write
 (a session lost behind our back, e.g. a reboot). Requests use a small timeout and no retries
-(design.md section 5: pymodbus' defaults block ~12 s on a dead device); after a timeout the remaining
+(pymodbus' defaults, a 3 s timeout and 3 retries, block ~12 s on a dead device); after a timeout the remaining
 writes to that PDU are abandoned instead of each waiting out its own timeout. `switch_now()` (the fast
 path) puts the first write on the socket before it returns.
 
