@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mullet.daemon.fleet_config import FleetConfig
 from mullet.daemon.http_guard import Limits
+from mullet.daemon.metrics import ListenerSeries
 from mullet.daemon.metrics_http import MetricsListener
 from mullet.drivers.mqtt import MqttLink
 from mullet.drivers.wire import (
@@ -102,7 +103,7 @@ class Portfolio:
     resplits: list[dict[str, Any]] = field(default_factory=list)
 
 
-class FleetMetrics:
+class FleetMetrics(ListenerSeries):
     def __init__(self, sites: list[str]) -> None:
         self.registry = r = CollectorRegistry()
         self.sites_alive = Gauge("mullet_fleet_sites_alive", "Sites online with a fresh plan.", registry=r)
@@ -128,25 +129,7 @@ class FleetMetrics:
         self.events = Counter(
             "mullet_fleet_portfolio_events_total", "Portfolio events by outcome.", ["outcome"], registry=r
         )
-        # The /metrics listener's own (daemon/http_guard.py), as in the site daemon's registry.
-        self.http_connections_open = Gauge(
-            "mullet_http_connections_open",
-            "Connections open on an HTTP listener (api, metrics).",
-            ["listener"],
-            registry=r,
-        )
-        self.http_connections_closed = Counter(
-            "mullet_http_connections_closed_total",
-            "HTTP connections the daemon closed, by listener and reason (limit: refused at accept, over"
-            " max_connections; header_timeout, body_timeout; idle_timeout: keep-alive ended).",
-            ["listener", "reason"],
-            registry=r,
-        )
-        self.http_accept_errors = Counter(
-            "mullet_http_accept_errors_total",
-            "Failed accepts on an HTTP listener (EMFILE and kin: the process is out of file descriptors).",
-            registry=r,
-        )
+        self._add_listener_series(r)  # its /metrics listener's, as in the site daemon's registry
         for site_id in sites:
             self.site_alive.labels(site_id=site_id)
         for cause in RESPLIT_CAUSES:

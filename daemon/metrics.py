@@ -17,7 +17,36 @@ _ACK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 GROUP_MODES = ("run", "curtail")
 
 
-class Metrics:
+class ListenerSeries:
+    """What every guarded HTTP listener reports (daemon/http_guard.py): the site daemon's metrics and
+    the fleet dispatcher's both carry these."""
+
+    http_connections_open: Gauge
+    http_connections_closed: Counter
+    http_accept_errors: Counter
+
+    def _add_listener_series(self, r: CollectorRegistry) -> None:
+        self.http_connections_open = Gauge(
+            "mullet_http_connections_open",
+            "Connections open on an HTTP listener (api, metrics).",
+            ["listener"],
+            registry=r,
+        )
+        self.http_connections_closed = Counter(
+            "mullet_http_connections_closed_total",
+            "HTTP connections the daemon closed, by listener and reason (limit: refused at accept, over"
+            " max_connections; header_timeout, body_timeout; idle_timeout: keep-alive ended).",
+            ["listener", "reason"],
+            registry=r,
+        )
+        self.http_accept_errors = Counter(
+            "mullet_http_accept_errors_total",
+            "Failed accepts on an HTTP listener (EMFILE and kin: the process is out of file descriptors).",
+            registry=r,
+        )
+
+
+class Metrics(ListenerSeries):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -92,24 +121,7 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.http_connections_open = Gauge(
-            "mullet_http_connections_open",
-            "Connections open on an HTTP listener (api, metrics).",
-            ["listener"],
-            registry=r,
-        )
-        self.http_connections_closed = Counter(
-            "mullet_http_connections_closed_total",
-            "HTTP connections the daemon closed, by listener and reason (limit: refused at accept, over"
-            " max_connections; header_timeout, body_timeout; idle_timeout: keep-alive ended).",
-            ["listener", "reason"],
-            registry=r,
-        )
-        self.http_accept_errors = Counter(
-            "mullet_http_accept_errors_total",
-            "Failed accepts on an HTTP listener (EMFILE and kin: the process is out of file descriptors).",
-            registry=r,
-        )
+        self._add_listener_series(r)
         self.openadr_events = Counter(
             "mullet_openadr_events_total",
             "OpenADR events answered by the VEN, by opt (optIn, optOut) and reason code.",
