@@ -276,6 +276,17 @@ def site_config(
     return write_config(data, tmp_path / "site.toml")
 
 
+API_TOKEN = "test-token-0123456789"
+
+
+def with_http_api(data: dict) -> None:
+    """A `site_config` mutator: the HTTP API on a free port, its bearer token `API_TOKEN` in a 0600 file."""
+    token_file = Path(data["journal"]["path"]).with_name("api-token")
+    token_file.write_text(API_TOKEN + "\n")
+    token_file.chmod(0o600)
+    data["http_api"] = {"enabled": True, "port": free_port(), "token_file": str(token_file)}
+
+
 def write_config(data: dict, path: Path) -> tuple[Config, Path]:
     """`data` checked by the daemon's parser and written where `mulletd --config` will read it."""
     config = parse_config(data)

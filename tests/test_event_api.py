@@ -8,19 +8,9 @@ import time
 from pathlib import Path
 
 import aiohttp
-from helpers import Running, running_site, start_daemon, until
+from helpers import API_TOKEN, Running, running_site, start_daemon, until, with_http_api
 
 from mullet.drivers.wire import GridEvent, encode
-from mullet.simulators.ports import free_port
-
-TOKEN = "test-token-0123456789"
-
-
-def _http_api(data: dict) -> None:
-    token_file = Path(data["journal"]["path"]).with_name("api-token")
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    data["http_api"] = {"enabled": True, "port": free_port(), "token_file": str(token_file)}
 
 
 def _rejections(running: Running) -> dict[str, float]:
@@ -29,7 +19,7 @@ def _rejections(running: Running) -> dict[str, float]:
 
 
 async def _post(
-    session: aiohttp.ClientSession, running: Running, body: GridEvent | bytes, token: str = TOKEN
+    session: aiohttp.ClientSession, running: Running, body: GridEvent | bytes, token: str = API_TOKEN
 ) -> tuple[int, dict]:
     url = f"http://127.0.0.1:{running.config.http_api.port}/v1/grid/event"
     raw = body if isinstance(body, bytes) else encode(body)
@@ -40,7 +30,7 @@ async def _post(
 async def test_http_events_are_acked_like_mqtt_and_every_refusal_has_a_code_in_ack_and_metric(
     mqtt_broker, tmp_path: Path
 ) -> None:
-    async with running_site(mqtt_broker, tmp_path, _http_api) as running, aiohttp.ClientSession() as http:
+    async with running_site(mqtt_broker, tmp_path, with_http_api) as running, aiohttp.ClientSession() as http:
         observer = running.observer
         now_s = time.time()
         event = GridEvent(id="http-1", kind="limit", kw=12_000, program="ECRS", source="test")
@@ -110,7 +100,7 @@ async def test_http_events_are_acked_like_mqtt_and_every_refusal_has_a_code_in_a
 async def test_an_ers_obligation_survives_a_restart_and_its_end_and_is_restored_only_on_recall(
     mqtt_broker, tmp_path: Path
 ) -> None:
-    async with running_site(mqtt_broker, tmp_path, _http_api) as running, aiohttp.ClientSession() as http:
+    async with running_site(mqtt_broker, tmp_path, with_http_api) as running, aiohttp.ClientSession() as http:
         site, observer, config = running.site, running.observer, running.config
         rated_kw = sum(g.rated_kw for g in config.groups)
         await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 30, "full mining load")

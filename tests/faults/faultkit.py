@@ -27,10 +27,19 @@ from helpers import (
 )
 
 from mullet.daemon.config import Config
-from mullet.drivers.wire import Topics
+from mullet.drivers.wire import GridEvent, Topics
 from mullet.simulators.site import SimulatedSite
 
-__all__ = ["Faulty", "SlowProxy", "Watch", "faulty_site", "limit_leaving_mining", "site_config", "until"]
+__all__ = [
+    "Faulty",
+    "SlowProxy",
+    "Watch",
+    "faulty_site",
+    "limit_leaving_mining",
+    "site_at_a_limit",
+    "site_config",
+    "until",
+]
 
 
 @dataclass
@@ -130,6 +139,20 @@ async def faulty_site(
             if faulty.daemon.returncode is None:  # a restarted daemon is not the one running_site started
                 faulty.daemon.kill()
                 await asyncio.wait_for(faulty.daemon.wait(), 30)
+
+
+async def site_at_a_limit(run: Faulty, event_id: str, fraction: float, program: str = "generic") -> float:
+    """Mining at full load, then an accepted `limit` event that leaves mining `fraction` of its rated
+    power, waited for until the site is under it; returns the limit (kW)."""
+    site = run.site
+    rated_kw = sum(g.rated_kw for g in run.config.groups)
+    await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 30, "full mining load")
+    limit_kw = limit_leaving_mining(run.config, fraction)
+    event = GridEvent(id=event_id, kind="limit", kw=limit_kw, program=program, source="t")
+    await run.observer.send(event)
+    assert (await run.observer.ack(event_id))["accepted"] is True
+    await until(lambda: site.site_power_kw() <= limit_kw, 30, "site at the limit")
+    return limit_kw
 
 
 def limit_leaving_mining(config: Config, fraction: float) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 
-from faultkit import faulty_site, limit_leaving_mining, until
+from faultkit import faulty_site, site_at_a_limit, until
 
 from mullet.drivers.wire import GridEvent
 
@@ -26,12 +26,7 @@ async def test_broker_killed_mid_event_daemon_resyncs_and_the_site_stays_within_
     broker = restartable_broker
     async with faulty_site(broker, tmp_path) as run:
         site, observer, topics = run.site, run.observer, run.topics
-        rated_kw = sum(g.rated_kw for g in run.config.groups)
-        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 30, "full mining load")
-        limit_kw = limit_leaving_mining(run.config, 0.5)
-        await observer.send(GridEvent(id="bl-1", kind="limit", kw=limit_kw, program="ERS-10", source="t"))
-        assert (await observer.ack("bl-1"))["accepted"] is True
-        await until(lambda: site.site_power_kw() <= limit_kw, 30, "site at the limit")
+        limit_kw = await site_at_a_limit(run, "bl-1", 0.5, "ERS-10")
         run.watch.limit_kw = limit_kw  # from here on every physics tick must stay at or under it
         curtailed = {g.group_id for g in site.groups.values() if g.commanded == "curtail"}
         assert curtailed

@@ -17,7 +17,7 @@ import json
 import math
 import sqlite3
 
-from faultkit import faulty_site, limit_leaving_mining, until
+from faultkit import faulty_site, limit_leaving_mining, site_at_a_limit, until
 
 from mullet.drivers.pdu import PduClient
 from mullet.drivers.wire import GridEvent
@@ -29,12 +29,7 @@ async def test_a_silent_meter_goes_stale_never_zero_raises_the_alert_and_blocks_
 ) -> None:
     async with faulty_site(mqtt_broker, tmp_path) as run:
         site, observer = run.site, run.observer
-        rated_kw = sum(g.rated_kw for g in run.config.groups)
-        await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 30, "full mining load")
-        limit_kw = limit_leaving_mining(run.config, 0.6)
-        await observer.send(GridEvent(id="ml-1", kind="limit", kw=limit_kw, source="t"))
-        assert (await observer.ack("ml-1"))["accepted"] is True
-        await until(lambda: site.site_power_kw() <= limit_kw, 30, "site at the limit")
+        await site_at_a_limit(run, "ml-1", 0.6)
         curtailed = {g.group_id for g in site.groups.values() if g.commanded == "curtail"}
         assert await run.metric("mullet_meter_stale") == 0.0
         timeouts_before = await run.metric('mullet_meter_samples_rejected_total{reason="timeout"}', 0.0)

@@ -12,18 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from pathlib import Path
 
 import aiohttp
 import pytest
 from faultkit import faulty_site
-from prometheus_client.parser import text_string_to_metric_families
+from helpers import API_TOKEN, with_http_api
 
 from mullet.daemon.events import ObligationBook
 from mullet.drivers.wire import MAX_JSON_DEPTH, GridEvent, WireError, decode, loads, too_deep
-from mullet.simulators.ports import free_port
 
-TOKEN = "hostile-token-0123456789"
 DEEP = b"[" * 5000 + b"]" * 5000  # 10 KB: Python's json recursed past its limit on this
 HOSTILE_IDS = [
     "\u0000\n\u202e../../etc",  # the issue's id: NUL, newline, right-to-left override, a path
@@ -37,37 +34,9 @@ HOSTILE_IDS = [
 ]
 
 
-def _api(data: dict) -> None:
-    token_file = Path(data["journal"]["path"]).with_name("api-token")
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    data["http_api"] = {"enabled": True, "port": free_port(), "token_file": str(token_file)}
-
-
-def _metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
-
-
 def _status(port: int) -> dict:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=10) as response:
         return json.loads(response.read())
-
-
-async def _until_metric(port: int, key: str, wanted: float, what: str) -> None:
-    """Poll the daemon's /metrics (another process: there is no event to await)."""
-    for _ in range(400):
-        value = (await asyncio.to_thread(_metrics, port)).get(key, 0.0)
-        if value >= wanted:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: {key} = {value}, wanted {wanted}")
 
 
 def _deep_payloads(data: dict) -> dict[str, bytes]:
@@ -84,19 +53,19 @@ def _deep_payloads(data: dict) -> dict[str, bytes]:
 
 async def test_deeply_nested_json_is_refused_and_counted_on_every_input(mqtt_broker, tmp_path) -> None:
     seen: dict = {}
-    async with faulty_site(mqtt_broker, tmp_path, lambda d: (_api(d), seen.update(d))) as run:
+    async with faulty_site(mqtt_broker, tmp_path, lambda d: (with_http_api(d), seen.update(d))) as run:
         config, topics = run.config, run.observer.topics
-        port = config.metrics.port
-        before = await asyncio.to_thread(_metrics, port)
+        before = await run.metrics()
         payloads = _deep_payloads(seen)
         for topic, payload in payloads.items():
             await run.observer.publish(f"{topics.root}/{topic}", payload)
-        key = "mullet_rejected_messages_total{reason=too_deep}"
-        await _until_metric(port, key, before.get(key, 0.0) + len(payloads), "MQTT refusals")
+        key = 'mullet_rejected_messages_total{reason="too_deep"}'
+        wanted = before.get(key, 0.0) + len(payloads)
+        await run.until_metric(key, lambda value: value >= wanted, 30, default=0.0)
         # Its id is never read (nothing is parsed), so there is nobody to address an ack to.
 
         api = f"http://127.0.0.1:{config.http_api.port}"
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        auth = {"Authorization": f"Bearer {API_TOKEN}"}
         async with aiohttp.ClientSession() as http:
             body = b'{"v":1,"id":"deep-http","kind":"limit","kw":9000.0,"x":' + DEEP + b"}"
             for deep_body in (body, DEEP):
@@ -107,11 +76,11 @@ async def test_deeply_nested_json_is_refused_and_counted_on_every_input(mqtt_bro
                 assert response.status == 400, await response.text()
                 assert (await response.json())["code"] == "too_deep"
 
-        after = await asyncio.to_thread(_metrics, port)
-        grid_key = "mullet_grid_events_rejected_total{reason=too_deep}"
+        after = await run.metrics()
+        grid_key = 'mullet_grid_events_rejected_total{reason="too_deep"}'
         assert after[grid_key] - before.get(grid_key, 0.0) == 3  # MQTT, and both HTTP bodies
         assert after[key] - before.get(key, 0.0) == len(payloads) + 2  # + the two HTTP event bodies
-        assert after["mullet_http_api_refusals_total{reason=too_deep}"] == 1
+        assert after['mullet_http_api_refusals_total{reason="too_deep"}'] == 1
         assert run.daemon.returncode is None
         log = run.log_path.read_text()
         assert "Traceback" not in log and "handler failed" not in log
@@ -120,15 +89,15 @@ async def test_deeply_nested_json_is_refused_and_counted_on_every_input(mqtt_bro
 
 
 async def test_ids_with_control_or_bidi_characters_are_refused_and_counted(mqtt_broker, tmp_path) -> None:
-    async with faulty_site(mqtt_broker, tmp_path, _api) as run:
+    async with faulty_site(mqtt_broker, tmp_path, with_http_api) as run:
         config = run.config
-        port = config.metrics.port
-        before = await asyncio.to_thread(_metrics, port)
-        key = "mullet_rejected_messages_total{reason=invalid_field}"
+        before = await run.metrics()
+        key = 'mullet_rejected_messages_total{reason="invalid_field"}'
         for event_id in HOSTILE_IDS:
             payload = json.dumps({"v": 1, "id": event_id, "kind": "limit", "kw": 9000.0}).encode()
             await run.observer.send(payload)
-        await _until_metric(port, key, before.get(key, 0.0) + len(HOSTILE_IDS), "MQTT id refusals")
+        wanted = before.get(key, 0.0) + len(HOSTILE_IDS)
+        await run.until_metric(key, lambda value: value >= wanted, 30, default=0.0)
         since = len(run.observer.received)
         bidi_source = {"v": 1, "id": "src-1", "kind": "limit", "kw": 9000.0, "source": "qse\u202eetc"}
         await run.observer.send(json.dumps(bidi_source).encode())
@@ -136,7 +105,7 @@ async def test_ids_with_control_or_bidi_characters_are_refused_and_counted(mqtt_
         assert ack["code"] == "invalid_field" and "source" in ack["reason"], ack
 
         api = f"http://127.0.0.1:{config.http_api.port}/v1/events"
-        auth = {"Authorization": f"Bearer {TOKEN}"}
+        auth = {"Authorization": f"Bearer {API_TOKEN}"}
         async with aiohttp.ClientSession() as http:
             for event_id in HOSTILE_IDS:
                 body = json.dumps({"v": 1, "id": event_id, "kind": "limit", "kw": 9000.0})
@@ -146,10 +115,10 @@ async def test_ids_with_control_or_bidi_characters_are_refused_and_counted(mqtt_
             async with http.post(api, data=good, headers=auth) as response:
                 assert response.status == 200, await response.text()
 
-        after = await asyncio.to_thread(_metrics, port)
+        after = await run.metrics()
         # Every hostile id refused and counted, once per transport; no ack was addressed to one.
         assert after[key] - before.get(key, 0.0) == 2 * len(HOSTILE_IDS) + 1
-        grid_key = "mullet_grid_events_rejected_total{reason=invalid_field}"
+        grid_key = 'mullet_grid_events_rejected_total{reason="invalid_field"}'
         assert after[grid_key] - before.get(grid_key, 0.0) == 2 * len(HOSTILE_IDS) + 1
         acked = {
             json.loads(m.payload)["id"] for m in run.observer.received if m.topic.endswith("/grid/event/ack")
