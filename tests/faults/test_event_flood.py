@@ -117,11 +117,14 @@ class _Acks:
         self.by_id: dict[str, list[dict]] = {}
 
     def count(self) -> int:
-        for item in self.received[self.cursor :]:
+        # The observer's thread appends while this reads: advance by what was read, not to the list's
+        # length now (that skipped acks that arrived in between, and the wait never ended).
+        new = self.received[self.cursor :]
+        self.cursor += len(new)
+        for item in new:
             if item.topic == self.topic:
                 ack = json.loads(item.payload)
                 self.by_id.setdefault(ack["id"], []).append(ack)
-        self.cursor = len(self.received)
         return len(self.by_id)
 
 
