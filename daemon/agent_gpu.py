@@ -2,7 +2,7 @@
 `ai/<tenant>/state` and enforces `ai/<tenant>/set`'s `power_cap_kw` with NVML power limits.
 
 Every `telemetry_period_s` and at once on a new setpoint: read each GPU's instant power, work out
-the limits (`daemon/gpu_cap.py`: the sum of limits fits the cap, each limit within the GPU's NVML
+the limits (`policies/gpu_cap.py`: the sum of limits fits the cap, each limit within the GPU's NVML
 range), write those that changed, and publish the state. The cap is never taken below `firm_kw`
 (the tenant's firm power; the daemon never asks for less, this is the agent's own guard), and it
 covers `overhead_kw` (the node's non-GPU draw) too. `null` restores every GPU's default limit.
@@ -27,11 +27,11 @@ from pydantic import Field
 
 from mullet.daemon.agent_config import GpuAgentConfig
 from mullet.daemon.agent_link import broker_of, say_offline
-from mullet.daemon.gpu_cap import GpuRange, split_cap
 from mullet.drivers.group_command import EpochFence
 from mullet.drivers.nvml import GpuInfo, Nvml, NvmlError
 from mullet.drivers.wire import TenantSetpoint, TenantState, Topics, WireError, decode, encode
-from mullet.simulators.mqtt_link import DeviceLink
+from mullet.policies.gpu_cap import GpuRange, split_cap
+from mullet.drivers.device_link import DeviceLink
 
 log = structlog.get_logger("mullet.agent")
 

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from mullet.daemon.agent_config import GpuAgentConfig, parse_agent_config
 from mullet.daemon.agent_gpu import GpuAgent
-from mullet.daemon.gpu_cap import GpuRange, split_cap
 from mullet.drivers.nvml import Nvml, NvmlError
 from mullet.drivers.wire import TenantSetpoint, Topics, encode
+from mullet.policies.gpu_cap import GpuRange, split_cap
 from mullet.simulators.fake_nvml import FakeGpu, FakeNvml
 
 # pure split
