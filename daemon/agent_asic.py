@@ -39,6 +39,7 @@ from pydantic import Field
 from mullet.daemon.agent_config import AsicAgentConfig, MinerSection
 from mullet.daemon.agent_link import broker_of, say_offline
 from mullet.daemon.agent_state import CommandStore, load_command
+from mullet.drivers.device_link import DeviceLink
 from mullet.drivers.group_command import CommandMode, GroupCommand
 from mullet.drivers.miners import MinerClient, MinerEndpoint, MinerReading
 from mullet.drivers.wire import (
@@ -51,7 +52,6 @@ from mullet.drivers.wire import (
     decode_online,
     encode,
 )
-from mullet.simulators.mqtt_link import DeviceLink
 
 log = structlog.get_logger("mullet.agent")
 

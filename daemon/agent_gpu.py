@@ -27,11 +27,11 @@ from pydantic import Field
 
 from mullet.daemon.agent_config import GpuAgentConfig
 from mullet.daemon.agent_link import broker_of, say_offline
+from mullet.drivers.device_link import DeviceLink
 from mullet.drivers.group_command import EpochFence
 from mullet.drivers.nvml import GpuInfo, Nvml, NvmlError
 from mullet.drivers.wire import TenantSetpoint, TenantState, Topics, WireError, decode, encode
 from mullet.policies.gpu_cap import GpuRange, split_cap
-from mullet.drivers.device_link import DeviceLink
 
 log = structlog.get_logger("mullet.agent")
 

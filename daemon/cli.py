@@ -150,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from mullet.daemon.logs import configure_logging
-    from mullet.simulators.site import simulate
+    from mullet.daemon.simulated_site import simulate
 
     config = _load_or_exit(args.config)
     configure_logging(args.log_level)

@@ -20,6 +20,7 @@ import aiomqtt
 
 from mullet.daemon.app import Daemon
 from mullet.daemon.config import Config
+from mullet.daemon.simulated_site import simulated_site
 from mullet.drivers.mqtt import BrokerAddress
 from mullet.drivers.wire import GridEvent, Topics, encode
 from mullet.simulators.broker import EmbeddedBroker
@@ -169,7 +170,7 @@ async def run_demo(
     config = with_free_ports(config, broker_url, state_dir)
     print(f"metrics at http://{config.metrics.host}:{config.metrics.port}/metrics", flush=True)
     print(f"demo: {config.summary()}", flush=True)
-    site = SimulatedSite(config)
+    site = simulated_site(config)
     daemon = Daemon(config)
     outcome = DemoOutcome()
     started_s = time.monotonic()

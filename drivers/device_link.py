@@ -1,4 +1,4 @@
-"""One simulated device controller's own MQTT connection, as a real controller would have.
+"""A device controller's own MQTT connection: the simulated controllers' and the edge agents'.
 
 Each controller connects with a last will (`online` = `0`, retained), announces `online` = `1`
 (retained), subscribes, publishes its state on connect, on a period and whenever a subclass asks, and
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import dataclasses
 import secrets
 import socket
 import ssl
@@ -20,17 +19,16 @@ from dataclasses import dataclass
 import aiomqtt
 import structlog
 
-from mullet.daemon.config import MqttSection
-from mullet.daemon.secrets import read_secret
 from mullet.drivers.cancel import reraise_swallowed_cancel
-from mullet.drivers.mqtt import NO_DELAY, BrokerAddress, backoff_delays, tls_context
+from mullet.drivers.mqtt import NO_DELAY, BrokerAddress, backoff_delays
 
 _log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
 class Broker:
-    """Where and how controllers connect; from `[mqtt]` in the site config."""
+    """Where and how controllers connect (the daemon builds one from an `[mqtt]` section, its
+    passwords already read: `daemon/agent_link.py`'s `broker_of`)."""
 
     address: BrokerAddress
     keepalive_s: int = 10
@@ -51,27 +49,6 @@ class Broker:
     def port(self) -> int:
         return self.address.port
 
-    @classmethod
-    def from_config(cls, mqtt: MqttSection, *, device_password_file: str | None = None) -> Broker:
-        """Raises SecretError when a configured password cannot be read."""
-        address = BrokerAddress.parse(mqtt.url)
-        password = read_secret(file=mqtt.password_file, credential=mqtt.password_credential)
-        if mqtt.username is not None or password is not None:
-            address = dataclasses.replace(
-                address,
-                username=mqtt.username or address.username,
-                password=password if password is not None else address.password,
-            )
-        tls = tls_context(mqtt.ca_file, mqtt.cert_file, mqtt.key_file) if address.tls else None
-        return cls(
-            address=address,
-            keepalive_s=mqtt.keepalive_s,
-            reconnect_min_s=mqtt.reconnect_min_s,
-            reconnect_max_s=mqtt.reconnect_max_s,
-            tls=tls,
-            device_password=read_secret(file=device_password_file),
-        )
-
     def credentials(self, identity: str) -> tuple[str | None, str | None]:
         """(username, password) for the controller whose topics are under `identity`."""
         if self.device_password is not None:
@@ -88,7 +65,8 @@ def _payload_bytes(payload: object) -> bytes:
 
 
 class DeviceLink(abc.ABC):
-    """Base of the simulated controllers: connection, LWT, subscriptions, telemetry loop.
+    """Base of the simulated controllers and the edge agents: connection, LWT, subscriptions,
+    telemetry loop.
 
     `ready` is set while connected and subscribed. `go_offline()` drops the TCP connection without
     an MQTT DISCONNECT (so the broker publishes the last will, as for a crashed controller) and stays
