@@ -240,7 +240,7 @@ class Coverage:
 def obligations_at(
     step: int, bench: BenchSite, readings: Mapping[str, float | None], state: dict[str, Any]
 ) -> list[Obligation]:
-    """The obligation book at `step`: accepted ones appear, cancelled ones leave, as in daemon.events."""
+    """The obligation book at `step`: accepted ones appear, cancelled ones leave (policies/obligations.py)."""
     now = T0_S + step
     site = bench.site
     fixed_kw = site.safety_margin_kw + site.base_load_kw

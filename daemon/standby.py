@@ -28,7 +28,7 @@ from typing import Any
 from mullet.drivers.wire import GridEvent, GroupSetpoint, TenantSetpoint, WireError, loads
 from mullet.policies.model import Obligation, Override
 
-# The book, bounded by control.max_obligations and the cancelled history (daemon/events.py).
+# The book, bounded by control.max_obligations and the cancelled history (policies/obligations.py).
 HANDOVER_MAX_BYTES = 16 << 20
 
 # MQTT grid events kept for a takeover while unacked: bounded, and only recent ones (a sender whose
