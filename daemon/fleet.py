@@ -39,6 +39,7 @@ from mullet.drivers.wire import (
     loads,
 )
 from mullet.policies.fleet import SiteOffer, Split, split_obligation
+from mullet.policies.obligations import cancel_decision, repeat_decision, reserved_id
 from mullet.policies.programs import CATALOGUE, resolve
 
 # A site's daemon/plan: its groups and obligations (control.max_obligations) make it tens of KB.
@@ -283,20 +284,26 @@ class FleetDispatcher:
         await self.link.publish(f"{self.root}/grid/event/ack", encode(ack), qos=1)
 
     def _decide(self, event: GridEvent, now_s: float) -> tuple[bool, str, str]:
+        """Duplicates, id conflicts and cancels by the site's rules (policies/obligations.py); one
+        portfolio at a time, and no memory of cancelled ones (a repeated cancel is unknown)."""
         current = self.portfolio
+        same_id = current.event if current is not None and current.event.id == event.id else None
         if event.kind == "cancel":
-            if current is None or current.event.id != event.id:
-                return False, "unknown_event", f"cancel of unknown event {event.id!r}"
-            for site_id, assignment in current.assignments.items():
-                self.pending_cancels[site_id][assignment.event_id] = -math.inf
-            self.portfolio = None
-            return True, "cancelled", f"cancelled {event.id}"
+            decision = cancel_decision(event.id, held=same_id is not None, cancelled=False)
+            if current is not None and decision.cancels is not None:
+                for site_id, assignment in current.assignments.items():
+                    self.pending_cancels[site_id][assignment.event_id] = -math.inf
+                self.portfolio = None
+            return decision.accepted, decision.code, decision.reason
+        repeat = repeat_decision(event, same_id)
+        if repeat is not None:
+            return repeat.accepted, repeat.code, repeat.reason
         if current is not None:
-            if current.event == event:
-                return True, "duplicate", "duplicate: already accepted"
-            if current.event.id == event.id:
-                return False, "id_conflict", f"id {event.id!r} already used by a different event"
             return False, "busy", f"portfolio obligation {current.event.id!r} is in force; cancel it first"
+        # The sites refuse share ids under the holds' prefix (`<id>.r<n>`): refuse the portfolio instead.
+        reserved = reserved_id(event.id)
+        if reserved is not None:
+            return reserved.accepted, reserved.code, reserved.reason
         if event.kind != "reduce":
             return False, "unsupported_kind", "a portfolio obligation is a reduction: send kind reduce"
         if event.kw is None or not event.kw > 0:

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mullet.daemon.fleet import FleetDispatcher
+from mullet.daemon.fleet_config import parse_fleet_config
+from mullet.drivers.wire import GridEvent
 from mullet.policies.obligations import (
     ObligationBook,
     cancel_decision,
@@ -79,3 +82,30 @@ def test_shared_rules_duplicate_conflict_and_cancel() -> None:
     assert again.accepted and again.duplicate and again.cancels is None
     unknown = cancel_decision("x", held=False, cancelled=False)
     assert not unknown.accepted and unknown.code == "unknown_event"
+
+
+def test_the_fleet_dispatcher_answers_portfolio_events_by_the_same_rules() -> None:
+    sites = [{"site_id": "s1"}]
+    config = parse_fleet_config(
+        {"fleet": {"fleet_id": "pf-rules"}, "mqtt": {"url": "mqtt://127.0.0.1:1"}, "sites": sites}
+    )
+    fleet = FleetDispatcher(config)
+    view = fleet.sites["s1"]
+    sheddable_kw = {"fast_path": 0.0, "graceful": 3000.0}
+    flex = {"site_kw": 5000.0, "sheddable_kw": sheddable_kw, "firmware_sleep_s": 5.0}
+    view.online, view.plan, view.plan_ts_s = True, {"v": 1, "flex": flex}, NOW_S
+
+    def decide(event: GridEvent) -> tuple[bool, str, str]:
+        return fleet._decide(event, NOW_S)
+
+    portfolio = GridEvent(id="pf-1", kind="reduce", kw=1000.0)
+    assert decide(portfolio)[:2] == (True, "accepted")
+    assert decide(portfolio)[:2] == (True, "duplicate")
+    assert decide(GridEvent(id="pf-1", kind="reduce", kw=900.0))[:2] == (False, "id_conflict")
+    assert decide(GridEvent(id="pf-2", kind="reduce", kw=900.0))[:2] == (False, "busy")
+    assert decide(GridEvent(id="pf-1", kind="cancel"))[:2] == (True, "cancelled")
+    assert fleet.portfolio is None and fleet.pending_cancels["s1"]  # the site's share is to be cancelled
+    assert decide(GridEvent(id="pf-1", kind="cancel"))[:2] == (False, "unknown_event")
+    # Each site would refuse its share `ufr-9.r1` as a reserved id: the portfolio is refused up front.
+    assert decide(GridEvent(id="ufr-9", kind="reduce", kw=1000.0))[:2] == (False, "reserved_id")
+    assert fleet.portfolio is None
