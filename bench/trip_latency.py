@@ -397,7 +397,9 @@ async def bench(args: argparse.Namespace) -> int:
     from mullet.drivers.device_profiles import load_meter_profile
     from mullet.drivers.meter import MeterSample, ModbusMeter
     from mullet.drivers.mqtt import MqttLink
-    from mullet.drivers.pdu import PduClient, PduPool, PoolResult
+    from mullet.drivers.pdu_client import PduClient
+    from mullet.drivers.pdu_pool import PduPool
+    from mullet.drivers.pdu_types import PoolResult
     from mullet.drivers.wire import Topics, Trip, encode
     from mullet.policies.model import GroupDecision, Plan, TripStage
     from mullet.policies.trigger import FrequencyTrigger

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mullet.drivers.pdu import FAILURE_REASONS, PduPool
+from mullet.drivers.pdu_pool import PduPool
+from mullet.drivers.pdu_types import FAILURE_REASONS
 
 
 class PduCollector(Collector):

@@ -27,7 +27,7 @@ from mullet.daemon.ha import HaMetrics
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.pdu_metrics import PduCollector
 from mullet.daemon.status_cli import format_status, run_status
-from mullet.drivers.pdu import PduPool
+from mullet.drivers.pdu_pool import PduPool
 from mullet.drivers.wire import GridEvent
 from mullet.simulators.ports import free_port
 

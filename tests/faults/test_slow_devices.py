@@ -13,7 +13,8 @@ import time
 
 from faultkit import SlowProxy, faulty_site, until
 
-from mullet.drivers.pdu import PduClient, PduPool
+from mullet.drivers.pdu_client import PduClient
+from mullet.drivers.pdu_pool import PduPool
 from mullet.drivers.wire import GridEvent
 from mullet.simulators.pdu import make_pdu_sim
 
