@@ -14,21 +14,35 @@ import secrets
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiomqtt
 import structlog
 
+from mullet.daemon.config import Config
+from mullet.daemon.core.controller import SEQ_RESTART_GAP, SiteController
+from mullet.daemon.journal import Journal
+from mullet.daemon.metrics import Metrics
 from mullet.drivers.mqtt import BrokerAddress, tls_context
 from mullet.drivers.wire import Topics
 from mullet.policies.model import Override
 
-if TYPE_CHECKING:
-    from mullet.daemon.app import Daemon
+
+class Daemon(Protocol):
+    """What recovery from broker history needs of the site daemon (daemon/app.py)."""
+
+    config: Config
+    topics: Topics
+    mqtt_password: str | None
+    core: SiteController
+    journal: Journal
+    journal_lost: dict[str, Any] | None
+    metrics: Metrics
+
 
 log = structlog.get_logger("mullet.daemon")
-# As the daemon's restart gap (app.SEQ_RESTART_GAP): setpoints in flight at the loss may not be retained yet.
-SEQ_GAP = 1000
+# As a restart: setpoints in flight at the loss may not be retained yet.
+SEQ_GAP = SEQ_RESTART_GAP
 
 
 @dataclass
@@ -120,7 +134,7 @@ async def recover_lost_journal(daemon: Daemon, *, timeout_s: float = 15.0) -> Br
             history = await read_broker_history(
                 mqtt.url,
                 daemon.topics,
-                daemon.group_ids,
+                daemon.core.group_ids,
                 username=mqtt.username,
                 password=daemon.mqtt_password,
                 ca_file=mqtt.ca_file,
@@ -133,22 +147,22 @@ async def recover_lost_journal(daemon: Daemon, *, timeout_s: float = 15.0) -> Br
     if not history.found:
         return history  # a new site: nothing retained under its root
     now_s = time.time()
-    seq_before = daemon.seq
-    daemon.seq = max(daemon.seq, history.max_seq + SEQ_GAP)
+    seq_before = daemon.core.seq
+    daemon.core.seq = max(daemon.core.seq, history.max_seq + SEQ_GAP)
     note = "journal lost: broker shows curtailed"
     for group_id, seq in sorted(history.curtailed.items()):
-        if group_id in daemon.overrides:
+        if group_id in daemon.core.overrides:
             continue
         until_s = now_s + HOLD_S
         why = f"{note} (seq {seq})"
         entry = {"group_id": group_id, "mode": "curtail", "until": until_s, "note": why}
         # Queued: the writer starts with the TaskGroup, right after this.
         daemon.journal.record("override", {**entry, "by": "journal-loss"}, subject=group_id)
-        daemon.overrides[group_id] = Override(group_id, "curtail", until_s, why)
+        daemon.core.overrides[group_id] = Override(group_id, "curtail", until_s, why)
     detail = {
         "broker_max_seq": history.max_seq,
         "seq_before": seq_before,
-        "seq_after": daemon.seq,
+        "seq_after": daemon.core.seq,
         "held_curtailed": sorted(history.curtailed),
         "retained_messages": history.messages,
     }

@@ -13,19 +13,17 @@ import asyncio
 import dataclasses
 import gc
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
+from mullet.daemon.core.commands import Outlet, TripOrder
+from mullet.daemon.core.trips import ArmedStage
 from mullet.drivers.pdu import ArmedWrites, PduPool, PoolResult, PreparedPoolSwitch
 from mullet.drivers.wire import encode_trip
-from mullet.policies.model import Plan, TripStage
-from mullet.policies.trigger import FrequencyTrigger
 
 log = structlog.get_logger("mullet.fastpath")
-
-Outlet = tuple[str, int]  # (pdu_id, outlet)
 
 # Returns once the PUBLISH is on the broker's socket: a future of its PUBACK, or None when nothing
 # could be sent (not connected).
@@ -78,86 +76,55 @@ class TripSettled:
 
 
 @dataclass(frozen=True, slots=True)
-class _Armed:
+class _Prepared:
     groups: tuple[str, ...]
     outlets: tuple[Outlet, ...]
     cut: PreparedPoolSwitch | None
 
 
-_UNARMED = _Armed((), (), None)
+_UNARMED = _Prepared((), (), None)
 
 
 class FastPath:
+    """Carries out a `TripOrder` from the controller core; what each stage touches is armed by the
+    core with every plan (`Arm`), and its PDU frames are prepared here, off the hot path."""
+
     def __init__(
         self,
         *,
-        trigger: FrequencyTrigger,
-        stages: tuple[TripStage, ...],
-        outlets_by_group: dict[str, list[Outlet]],
         publish_trip: PublishNow,
-        next_seq: Callable[[], int],
         on_fired: Callable[[TripRecord], None],
         on_settled: Callable[[TripSettled], None],
-        on_released: Callable[[], None],
-        on_reject: Callable[[str], None],
         pdus: PduPool | None = None,
-        epoch: Callable[[], int | None] = lambda: None,
     ) -> None:
-        """`epoch`: the leader epoch the trip carries in an active/standby pair (None: none)."""
-        self.trigger = trigger
-        self.stages = {s.stage: s for s in stages}
-        self.outlets_by_group = outlets_by_group
         self.publish_trip = publish_trip
-        self.next_seq = next_seq
         self.on_fired = on_fired
         self.on_settled = on_settled
-        self.on_released = on_released
-        self.on_reject = on_reject
         self.pdus = pdus
-        self.epoch = epoch
-        self._armed: dict[int, _Armed] = {}  # stage -> what a trip at that stage touches
+        self._armed: dict[int, _Prepared] = {}  # stage -> what a trip at that stage touches
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def arm(self, plan: Plan) -> None:
-        """Precompute, per stage, what a trip must touch: the hot path only looks it up."""
-        armed: dict[int, _Armed] = {}
-        for number in sorted(self.stages):
-            groups = tuple(
-                d.group_id for d in plan.decisions if d.trip_stage is not None and d.trip_stage <= number
-            )
-            outlets = tuple(
-                outlet
-                for d in plan.decisions
-                if d.trip_stage is not None and d.trip_stage <= number and self.stages[d.trip_stage].hard_cut
-                for outlet in self.outlets_by_group.get(d.group_id, ())
-            )
+    def arm(self, armed: Mapping[int, ArmedStage]) -> None:
+        """Prepare each stage's PDU writes: the hot path only looks them up."""
+        prepared: dict[int, _Prepared] = {}
+        for stage, (groups, outlets) in armed.items():
             cut = self.pdus.prepare(PduPool.group(outlets), on=False) if outlets and self.pdus else None
-            armed[number] = _Armed(groups, outlets, cut)
-        self._armed = armed
+            prepared[stage] = _Prepared(groups, outlets, cut)
+        self._armed = prepared
 
-    def on_sample(self, hz: float, sample_mono_s: float, requested_mono_s: float | None = None) -> None:
-        """Called by the meter driver for every decoded sample; must stay cheap. `requested_mono_s`:
-        when its read was sent (the meter measured in between)."""
-        verdict = self.trigger.observe(hz, sample_mono_s, requested_mono_s)
-        if verdict.rejected is not None:
-            self.on_reject(verdict.rejected)
-        elif verdict.fire is not None:
-            self.fire(verdict.fire, sample_mono_s, cause="frequency", hz=hz)
-        if verdict.released:
-            self.on_released()
-
-    def fire(self, stage: int, sample_mono_s: float, *, cause: str, hz: float | None = None) -> None:
+    def fire(self, order: TripOrder) -> None:
         """Send the armed trip before returning: every armed PDU's first write and the broadcast are on
         their sockets, then `on_fired` records it; the acknowledgements follow in a task."""
         collecting = gc.isenabled()
         gc.disable()  # a collection here would add its pause to the trip (ms for a full one)
         try:
-            self._fire(stage, sample_mono_s, cause, hz)
+            self._fire(order)
         finally:
             if collecting:
                 gc.enable()
 
-    def _fire(self, stage: int, sample_mono_s: float, cause: str, hz: float | None) -> None:
+    def _fire(self, order: TripOrder) -> None:
+        stage, seq = order.stage, order.seq
         armed = self._armed.get(stage, _UNARMED)
         # Outlets first: a cut drops load in milliseconds, the broadcast starts a firmware sleep that
         # takes seconds (LuxOS ~5 s, docs/agents.md); and the broker's fan-out to hundreds of controllers,
@@ -169,10 +136,9 @@ class FastPath:
                 writes = self.pdus.write_armed(armed.cut)
             except Exception:  # a driver bug must not keep the broadcast from going out
                 log.exception("armed pdu cut did not start", stage=stage)
-        seq = self.next_seq()
         ack: asyncio.Future[bool] | None = None
         try:
-            ack = self.publish_trip(encode_trip(seq, stage, time.time(), self.epoch()))
+            ack = self.publish_trip(encode_trip(seq, stage, time.time(), order.epoch))
         except Exception:  # recorded as not published; the supervisor's curtail setpoints follow
             log.exception("trip broadcast failed", stage=stage, seq=seq)
         published_s = time.monotonic()
@@ -184,7 +150,15 @@ class FastPath:
                 log.exception("armed pdu cut did not complete", stage=stage)
         issued_s = writes.written_s if writes is not None else None
         record = TripRecord(
-            stage, seq, cause, sample_mono_s, published_s, issued_s, armed.groups, armed.outlets, hz
+            stage,
+            seq,
+            order.cause,
+            order.sample_mono_s,
+            published_s,
+            issued_s,
+            armed.groups,
+            armed.outlets,
+            order.hz,
         )
         try:
             self.on_fired(record)  # the commands are out: now state, journal and metrics

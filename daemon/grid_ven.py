@@ -14,18 +14,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from mullet.daemon.config import OpenAdrSection
+from mullet.daemon.core.controller import SiteController
+from mullet.daemon.metrics import Metrics
 from mullet.drivers.openadr import AdrEvent, AdrSignal, OpenAdrVen, Opt
 from mullet.drivers.wire import GridEvent, GridEventAck, is_event_id
 from mullet.policies.capacity import required_reduction_kw, sheddable_kw
 from mullet.policies.model import ObligationKind
 
-if TYPE_CHECKING:
-    from mullet.daemon.app import Daemon
+
+class Daemon(Protocol):
+    """What the VEN needs of the site daemon (daemon/app.py): its core's state and book to answer a
+    VTN, the one grid-event queue, and its metrics."""
+
+    core: SiteController
+    metrics: Metrics
+
+    def submit_grid_event(self, event: GridEvent) -> asyncio.Future[GridEventAck]: ...
+
 
 log = structlog.get_logger("mullet.openadr")
 
@@ -58,7 +68,7 @@ class GridVen:
         )
 
     def _site_power_kw(self) -> float | None:
-        power_kw = self.daemon.state.site_power_kw(time.monotonic())
+        power_kw = self.daemon.core.state.site_power_kw(time.monotonic())
         self.daemon.metrics.openadr_reports.labels(known="yes" if power_kw is not None else "no").inc()
         return power_kw
 
@@ -94,8 +104,8 @@ class GridVen:
         self._check_deliverable(events)
         # Validate all before submitting any (pure), so a refusal cannot leave half an event in force.
         for grid_event in events:
-            site_kw = self.daemon.state.site_power_kw(time.monotonic())
-            decision = self.daemon.book.decide(grid_event, now_s=now_s, site_power_kw=site_kw)
+            site_kw = self.daemon.core.state.site_power_kw(time.monotonic())
+            decision = self.daemon.core.book.decide(grid_event, now_s=now_s, site_power_kw=site_kw)
             if not decision.accepted:
                 raise _OptOut(decision.code, f"{grid_event.id}: {decision.reason}")
         await self._cancel_previous(event.event_id, keep_modification=event.modification_number)
@@ -172,12 +182,13 @@ class GridVen:
             return
         now_mono_s = time.monotonic()
         daemon = self.daemon
-        snapshot = daemon.state.snapshot(daemon.tenant_ids, daemon.group_ids, now_mono_s)
-        available_kw = sheddable_kw(daemon.site, snapshot)
+        core = daemon.core
+        snapshot = core.state.snapshot(core.tenant_ids, core.group_ids, now_mono_s)
+        available_kw = sheddable_kw(core.site, snapshot)
         for grid_event in events:
             assert grid_event.kw is not None and grid_event.kind != "cancel"
             needed_kw = required_reduction_kw(
-                daemon.site, grid_event.kind, grid_event.kw, snapshot.site_power_kw
+                core.site, grid_event.kind, grid_event.kw, snapshot.site_power_kw
             )
             if needed_kw is None:
                 raise _OptOut("site_power_unknown", "site meter reading unknown: cannot promise a limit")
@@ -205,7 +216,7 @@ class GridVen:
         keep = None if keep_modification is None else f"{prefix}{keep_modification}-"
         stale = [
             oid
-            for oid in self.daemon.book.obligations
+            for oid in self.daemon.core.book.obligations
             if oid.startswith(prefix) and (keep is None or not oid.startswith(keep))
         ]
         if stale:

@@ -19,16 +19,20 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import asdict, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mullet.daemon.config import HaSection
-from mullet.daemon.events import Decision
+from mullet.daemon.core.controller import SEQ_RESTART_GAP, SiteController
+from mullet.daemon.executor import CommandRunner
+from mullet.daemon.intake import Intake
+from mullet.daemon.journal import Journal
 from mullet.daemon.leader import LeaderLease, LeadershipLost
+from mullet.daemon.notify import Notifier
 from mullet.daemon.standby import Handover, WarmCopy, handover_document
+from mullet.drivers.mqtt import MqttLink
 from mullet.drivers.wire import (
     GridEvent,
     GridEventAck,
@@ -41,10 +45,19 @@ from mullet.drivers.wire import (
     encode,
 )
 from mullet.drivers.wire import loads as wire_loads
-from mullet.policies.model import GroupMemory
 
-if TYPE_CHECKING:
-    from mullet.daemon.app import Daemon
+
+class Daemon(Protocol):
+    """What the pair needs of the site daemon it runs in (daemon/app.py): the controller core it
+    drives, and the shell's link, journal, command runner, intake and notifier."""
+
+    core: SiteController
+    link: MqttLink
+    journal: Journal
+    runner: CommandRunner
+    intake: Intake
+    notifier: Notifier
+
 
 log = structlog.get_logger("mullet.ha")
 
@@ -141,20 +154,20 @@ class HaRole:
                     self.warm.on_ack(data["id"])
                 return True
             parsed = self.topics.parse(topic)
-            if parsed.kind == "group_set" and parsed.subject in daemon.group_ids and raw:
+            if parsed.kind == "group_set" and parsed.subject in daemon.core.group_ids and raw:
                 setpoint = decode(GroupSetpoint, raw)
                 self._on_group_set(daemon, parsed.subject, setpoint)
                 return True
-            if parsed.kind == "tenant_set" and parsed.subject in daemon.tenant_ids and raw:
+            if parsed.kind == "tenant_set" and parsed.subject in daemon.core.tenant_ids and raw:
                 self.warm.on_tenant_setpoint(parsed.subject, decode(TenantSetpoint, raw))
                 return True
             if parsed.kind in ("group_set", "tenant_set"):
                 return True  # an unconfigured subject's or a cleared retained command: not ours to read
         except WireError as exc:
-            daemon._reject(exc.reason, topic, exc.detail)
+            daemon.intake.reject(exc.reason, topic, exc.detail)
             return True
         except ValueError as exc:  # an ack that is not JSON: the aggregator's problem, not a command
-            daemon._reject("not_json", topic, str(exc))
+            daemon.intake.reject("not_json", topic, str(exc))
             return True
         return False
 
@@ -166,7 +179,7 @@ class HaRole:
         if not self.commanding:
             self.warm.on_setpoint(group_id, setpoint)
             return
-        ours = daemon.commanded.get(group_id)
+        ours = daemon.core.commanded.get(group_id)
         if ours is None or setpoint.seq == ours.seq or (setpoint.epoch or 0) >= (self.lease.epoch or 0):
             return  # our own, echoed (ours always carry our epoch)
         # A command that is not ours while we lead: a deposed leader's (lower epoch). Controllers ignore
@@ -177,8 +190,8 @@ class HaRole:
             "foreign setpoint while leading", group_id=group_id, seq=setpoint.seq, epoch=setpoint.epoch
         )
         payload = encode(ours)
-        daemon._background(
-            _publish(daemon, daemon.topics.group_set(group_id), payload), "republish over foreign setpoint"
+        daemon.runner.background(
+            _publish(daemon, self.topics.group_set(group_id), payload), "republish over foreign setpoint"
         )
 
     def _on_node_online(self, node_id: str, raw: bytes) -> None:
@@ -208,6 +221,7 @@ class HaRole:
     async def run(self, daemon: Daemon) -> None:
         """Campaign; on election take over; on a lost lease stop commanding and end the daemon."""
         self._link = daemon.link
+        self.lease.on_lost = lambda: self._stand_down(daemon)  # at once, not a loop turn later
         campaign = asyncio.get_running_loop().create_task(self.lease.run(), name="ha-lease")
         try:
             elected = asyncio.get_running_loop().create_task(self.lease.elected.wait())
@@ -218,7 +232,7 @@ class HaRole:
             await self._take_over(daemon)
             await campaign
         except LeadershipLost:
-            self._taken_over = False
+            self._stand_down(daemon)
             self.leader_gauge.set(0)
             log.critical("leadership lost: commanding stopped, exiting", node_id=self.node_id)
             # Our node is gone for the pair; the next leader announces itself on daemon/online.
@@ -235,12 +249,19 @@ class HaRole:
         await self.synced.wait()  # connected, and the broker's retained commands have arrived
         epoch = self.lease.epoch
         assert epoch is not None
-        await self._adopt_obligations(daemon)
-        self._adopt_setpoints(daemon)
-        daemon.seq = max(daemon.seq, self.warm.max_seq + _seq_gap())
-        now_s = time.time()
-        reissued = await self._reissue(daemon, epoch, now_s)
+        core = daemon.core
+        if self.warm.handover is not None:
+            core.adopt(self.warm.handover, f"takeover:{self.node_id}", time.time())
+        await daemon.runner.run(core.take())  # the leader's book, durable before anything is sent
+        core.adopt_setpoints(self.warm.setpoints, self.warm.tenant_setpoints)
+        core.seq = max(core.seq, self.warm.max_seq + SEQ_RESTART_GAP)
+        core.epoch = epoch
+        reissued = len(core.commanded)
+        # Every setpoint again, new seq, our epoch: each controller's highest epoch moves to ours.
+        core.reissue(f"takeover by {self.node_id}, epoch {epoch}", time.time())
+        await daemon.runner.run(core.take())
         self._taken_over = True
+        core.commanding = True
         self.leader_gauge.set(1)
         self.epoch_gauge.set(epoch)
         self.takeovers.inc()
@@ -249,126 +270,25 @@ class HaRole:
         # MQTT events in flight that the old leader never acked: decide them now.
         unacked = self.warm.unacked_events()
         for event in unacked:
-            daemon.submit_grid_event(event)
-        daemon.journal.record("takeover", {"node_id": self.node_id, "epoch": epoch, "seq": daemon.seq})
+            daemon.intake.submit_grid_event(event)
+        daemon.journal.record("takeover", {"node_id": self.node_id, "epoch": epoch, "seq": core.seq})
         log.warning(
             "took over",
             node_id=self.node_id,
             epoch=epoch,
-            seq=daemon.seq,
+            seq=core.seq,
             reissued=reissued,
-            obligations=sorted(daemon.book.obligations),
+            obligations=sorted(core.book.obligations),
             unacked_events=[e.id for e in unacked],
             after_election_s=round(time.monotonic() - elected_mono_s, 3),
         )
-        daemon.wake.set()
+        core.wake = True
+        daemon.runner.poke()
 
-    async def _adopt_obligations(self, daemon: Daemon) -> None:
-        """The leader's book replaces ours (ours is from whenever we last led); journaled first, so a
-        restart of this daemon recovers it as if it had accepted the events itself."""
-        handover = self.warm.handover
-        if handover is None:
-            return
-        book = daemon.book
-        entries: list[tuple[str, dict[str, Any], str | None]] = []
-        theirs = {o.event_id for _e, o in handover.obligations}
-        for event_id in [i for i in book.obligations if i not in theirs]:
-            book.obligations.pop(event_id)
-            if not event_id.startswith("ufr-"):
-                cancel = GridEvent(id=event_id, kind="cancel", source=f"takeover:{self.node_id}")
-                entries.append(
-                    (
-                        "grid_event",
-                        {"event": cancel.model_dump(), "obligation": None, "cancels": event_id},
-                        event_id,
-                    )
-                )
-        for event, obligation in handover.obligations:
-            if event is None:
-                book.obligations[obligation.event_id] = obligation  # an under-frequency hold
-                continue
-            book.apply(event, Decision(True, "takeover", obligation=obligation))
-            entries.append(
-                (
-                    "grid_event",
-                    {"event": event.model_dump(), "obligation": asdict(obligation), "cancels": None},
-                    event.id,
-                )
-            )
-        book.cancelled |= handover.cancelled
-        daemon.fastpath.trigger.latch(handover.latched_stages)
-        daemon.hard_cut |= handover.hard_cut & set(daemon.group_ids)
-        for override in handover.overrides:
-            if override.group_id in daemon.group_ids and override.active(time.time()):
-                daemon.overrides[override.group_id] = override
-                entry = {"group_id": override.group_id, "mode": override.mode, "until": override.until_s}
-                entries.append(
-                    ("override", {**entry, "note": override.note, "by": "takeover"}, override.group_id)
-                )
-        restores = tuple(sorted(set(daemon.memory.restores) | set(handover.restores)))
-        daemon.memory = replace(daemon.memory, restores=restores)
-        if entries:
-            await daemon.journal.durable_many(entries)
-
-    def _adopt_setpoints(self, daemon: Daemon) -> None:
-        """What the controllers were told last (the broker's retained setpoints win over our journal's):
-        the policy's memory, so min on/off times run on from each setpoint's `ts`."""
-        groups = dict(daemon.memory.groups)
-        for group_id, setpoint in self.warm.setpoints.items():
-            daemon.commanded[group_id] = setpoint
-            groups[group_id] = GroupMemory(setpoint.mode, setpoint.power_kw, setpoint.ts)
-        daemon.memory = replace(daemon.memory, groups=groups)
-        daemon.tenant_setpoints.update(self.warm.tenant_setpoints)
-
-    async def _reissue(self, daemon: Daemon, epoch: int, now_s: float) -> int:
-        """Every setpoint again, new seq, our epoch: each controller's highest epoch moves to ours."""
-        setpoints = {}
-        for group_id, old in sorted(daemon.commanded.items()):
-            daemon.seq += 1
-            setpoints[group_id] = GroupSetpoint(
-                seq=daemon.seq,
-                mode=old.mode,
-                power_kw=old.power_kw,
-                trip_stage=old.trip_stage,
-                ts=now_s,
-                epoch=epoch,
-            )
-        tenants = {}
-        for tenant_id, old_cap in sorted(daemon.tenant_setpoints.items()):
-            daemon.seq += 1
-            tenants[tenant_id] = TenantSetpoint(
-                seq=daemon.seq, power_cap_kw=old_cap.power_cap_kw, ts=now_s, epoch=epoch
-            )
-        reason = f"takeover by {self.node_id}, epoch {epoch}"
-        await daemon.journal.durable_many(
-            [
-                ("setpoint", {**sp.model_dump(exclude={"v"}), "reason": reason}, g)
-                for g, sp in setpoints.items()
-            ]
-        )
-        async with daemon._publishing:
-            sent = await asyncio.gather(
-                *(
-                    daemon.link.publish(daemon.topics.group_set(g), encode(sp), qos=1, retain=True)
-                    for g, sp in setpoints.items()
-                )
-            )
-            for (group_id, setpoint), ok in zip(setpoints.items(), sent, strict=True):
-                if ok:
-                    daemon.commanded[group_id] = setpoint
-                else:
-                    daemon.commanded.pop(group_id, None)  # the next cycle sends it
-            for tenant_id, cap in tenants.items():
-                if await daemon.link.publish(
-                    daemon.topics.tenant_set(tenant_id), encode(cap), qos=1, retain=True
-                ):
-                    daemon.tenant_setpoints[tenant_id] = cap
-                    daemon.journal.record(
-                        "tenant_setpoint",
-                        {**cap.model_dump(exclude={"v"}), "reason": reason},
-                        subject=tenant_id,
-                    )
-        return len(setpoints)
+    def _stand_down(self, daemon: Daemon) -> None:
+        self._taken_over = False
+        daemon.core.commanding = False
+        daemon.core.epoch = None
 
     # ---- outbound (leader) -----------------------------------------------------------------
 
@@ -378,18 +298,7 @@ class HaRole:
             return
         epoch = self.lease.epoch
         assert epoch is not None
-        book = daemon.book
-        handover = Handover(
-            node_id=self.node_id,
-            epoch=epoch,
-            seq=daemon.seq,
-            obligations=tuple((book._events.get(i), o) for i, o in sorted(book.obligations.items())),
-            cancelled=frozenset(book.cancelled),
-            latched_stages=daemon.fastpath.trigger.latched,
-            hard_cut=frozenset(daemon.hard_cut),
-            restores=daemon.memory.restores,
-            overrides=tuple(daemon.overrides[g] for g in sorted(daemon.overrides)),
-        )
+        handover = daemon.core.handover(self.node_id, epoch)
         document = handover_document(handover)
         # seq moves every cycle with a change; only a changed book, hold or ledger is news.
         compare = {k: v for k, v in document.items() if k != "seq"}
@@ -431,7 +340,7 @@ class HaRole:
         standby announces itself next)."""
         if not self.commanding:
             return
-        self._taken_over = False
+        self._stand_down(daemon)
         await daemon.link.publish(self.topics.daemon_online, b"0", qos=1, retain=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.lease.resign(), 2.0)
@@ -444,9 +353,3 @@ async def _publish(daemon: Daemon, topic: str, payload: bytes) -> None:
 def _endpoint(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
-
-
-def _seq_gap() -> int:
-    from mullet.daemon.app import SEQ_RESTART_GAP
-
-    return SEQ_RESTART_GAP

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import math
 import time
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import structlog
 from aiohttp import web
@@ -24,11 +24,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mullet.daemon.config import HttpApiSection
 from mullet.daemon.http_guard import GuardedListener, Limits, warn_if_exposed
 from mullet.daemon.logs import RateLimiter
+from mullet.daemon.metrics import Metrics
 from mullet.daemon.metrics_http import metrics_response
 from mullet.drivers.wire import MAX_PAYLOAD_BYTES, GridEventAck, WireError, loads
 
-if TYPE_CHECKING:
-    from mullet.daemon.app import Daemon
+
+class Daemon(Protocol):
+    """What the API needs of the site daemon (daemon/app.py)."""
+
+    api_token: str | None
+    metrics: Metrics
+    http_port: int | None
+
+    def submit_grid_event_raw(self, raw: bytes, *, source: str) -> asyncio.Future[GridEventAck] | None: ...
+
+    async def set_override(
+        self, group_id: str, mode: str, until_s: float | None, note: str, by: str
+    ) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def lifecycle_status(self) -> dict[str, Any]: ...
+
+    def plan_document(self) -> dict[str, Any] | None: ...
+
 
 log = structlog.get_logger("mullet.http_api")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aetcd  # type: ignore[import-untyped]  # aetcd ships no type information
 import structlog
@@ -47,6 +47,7 @@ class LeaderLease:
         self.ttl_s = ttl_s
         self.epoch: int | None = None  # set while leading
         self.elected = asyncio.Event()
+        self.on_lost: Callable[[], None] | None = None  # called the moment the lease is given up
 
     @property
     def leading(self) -> bool:
@@ -105,6 +106,8 @@ class LeaderLease:
             elif ttl_s is not None or time.monotonic() - refreshed_s >= self.ttl_s * 2 / 3:
                 # Expired, or about to: stop commanding before another node can be elected.
                 self.elected.clear()
+                if self.on_lost is not None:
+                    self.on_lost()
                 raise LeadershipLost(f"{self.node_id} lost the lease (epoch {self.epoch})")
 
     async def resign(self) -> None:

@@ -1,8 +1,9 @@
 """What a restarted daemon takes back from its journal, read once at start-up.
 
-Each function reads one kind of state and returns it; the Daemon applies it. A restart must never
-restore load the last run had shed: obligations, the last command to each group (min on/off times),
-the restore ramp's ledger, under-frequency holds and hard cuts, and operator overrides all survive.
+Each function reads one kind of state and returns it; `recover` hands it all to the controller core.
+A restart must never restore load the last run had shed: obligations, the last command to each group
+(min on/off times), the restore ramp's ledger, under-frequency holds and hard cuts,
+and operator overrides all survive.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import structlog
+
+from mullet.daemon.core.controller import SiteController
 from mullet.daemon.events import Decision, ObligationBook
 from mullet.daemon.journal import Journal
 from mullet.drivers.wire import GridEvent, GroupSetpoint
@@ -19,6 +23,7 @@ from mullet.policies.model import GroupMemory, GroupMode, Obligation, Override, 
 from mullet.policies.trigger import trip_hold
 
 Outlet = tuple[str, int]
+log = structlog.get_logger("mullet.daemon")
 
 
 def replay_obligations(journal: Journal, book: ObligationBook, now_s: float) -> None:
@@ -123,3 +128,22 @@ def overrides(journal: Journal, group_ids: Collection[str], now_s: float) -> dic
         else:
             held.pop(group_id, None)
     return held
+
+
+def recover(journal: Journal, core: SiteController, now_s: float) -> None:
+    """Take back what the last run held: a restart never restores load the last run had shed."""
+    core.overrides = overrides(journal, core.group_ids, now_s)
+    replay_obligations(journal, core.book, now_s)
+    core.commanded, core.memory = commanded(journal, core.group_ids)
+    holds = fast_path_holds(journal, core.outlets_by_group, core.group_ids)
+    core.hard_cut = holds.hard_cut
+    core.memory = holds.shed(core.memory, core.group_ids)
+    for hold in holds.obligations(core.site.interconnect_kw):
+        core.add_hold(hold)
+    core.trigger.latch(holds.latched_stages)
+    if holds.open_trips or holds.hard_cut:
+        log.warning(
+            "recovered under-frequency holds",
+            obligations=sorted(hold.event_id for hold in holds.obligations(core.site.interconnect_kw)),
+            hard_cut=sorted(holds.hard_cut),
+        )

@@ -67,28 +67,17 @@ def test_unacked_grid_events_are_kept_bounded_and_dropped_once_acked() -> None:
 
 
 async def test_the_fast_path_trip_carries_the_epoch_and_nothing_without_one() -> None:
+    from mullet.daemon.core.commands import TripOrder
     from mullet.daemon.fastpath import FastPath
-    from mullet.policies.model import TripStage
-    from mullet.policies.trigger import FrequencyTrigger
 
-    stages = (TripStage(1, 59.85, 1000.0),)
     sent: list[bytes] = []
-    epoch: list[int | None] = [None]
     fast = FastPath(
-        trigger=FrequencyTrigger(stages),
-        stages=stages,
-        outlets_by_group={},
         publish_trip=lambda payload: sent.append(payload),  # type: ignore[func-returns-value]
-        next_seq=iter(range(4190, 5000)).__next__,
         on_fired=lambda _record: None,
         on_settled=lambda _settled: None,
-        on_released=lambda: None,
-        on_reject=lambda _reason: None,
-        epoch=lambda: epoch[0],
     )
-    fast.fire(1, 0.0, cause="test")  # no lease: v1 bytes, no epoch field
-    epoch[0] = 12
-    fast.fire(1, 0.0, cause="test")
+    fast.fire(TripOrder(1, 4190, "test", 0.0, epoch=None))  # no lease: v1 bytes, no epoch field
+    fast.fire(TripOrder(1, 4191, "test", 0.0, epoch=12))
     without, stamped = sent
     assert b"epoch" not in without and decode(Trip, without).epoch is None
     trip = decode(Trip, stamped)

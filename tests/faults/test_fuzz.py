@@ -160,13 +160,13 @@ async def test_random_and_mutated_payloads_on_every_subscribed_topic(daemon: Dae
         raw = data.draw(mutated(kind))
         before_readings = _readings(daemon)
         before_rejected = _rejected_total(daemon)
-        daemon._on_message(topic, raw)  # what the MQTT session calls for each message; must not raise
+        daemon.intake.on_message(topic, raw)  # what the MQTT session calls for each message; must not raise
         after_rejected = _rejected_total(daemon)
         added = {r: after_rejected[r] - before_rejected.get(r, 0.0) for r in after_rejected}
         added = {r: n for r, n in added.items() if n}
         queued = []
-        while not daemon._grid_queue.empty():
-            queued.append(daemon._grid_queue.get_nowait()[0])
+        while not daemon.intake.grid_queue.empty():
+            queued.append(daemon.intake.grid_queue.get_nowait()[0])
         CASES["inbound"] += 1
         if added:
             # Refused: counted once, by a known reason; nothing read, nothing queued to act on.
