@@ -8,18 +8,11 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from mullet.daemon.config import (
-    Ident,
-    MetricsSection,
-    MqttSection,
-    _Strict,
-    _unique,
-    load_model,
-    parse_model,
-)
+from mullet.daemon.config import Ident, MetricsSection, MqttSection, load_model, parse_model
+from mullet.daemon.config_fields import Strict, unique
 
 
-class FleetSection(_Strict):
+class FleetSection(Strict):
     fleet_id: Ident
     # Portfolio events arrive on `<topic_root>/grid/event`; status on `<topic_root>/status`.
     topic_root: str | None = None
@@ -35,7 +28,7 @@ class FleetSection(_Strict):
     short_tolerance_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.05
 
 
-class FleetSiteSection(_Strict):
+class FleetSiteSection(Strict):
     site_id: Ident
     # The site daemon's topic root as seen on the fleet broker (the bridges keep site roots as they are).
     topic_root: str | None = None
@@ -45,7 +38,7 @@ class FleetSiteSection(_Strict):
         return (self.topic_root or f"mullet/{self.site_id}").rstrip("/")
 
 
-class FleetConfig(_Strict):
+class FleetConfig(Strict):
     fleet: FleetSection
     mqtt: MqttSection = MqttSection()
     metrics: MetricsSection = MetricsSection(port=9118)
@@ -53,8 +46,8 @@ class FleetConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_sites(self) -> FleetConfig:
-        _unique("sites", "site_id", [s.site_id for s in self.sites])
-        _unique("sites", "topic_root", [s.root for s in self.sites])
+        unique("sites", "site_id", [s.site_id for s in self.sites])
+        unique("sites", "topic_root", [s.root for s in self.sites])
         return self
 
     @property
