@@ -16,24 +16,20 @@ from mullet.daemon.fastpath import FastPath, TripRecord, TripSettled
 from mullet.daemon.grid_ven import run_ven
 from mullet.daemon.ha import HaRole
 from mullet.daemon.http_api import serve_http_api
-from mullet.daemon.http_guard import Limits, beyond_loopback
+from mullet.daemon.http_guard import Limits
 from mullet.daemon.intake import Intake
-from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.metrics_http import MetricsListener
 from mullet.daemon.notify import Notifier
 from mullet.daemon.pdu_metrics import PduCollector
 from mullet.daemon.reload import ReloadRefused, reread
 from mullet.daemon.secrets import read_secret
-from mullet.daemon.site_status import override_document, site_status, update_metrics
-from mullet.daemon.state import SiteState
+from mullet.daemon.site_status import lifecycle_status, listener_status, site_status
+from mullet.daemon.site_wiring import site_journal, site_link, site_meter
+from mullet.daemon.supervisor import Supervisor
 from mullet.daemon.trip_records import record_settled
-from mullet.drivers.device_profiles import load_meter_profile
-from mullet.drivers.meter import ModbusMeter
-from mullet.drivers.mqtt import MqttLink, tls_context
 from mullet.drivers.pdu import PduPool
 from mullet.drivers.wire import GridEvent, GridEventAck, Topics
-from mullet.policies.model import Plan, SiteSpec
 
 log = structlog.get_logger("mullet.daemon")
 
@@ -63,15 +59,7 @@ class Daemon:
         self.journal_lost: dict[str, Any] | None = None  # set when an empty journal met broker history
         self.topics = Topics(config.topic_root)
         self.metrics = metrics or Metrics()
-        retention_days = config.journal.retention_days
-        self.journal = Journal(
-            config.journal.path,
-            queue_size=config.journal.queue_size,
-            retention_s=None if retention_days is None else retention_days * 86_400.0,
-            on_drop=lambda kind: self.metrics.journal_dropped.labels(kind=kind).inc(),
-            on_commit=self._on_journal_commit,
-        )
-        self.metrics.journal_queue.set_function(lambda: self.journal.queue_depth)
+        self.journal = site_journal(config, self.metrics)
         # A warm connection to every PDU, so a cut is one round trip (docs/architecture.md section 9).
         self.pdus: PduPool | None = PduPool.from_config(config.pdus) if config.pdus else None
         if self.pdus is not None:
@@ -86,20 +74,13 @@ class Daemon:
             else None
         )
         self.core.commanding = self.ha is None
-        self.link = MqttLink(
-            mqtt.url,
-            client_id=mqtt.client_id or (self.ha.client_id if self.ha else f"mulletd-{config.site.site_id}"),
-            subscriptions=self.topics.daemon_subscriptions() + (self.ha.subscriptions if self.ha else []),
-            on_message=lambda topic, raw: self.intake.on_message(topic, raw),
-            on_connect=self._on_connect,
-            # A pair cannot share one will: each node has its own, the leader owns daemon/online.
-            will_topic=self.ha.node_online_topic if self.ha else self.topics.daemon_online,
-            keepalive_s=mqtt.keepalive_s,
-            reconnect_min_s=mqtt.reconnect_min_s,
-            reconnect_max_s=mqtt.reconnect_max_s,
-            username=mqtt.username,
-            password=self.mqtt_password,
-            tls=tls_context(mqtt.ca_file, mqtt.cert_file, mqtt.key_file) if "mqtts:" in mqtt.url else None,
+        self.link = site_link(
+            config,
+            self.topics,
+            self.ha,
+            self.mqtt_password,
+            lambda topic, raw: self.intake.on_message(topic, raw),
+            self._on_connect,
         )
         self.wake = asyncio.Event()
         ha_role = self.ha
@@ -133,51 +114,27 @@ class Daemon:
             ha = self.ha
             self.intake.pair_messages = lambda topic, raw: ha.on_message(self, topic, raw)
             self.intake.standby_refusal = ha.refuse
-        meter = config.meter
-        self.meter = ModbusMeter(
-            meter.host,
-            meter.port,
-            device_id=meter.device_id,
-            profile=load_meter_profile(meter.profile),
-            poll_hz=meter.poll_hz,
-            timeout_s=meter.timeout_s,
-            on_sample=self.intake.on_meter_sample,
-            on_reject=lambda reason: self.metrics.meter_rejected.labels(reason=reason).inc(),
-            on_round_trip=self.metrics.modbus_seconds.labels(
-                device=f"meter:{meter.host}:{meter.port}"
-            ).observe,
+        self.meter = site_meter(config, self.metrics, self.intake.on_meter_sample)
+        self.supervisor = Supervisor(
+            self.core,
+            self.runner,
+            fastpath=self.fastpath,
+            link=self.link,
+            pdus=self.pdus,
+            metrics=self.metrics,
+            notifier=self.notifier,
+            period_s=config.control.period_s,
+            standing_by=(lambda: ha_role.standing_by(self)) if ha_role else (lambda: False),
+            after_cycle=(lambda: ha_role.publish_handover(self)) if ha_role else None,
         )
-        self.ready = asyncio.Event()
+        self.ready = self.supervisor.ready  # set after the first complete cycle
         self._stop = asyncio.Event()
         self.metrics_port: int | None = None
         self.http_port: int | None = None  # set by the HTTP API once it listens
-        self.cycles = 0  # completed control cycles (a plan computed and acted on)
-        self.last_cycle_mono_s: float | None = None
-        self.started_mono_s = time.monotonic()
         self.last_reload = "none"
         recovery.recover(self.journal, self.core, time.time())
 
     # ---- what other parts of the daemon read ------------------------------------------------
-
-    @property
-    def plan(self) -> Plan | None:
-        return self.core.plan
-
-    @property
-    def site(self) -> SiteSpec:
-        return self.core.site
-
-    @property
-    def state(self) -> SiteState:
-        return self.core.state
-
-    @property
-    def group_ids(self) -> list[str]:
-        return self.core.group_ids
-
-    @property
-    def tenant_ids(self) -> list[str]:
-        return self.core.tenant_ids
 
     @property
     def commanding(self) -> bool:
@@ -224,7 +181,7 @@ class Daemon:
                     tg.create_task(serve_http_api(self, self.config.http_api, caps.api), name="http-api")
                 if self.config.openadr.enabled:
                     tg.create_task(run_ven(self, self.config.openadr), name="openadr")
-                tg.create_task(self._supervise(), name="supervisor")
+                tg.create_task(self.supervisor.run(), name="supervisor")
                 if self.ha is not None:
                     tg.create_task(self.ha.run(self), name="ha")
                 await self._stop.wait()
@@ -255,10 +212,6 @@ class Daemon:
             await self.ha.on_connect(self)
         await self.runner.run(self.core.take())
 
-    def _on_journal_commit(self, entries: int, elapsed_s: float) -> None:
-        self.metrics.journal_written.inc(entries)
-        self.metrics.journal_commit_seconds.observe(elapsed_s)
-
     def _on_trip(self, record: TripRecord) -> None:
         self.core.trip_fired(record, time.time())
         self.runner.run_soon(self.core.take())
@@ -267,62 +220,6 @@ class Daemon:
         self.runner.observe_pdu_acks(settled.cut_result)
         record_settled(settled, self.metrics, self.journal)
 
-    # ---- the supervisory loop --------------------------------------------------------------
-
-    async def _supervise(self) -> None:
-        period_s = self.config.control.period_s
-        while True:
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=period_s)
-            except TimeoutError:
-                pass
-            self.wake.clear()
-            try:
-                await self._cycle()
-            except Exception:  # one bad cycle must not end control; the next one retries
-                log.exception("control cycle failed")
-
-    async def _cycle(self) -> None:
-        if self.ha is not None and not self.ha.commanding:
-            self.ha.idle(self)  # a standby plans nothing
-            return
-        self.core.connected = self.link.connected.is_set()
-        started_s = time.perf_counter()
-        plan = self.core.cycle(time.time(), time.monotonic(), self._outlets_kw)
-        if plan is None:
-            await self.runner.run(self.core.take())
-            return
-        self.metrics.plan_seconds.observe(time.perf_counter() - started_s)
-        self.fastpath.arm(self.core.armed)
-        await self.runner.run(self.core.take())
-        if self.ha is not None:
-            await self.ha.publish_handover(self)
-        update_metrics(
-            self.metrics, self.core, plan, time.time(), time.monotonic(), self.link.connected.is_set()
-        )
-        self.ready.set()
-        self._cycle_done(plan)
-
-    def _outlets_kw(self, group_id: str, read_since_s: float) -> float | None:
-        """The group's outlets' PDU power readback in kW, if every outlet was read since then."""
-        outlets = self.core.outlets_by_group.get(group_id)
-        if not outlets or self.pdus is None:
-            return None
-        watts = self.pdus.power_w(outlets, read_since_s=read_since_s)
-        return None if watts is None else watts / 1000.0
-
-    def _cycle_done(self, plan: Plan) -> None:
-        """systemd hears READY=1 after the first complete cycle, WATCHDOG=1 only after complete cycles:
-        a wedged loop or a cycle that fails every time stops the pings and systemd restarts us."""
-        now_mono_s = time.monotonic()
-        self.cycles += 1
-        self.last_cycle_mono_s = now_mono_s
-        if self.cycles == 1:
-            status = f"controlling {len(self.core.group_ids)} groups, {len(plan.curtailed())} curtailed"
-            self.notifier.ready(status)
-            log.info("ready", status=status, after_s=round(now_mono_s - self.started_mono_s, 3))
-        self.notifier.watchdog(now_mono_s)
-
     # ---- operators: status, overrides, reload ----------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -330,25 +227,14 @@ class Daemon:
 
     def lifecycle_status(self) -> dict[str, Any]:
         """Service health for GET /v1/status: started, ready, cycling, what operators hold."""
-        now_mono_s = time.monotonic()
         listeners = {"metrics": (self.config.metrics.host, self.metrics_port)}
         if self.config.http_api.enabled:
             listeners["api"] = (self.config.http_api.host, self.http_port)
-        last_age_s = None if self.last_cycle_mono_s is None else round(now_mono_s - self.last_cycle_mono_s, 3)
+        document = lifecycle_status(self.config.site.site_id, self.core, self.supervisor, time.monotonic())
         return {
-            "site_id": self.config.site.site_id,
-            "ready": self.ready.is_set(),
-            "seq": self.core.seq,
-            "cycles": self.cycles,
-            "last_cycle_age_s": last_age_s,
-            "uptime_s": round(now_mono_s - self.started_mono_s, 3),
-            "overrides": {g: override_document(o) for g, o in sorted(self.core.overrides.items())},
+            **document,
             "config_reload": self.last_reload,
-            # Where the API and metrics listen, and whether beyond loopback (`mulletd status` says so).
-            "listeners": {
-                name: {"address": f"{host}:{port}", "beyond_loopback": beyond_loopback(host)}
-                for name, (host, port) in listeners.items()
-            },
+            "listeners": listener_status(listeners),
             "journal_lost": self.journal_lost,
         }
 

@@ -59,10 +59,10 @@ def with_free_ports(config: Config, broker_url: str, state_dir: Path) -> Config:
 
 def demo_limit_kw(daemon: Daemon) -> float:
     """A site limit that leaves mining about two thirds of its rated power."""
-    plan = daemon.plan
+    plan = daemon.core.plan
     assert plan is not None
-    mining_rated_kw = sum(g.rated_kw for g in daemon.site.groups)
-    fixed_kw = daemon.site.safety_margin_kw + daemon.site.base_load_kw + plan.ai_allowance_kw
+    mining_rated_kw = sum(g.rated_kw for g in daemon.core.site.groups)
+    fixed_kw = daemon.core.site.safety_margin_kw + daemon.core.site.base_load_kw + plan.ai_allowance_kw
     return round(fixed_kw + mining_rated_kw * (1 - SHED_FRACTION), -1)
 
 

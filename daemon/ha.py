@@ -327,13 +327,16 @@ class HaRole:
             reason = f"standby {self.node_id}: send it to the leader"
             reply.set_result(GridEventAck(id=event_id, accepted=False, reason=reason, code="not_leader"))
 
-    def idle(self, daemon: Daemon) -> None:
-        """A standby's cycle: nothing to plan, but systemd hears it is up and alive."""
+    def standing_by(self, daemon: Daemon) -> bool:
+        """A standby's cycle: nothing to plan, but systemd hears it is up and alive. False: we lead."""
+        if self.commanding:
+            return False
         if not self._ready_sent:
             self._ready_sent = True
             daemon.notifier.ready(f"standby {self.node_id}")
             log.info("standby", node_id=self.node_id)
         daemon.notifier.watchdog(time.monotonic())
+        return True
 
     async def stop(self, daemon: Daemon) -> None:
         """Clean stop while leading: say the site is offline, then hand the lease over at once (the

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from typing import Any
+from typing import Any, Protocol
 
 from mullet.daemon.core.controller import SiteController
+from mullet.daemon.http_guard import beyond_loopback
 from mullet.daemon.journal import Journal
 from mullet.daemon.metrics import Metrics
 from mullet.policies.model import Override, Plan
+
+
+class Cycling(Protocol):
+    """The supervisory loop's progress (daemon/loop.py)."""
+
+    ready: asyncio.Event
+    cycles: int
+    last_cycle_mono_s: float | None
+    started_mono_s: float
 
 
 def update_metrics(
@@ -68,6 +79,28 @@ def site_status(core: SiteController, journal: Journal, connected: bool, now_mon
             "dropped": journal.dropped,
             "queued": journal.queue_depth,
         },
+    }
+
+
+def lifecycle_status(site_id: str, core: SiteController, loop: Cycling, now_mono_s: float) -> dict[str, Any]:
+    """Service health for GET /v1/status: started, ready, cycling, what operators hold."""
+    last_s = loop.last_cycle_mono_s
+    return {
+        "site_id": site_id,
+        "ready": loop.ready.is_set(),
+        "seq": core.seq,
+        "cycles": loop.cycles,
+        "last_cycle_age_s": None if last_s is None else round(now_mono_s - last_s, 3),
+        "uptime_s": round(now_mono_s - loop.started_mono_s, 3),
+        "overrides": {g: override_document(o) for g, o in sorted(core.overrides.items())},
+    }
+
+
+def listener_status(listeners: dict[str, tuple[str, int | None]]) -> dict[str, Any]:
+    """Where the API and metrics listen, and whether beyond loopback (`mulletd status` says so)."""
+    return {
+        name: {"address": f"{host}:{port}", "beyond_loopback": beyond_loopback(host)}
+        for name, (host, port) in listeners.items()
     }
 
 

@@ -121,7 +121,7 @@ def _rejected_total(daemon: Daemon) -> dict[str, float]:
 
 
 def _readings(daemon: Daemon) -> tuple:
-    state = daemon.state
+    state = daemon.core.state
     return (
         dict(state.groups),
         dict(state.tenants),
@@ -141,7 +141,7 @@ def daemon(tmp_path: Path) -> Daemon:
 
 async def test_random_and_mutated_payloads_on_every_subscribed_topic(daemon: Daemon) -> None:
     topics = daemon.topics
-    group, tenant = daemon.group_ids[0], daemon.tenant_ids[0]
+    group, tenant = daemon.core.group_ids[0], daemon.core.tenant_ids[0]
     targets = [
         ("group_state", topics.group_state(group)),
         ("group_state", topics.group_state("ghost")),
@@ -179,13 +179,13 @@ async def test_random_and_mutated_payloads_on_every_subscribed_topic(daemon: Dae
         outcomes[f"accepted:{kind}"] += 1
         # Accepted: only well-formed, finite, non-negative readings get in.
         if kind == "group_state":
-            reading = daemon.state.groups[group][0]
+            reading = daemon.core.state.groups[group][0]
             assert math.isfinite(reading.power_kw) and reading.power_kw >= 0
         elif kind == "tenant_state":
-            reading = daemon.state.tenants[tenant][0]
+            reading = daemon.core.state.tenants[tenant][0]
             assert math.isfinite(reading.power_kw) and reading.power_kw >= 0
         elif kind == "grid_price":
-            assert daemon.state.price is not None and math.isfinite(daemon.state.price[0])
+            assert daemon.core.state.price is not None and math.isfinite(daemon.core.state.price[0])
         elif kind == "grid_event":
             assert len(queued) == 1 and isinstance(queued[0], GridEvent)
 
