@@ -10,6 +10,8 @@ by holding it (`is`), not by hashing 6,000 frozen specs, which would cost more t
 
 from __future__ import annotations
 
+import functools
+
 from mullet.policies.model import GroupDecision, GroupSpec
 
 __all__ = ["PlanCache", "merit_key", "rank"]
@@ -37,14 +39,16 @@ class PlanCache:
     `MAX_ARMED_REASONS` armed-reason texts.
     """
 
-    __slots__ = ("_armed", "_decisions", "_fits", "_groups", "_ranking")
+    __slots__ = ("_decisions", "_fits", "_groups", "_ranking", "armed_reason")
 
     def __init__(self) -> None:
         self._groups: tuple[GroupSpec, ...] | None = None
         self._ranking: tuple[tuple[GroupSpec, ...], tuple[int, ...]] = ((), ())
         self._fits: tuple[str, ...] | None = None
         self._decisions: list[GroupDecision | None] = []
-        self._armed: dict[tuple[str, int, float], str] = {}
+        # A group's reason with its trip stage added; the same few texts recur every plan. Memoised
+        # per cache (an LRU at C speed: armed groups call it every plan).
+        self.armed_reason = functools.lru_cache(maxsize=MAX_ARMED_REASONS)(_armed_reason)
 
     def ranking(self, groups: tuple[GroupSpec, ...]) -> tuple[tuple[GroupSpec, ...], tuple[int, ...]]:
         """`rank(groups)`, sorted once per groups tuple; a new tuple drops everything kept for the old."""
@@ -66,19 +70,13 @@ class PlanCache:
             )
         return self._fits
 
-    def armed_reason(self, reason: str, stage: int, threshold_hz: float) -> str:
-        """A group's reason with its trip stage added; the same few texts recur every plan."""
-        key = (reason, stage, threshold_hz)
-        text = self._armed.get(key)
-        if text is None:
-            if len(self._armed) >= MAX_ARMED_REASONS:
-                self._armed.clear()
-            text = self._armed[key] = f"{reason}; armed at stage {stage} ({threshold_hz:g} Hz)"
-        return text
-
     def last_decisions(self, count: int) -> list[GroupDecision | None]:
         """The previous plan's decisions in the site's order, or `count` Nones if there is none."""
         return self._decisions if len(self._decisions) == count else [None] * count
 
     def keep_decisions(self, decisions: list[GroupDecision | None]) -> None:
         self._decisions = decisions
+
+
+def _armed_reason(reason: str, stage: int, threshold_hz: float) -> str:
+    return f"{reason}; armed at stage {stage} ({threshold_hz:g} Hz)"
