@@ -198,7 +198,8 @@ class Intake:
                 reply.set_result(acks[-1])
 
     async def _decide(self, event: GridEvent) -> None:
-        decision, order = self.core.decide(event, time.time(), time.monotonic())
+        now_s = time.time()
+        decision, order = self.core.decide(event, now_s, time.monotonic())
         if order is not None:
             self.fastpath.fire(order)  # the armed trip goes out first; journal and ack follow
         journal_error = None
@@ -209,4 +210,4 @@ class Intake:
                 )
             except Exception as exc:  # never acknowledge what is not on disk
                 journal_error = type(exc).__name__
-        self.core.commit(event, decision, journal_error)
+        self.core.commit(event, decision, journal_error, now_s)

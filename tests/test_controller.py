@@ -167,7 +167,7 @@ class Shell:
             self.fire(order)
         if decision.accepted and not decision.duplicate:
             self.journal.append(("grid_event", self.core.grid_event_entry(event, decision), event.id))
-        self.core.commit(event, decision, None)
+        self.core.commit(event, decision, None, self.now_s)
         acks = self.carry_out(self.core.take())
         assert len(acks) == 1
         return acks[0]
@@ -376,12 +376,6 @@ def test_ers10_from_notice_to_recall_and_staggered_restore(tmp_path: Path) -> No
     assert [e["obligations_ended"] for e in ended] == [["ers-1"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: SiteController.commit applies a cancel at the wall clock (book.apply without"
-    " now_s reads time.time()), so on the core's own clock the cancel's history entry can be"
-    " 'older' than 24 h and is pruned at once: a redelivered recall is refused unknown_event",
-)
 def test_recall_redelivered_is_a_duplicate_on_the_core_clock(tmp_path: Path) -> None:
     shell = Shell(tmp_path)
     shell.start()

@@ -254,14 +254,16 @@ class SiteController:
             "cancels": decision.cancels,
         }
 
-    def commit(self, event: GridEvent, decision: Decision, journal_error: str | None) -> Decision:
+    def commit(
+        self, event: GridEvent, decision: Decision, journal_error: str | None, now_s: float
+    ) -> Decision:
         """After the journal write of an accepted new event (or its failure: never acknowledge what is
         not on disk): apply it, count and log it, and queue its ack. Returns the final decision."""
         if decision.accepted and not decision.duplicate:
             if journal_error is not None:
                 decision = rejected("journal_unavailable", f"journal unavailable: {journal_error}")
             else:
-                self.book.apply(event, decision)
+                self.book.apply(event, decision, now_s)
                 self.wake = True
         if not decision.accepted:
             self._emit(
@@ -729,7 +731,7 @@ class SiteController:
             if event is None:
                 self.add_hold(obligation)  # an under-frequency hold
                 continue
-            book.apply(event, Decision(True, "takeover", obligation=obligation))
+            book.apply(event, Decision(True, "takeover", obligation=obligation), now_s)
             entries.append(
                 (
                     "grid_event",
