@@ -53,8 +53,8 @@ from _common import REPO, p99_note, print_header, print_table, reproduce_command
 import mullet.drivers.mqtt
 from mullet.daemon.config import Config, parse_config
 from mullet.daemon.logs import configure_logging
-from mullet.daemon.simulated_site import simulated_site
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 from mullet.simulators.ports import free_port
 from mullet.simulators.site import SimulatedSite

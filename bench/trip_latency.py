@@ -297,7 +297,7 @@ class BareTrip:
         """The first write (monotonic s), then seconds from it: the last PDU write, the PUBLISH
         written, all PDUs answered, the PUBACK (None: no answer within 1 s). Frames are built before
         the clock starts."""
-        from mullet.drivers.wire import encode_trip
+        from mullet.drivers.protocol import encode_trip
 
         self.tid = self.tid % 0xFFFF + 1
         tid = self.tid.to_bytes(2, "big")
@@ -392,15 +392,15 @@ def ms(a_ns: int, b_ns: int) -> float:
 
 async def bench(args: argparse.Namespace) -> int:
     from mullet.daemon.cli import freeze_heap
-    from mullet.daemon.fastpath import FastPath, TripSettled
     from mullet.daemon.logs import configure_logging
+    from mullet.daemon.site.fastpath import FastPath, TripSettled
     from mullet.drivers.device_profiles import load_meter_profile
     from mullet.drivers.meter import MeterSample, ModbusMeter
     from mullet.drivers.mqtt import MqttLink
-    from mullet.drivers.pdu_client import PduClient
-    from mullet.drivers.pdu_pool import PduPool
-    from mullet.drivers.pdu_types import PoolResult
-    from mullet.drivers.wire import Topics, Trip, encode
+    from mullet.drivers.pdu.client import PduClient
+    from mullet.drivers.pdu.pool import PduPool
+    from mullet.drivers.pdu.types import PoolResult
+    from mullet.drivers.protocol import Topics, Trip, encode
     from mullet.policies.model import GroupDecision, Plan, TripStage
     from mullet.policies.trigger import FrequencyTrigger
     from mullet.simulators.broker import MosquittoBroker, find_mosquitto

@@ -38,8 +38,8 @@ from event_latency import HOST, Observer, site_config
 from openleadr import OpenADRServer, objects
 
 from mullet.daemon.logs import configure_logging
-from mullet.daemon.simulated_site import simulated_site
-from mullet.drivers.wire import Topics
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import Topics
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 from mullet.simulators.ports import free_port
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import aiomqtt
 import structlog
 
-from mullet.drivers.cancel import reraise_swallowed_cancel
 from mullet.drivers.mqtt import NO_DELAY, BrokerAddress, backoff_delays
+from mullet.drivers.wait_for_guard import reraise_swallowed_cancel
 
 _log = structlog.get_logger()
 
@@ -28,7 +28,7 @@ _log = structlog.get_logger()
 @dataclass(frozen=True, slots=True)
 class Broker:
     """Where and how controllers connect (the daemon builds one from an `[mqtt]` section, its
-    passwords already read: `daemon/agent_link.py`'s `broker_of`)."""
+    passwords already read: `daemon/agents/link.py`'s `broker_of`)."""
 
     address: BrokerAddress
     keepalive_s: int = 10
@@ -136,6 +136,15 @@ class DeviceLink(abc.ABC):
         topic, payload = self._state()
         with suppress(aiomqtt.MqttError):
             await client.publish(topic, payload, qos=0, retain=True)
+        reraise_swallowed_cancel()
+
+    async def say_offline(self) -> None:
+        """Publish `online` = `0` before a clean stop: a clean disconnect does not fire the will."""
+        client = self._client
+        if client is None:
+            return
+        with suppress(aiomqtt.MqttError):
+            await client.publish(self.online_topic, b"0", qos=1, retain=True, timeout=2.0)
         reraise_swallowed_cancel()
 
     def go_offline(self) -> None:

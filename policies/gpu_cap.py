@@ -1,4 +1,4 @@
-"""Spreading a tenant's power cap over its GPUs' power limits (pure; used by daemon/agent_gpu.py).
+"""Spreading a tenant's power cap over its GPUs' power limits (pure; used by daemon/agents/gpu.py).
 
 The sum of the limits never exceeds the GPU budget (when the GPUs' minimum limits allow it), so the
 cap holds by construction whatever the workload does next; readings only decide who gets what:

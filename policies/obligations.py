@@ -29,7 +29,7 @@ from mullet.policies.programs import (
 from mullet.policies.trigger import UFR_PREFIX, is_ufr_obligation
 
 # Every code a refusal may carry (the metric label set is this, plus the wire reasons of
-# drivers/wire.py and the transport refusals below); docs/protocol.md section 6.
+# drivers/protocol.py and the transport refusals below); docs/protocol.md section 6.
 REJECTION_CODES = (
     "reserved_id",
     "unknown_stage",
@@ -58,7 +58,7 @@ DEFAULT_MAX_OBLIGATIONS = 100
 
 
 class GridRequest(Protocol):
-    """What the rules read of a grid event (drivers/wire.py's `GridEvent` is one). Equality is the
+    """What the rules read of a grid event (drivers/protocol.py's `GridEvent` is one). Equality is the
     event's: a re-sent event equal to the accepted one is a duplicate, a different one a conflict."""
 
     @property

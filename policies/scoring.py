@@ -4,7 +4,7 @@ The scoring follows ERCOT ERS as we read it (docs/programs.md, docs/reports.md):
 aligned to the clock, the ramp period (the program's deadline after deployment) left out, each
 interval's performance factor = delivered reduction / obligated reduction capped to [0, 1], the event's
 factor the duration-weighted mean, pass at >= 0.95. Check the current term's Technical Requirements
-before filing a report with a market operator. Pure: daemon/report.py reads the journal and calls
+before filing a report with a market operator. Pure: daemon/records/report.py reads the journal and calls
 `score`.
 """
 

@@ -1,7 +1,7 @@
 """Simulated site devices: the same protocols as the real ones, seen from the device side.
 
 Used by tests, benchmarks and `mulletd simulate`/`demo`. `SimulatedSite` wires everything from one
-`SimSiteSpec` (daemon/simulated_site.py builds it from a site config); the pieces (meter, PDU, mining
+`SimSiteSpec` (daemon/site/simulated.py builds it from a site config); the pieces (meter, PDU, mining
 and AI controllers) are usable on their own.
 """
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 from mullet.drivers.device_link import Broker, DeviceLink
 from mullet.drivers.group_command import GroupCommand
-from mullet.drivers.wire import GroupSetpoint, GroupState, Topics, Trip, WireError, decode, encode
+from mullet.drivers.protocol import GroupSetpoint, GroupState, Topics, Trip, WireError, decode, encode
 
 GroupMode = Literal["run", "curtail", "ramping"]
 MINER_KW = 3.5  # one ASIC (Antminer S21 class); only used to turn rated kW into a miner count

@@ -1,6 +1,6 @@
 """A whole simulated site: meter, PDUs, one MQTT controller per mining group and per AI tenant, and
 the physics tick that moves the mining ramps. `SimSiteSpec` says what to simulate (the daemon builds one
-from its site config: `daemon/simulated_site.py`).
+from its site config: `daemon/site/simulated.py`).
 
 Meter power = `base_load_kw` + every group's draw + every tenant's draw, evaluated when the meter is
 read. The PDUs feed the groups as their specs say (`SimGroupSpec.outlets`): a group is powered only
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from mullet.drivers.device_link import Broker, DeviceLink
-from mullet.drivers.wire import Topics
+from mullet.drivers.protocol import Topics
 from mullet.simulators.ai import AiController, DemandTrace, TenantSim
 from mullet.simulators.meter import FrequencyScript, MeterSim
 from mullet.simulators.mining import MiningController, MiningGroup, SimGroupSpec

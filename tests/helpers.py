@@ -30,8 +30,8 @@ import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
 from mullet.daemon.config import Config, parse_config
-from mullet.daemon.simulated_site import simulated_site
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.broker import wait_listening
 from mullet.simulators.ports import free_port
 from mullet.simulators.site import SimulatedSite

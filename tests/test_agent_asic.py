@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from helpers import Observer, Seen, observing, read_metrics, site_config, start_daemon, until
 
-from mullet.daemon.agent_asic import AsicAgent
-from mullet.daemon.agent_config import AsicAgentConfig, parse_agent_config
+from mullet.daemon.agents.asic import AsicAgent
+from mullet.daemon.agents.config import AsicAgentConfig, parse_agent_config
 from mullet.daemon.config import Config, ConfigError
-from mullet.daemon.simulated_site import simulated_site
+from mullet.daemon.site.simulated import simulated_site
 from mullet.drivers.miners import MinerClient, MinerEndpoint
-from mullet.drivers.wire import GridEvent, GroupSetpoint, Topics, Trip, encode
+from mullet.drivers.protocol import GridEvent, GroupSetpoint, Topics, Trip, encode
 from mullet.simulators.luxos import LuxosFleet, LuxosMinerSim
 from mullet.simulators.site import SimulatedSite
 

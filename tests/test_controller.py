@@ -1,6 +1,6 @@
 """The controller core alone, on a fake clock: whole site stories as plain call sequences.
 
-`Shell` stands in for the daemon's I/O shell (daemon/app.py, intake.py, executor.py, fastpath.py): it
+`Shell` stands in for the daemon's I/O shell (daemon/site/app.py, intake.py, executor.py, fastpath.py): it
 feeds the `SiteController` timestamped telemetry, carries out the commands it emits in order and
 reports each outcome back as the executor does, and simulates the groups' physics just enough (a group
 reports what it was last told at its next telemetry tick). Time is two floats the test advances: no
@@ -34,10 +34,10 @@ from mullet.daemon.core.commands import (
     TripOrder,
 )
 from mullet.daemon.core.controller import SiteController
-from mullet.daemon.fastpath import TripRecord
 from mullet.daemon.metrics import Metrics
+from mullet.daemon.site.fastpath import TripRecord
 from mullet.drivers.meter import MeterSample
-from mullet.drivers.wire import GridEvent, GridEventAck, GroupSetpoint, GroupState, TenantState
+from mullet.drivers.protocol import GridEvent, GridEventAck, GroupSetpoint, GroupState, TenantState
 from mullet.policies.economics import break_even_usd_per_mwh
 from mullet.policies.plan import merit_order
 from mullet.policies.trigger import ufr_obligation_id

@@ -20,8 +20,8 @@ import tomli_w
 from helpers import ETCD, Observer, etcd_server, observing, site_config, start_daemon, until
 
 from mullet.daemon.config import Config
-from mullet.daemon.simulated_site import simulated_site
-from mullet.drivers.wire import GridEvent, GroupSetpoint, Topics, encode
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, GroupSetpoint, Topics, encode
 from mullet.simulators.ports import free_port
 from mullet.simulators.site import SimulatedSite
 

@@ -22,9 +22,9 @@ import tomli_w
 from helpers import MULLETD, Observer, observing, read_metrics, start_daemon, until, write_config
 
 from mullet.daemon.config import Config
-from mullet.daemon.fleet_config import parse_fleet_config
-from mullet.daemon.simulated_site import simulated_site
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.daemon.fleet.config import parse_fleet_config
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 from mullet.simulators.ports import free_port
 from mullet.simulators.site import SimulatedSite

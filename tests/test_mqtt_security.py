@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from helpers import Running, observing, site_config, start_daemon, until
 
-from mullet.daemon.simulated_site import simulated_site
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 from mullet.simulators.meter import FrequencyScript
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mullet.daemon.fleet import FleetDispatcher
-from mullet.daemon.fleet_config import parse_fleet_config
-from mullet.drivers.wire import GridEvent
+from mullet.daemon.fleet.config import parse_fleet_config
+from mullet.daemon.fleet.dispatcher import FleetDispatcher
+from mullet.drivers.protocol import GridEvent
 from mullet.policies.obligations import (
     ObligationBook,
     cancel_decision,
@@ -22,7 +22,7 @@ NOW_S = 1_800_000_000.0
 
 @dataclass(frozen=True)
 class Request:
-    """A grid event that is not drivers/wire.py's model: the rules read only its attributes."""
+    """A grid event that is not drivers/protocol.py's model: the rules read only its attributes."""
 
     id: str
     kind: Literal["limit", "reduce", "cancel"] = "limit"

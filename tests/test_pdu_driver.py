@@ -21,11 +21,11 @@ from helpers import until
 from pymodbus.client import AsyncModbusTcpClient
 
 from mullet.daemon.config import Config, parse_config
-from mullet.daemon.simulated_site import simulated_site
+from mullet.daemon.site.simulated import simulated_site
 from mullet.drivers import device_profiles
 from mullet.drivers.device_profiles import PduLogin, PduProfile, ProfileError, load_pdu_profile
-from mullet.drivers.pdu_client import PduClient
-from mullet.drivers.pdu_pool import PduPool
+from mullet.drivers.pdu.client import PduClient
+from mullet.drivers.pdu.pool import PduPool
 from mullet.simulators.pdu import CoilPduSim, HoldingPduSim, PduSimBase, make_pdu_sim
 from mullet.simulators.site import SimulatedSite
 

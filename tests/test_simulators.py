@@ -21,9 +21,9 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from mullet.daemon.config import Config, GroupSection, parse_config
-from mullet.daemon.simulated_site import group_spec, simulated_site
+from mullet.daemon.site.simulated import group_spec, simulated_site
 from mullet.drivers.device_profiles import PointType, load_meter_profile, load_pdu_profile
-from mullet.drivers.wire import (
+from mullet.drivers.protocol import (
     GroupSetpoint,
     GroupState,
     TenantSetpoint,

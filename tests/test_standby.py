@@ -1,5 +1,5 @@
-"""The standby's warm copy and the leader's handover document (daemon/standby.py), and the epoch stamp on
-the fast path's trip (daemon/ha.py): pure, no broker."""
+"""The standby's warm copy (daemon/pair/warm_copy.py), the leader's handover document
+(daemon/core/handover.py) and the epoch stamp on the fast path's trip: pure, no broker."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from mullet.daemon.standby import PENDING_EVENTS_MAX, Handover, WarmCopy, handover_document
-from mullet.drivers.wire import GridEvent, GroupSetpoint, Trip, WireError, decode, encode
+from mullet.daemon.core.handover import Handover, handover_document
+from mullet.daemon.pair.warm_copy import PENDING_EVENTS_MAX, WarmCopy
+from mullet.drivers.protocol import GridEvent, GroupSetpoint, Trip, WireError, decode, encode
 from mullet.policies.model import Obligation, Override
 
 
@@ -68,7 +69,7 @@ def test_unacked_grid_events_are_kept_bounded_and_dropped_once_acked() -> None:
 
 async def test_the_fast_path_trip_carries_the_epoch_and_nothing_without_one() -> None:
     from mullet.daemon.core.commands import TripOrder
-    from mullet.daemon.fastpath import FastPath
+    from mullet.daemon.site.fastpath import FastPath
 
     sent: list[bytes] = []
     fast = FastPath(
@@ -101,7 +102,7 @@ def test_the_ha_section_is_optional_and_strict() -> None:
 
 
 def test_an_ai_tenant_ignores_a_cap_from_a_deposed_leader_and_the_wire_omits_an_absent_epoch() -> None:
-    from mullet.drivers.wire import TenantSetpoint
+    from mullet.drivers.protocol import TenantSetpoint
     from mullet.simulators.ai import DemandTrace, TenantSim
 
     tenant = TenantSim("ai-a", DemandTrace([1000.0], 1.0), lambda: 0.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mullet.drivers.wire import GridEventAck, GroupSetpoint, TenantSetpoint
+from mullet.drivers.protocol import GridEventAck, GroupSetpoint, TenantSetpoint
 
 Outlet = tuple[str, int]  # (pdu_id, outlet)
 JournalItem = tuple[str, dict[str, Any], str | None]  # (kind, data, subject)

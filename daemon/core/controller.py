@@ -31,16 +31,16 @@ from mullet.daemon.core.commands import (
     SwitchOutlets,
     TripOrder,
 )
+from mullet.daemon.core.handover import Handover
+from mullet.daemon.core.obligation_book import Decision, ObligationBook, rejected
+from mullet.daemon.core.plan_change import plan_change
 from mullet.daemon.core.plan_document import decision_key, plan_summary
+from mullet.daemon.core.shed_verifier import PendingShed, ShedVerifier
+from mullet.daemon.core.site_state import SiteState
 from mullet.daemon.core.trips import ArmedStage, arm_stages
-from mullet.daemon.events import Decision, ObligationBook, rejected
 from mullet.daemon.metrics import Metrics
-from mullet.daemon.plan_journal import plan_change
-from mullet.daemon.standby import Handover
-from mullet.daemon.state import SiteState
-from mullet.daemon.verify import PendingShed, ShedVerifier
 from mullet.drivers.meter import MeterSample, RefreshWatch
-from mullet.drivers.wire import (
+from mullet.drivers.protocol import (
     GridEvent,
     GridEventAck,
     GroupSetpoint,
@@ -142,7 +142,7 @@ class SiteController:
         }
 
     def reconfigure(self, config: Config) -> None:
-        """Take on what a SIGHUP may change (daemon/reload.py decided it is only that)."""
+        """Take on what a SIGHUP may change (daemon/site/reload.py decided it is only that)."""
         self.config = config
         self.site = config.site_spec()
         self.book.max_kw = config.site.interconnect_kw * config.control.max_event_kw_factor

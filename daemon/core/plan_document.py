@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mullet.daemon.events import ObligationBook
+from mullet.daemon.core.obligation_book import ObligationBook
 from mullet.policies.fleet import site_flex
 from mullet.policies.model import Plan, SiteSnapshot, SiteSpec
 

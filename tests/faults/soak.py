@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mullet.daemon.config import Config, parse_config
-from mullet.daemon.events import Decision, ObligationBook
-from mullet.daemon.journal import Journal
-from mullet.daemon.simulated_site import group_spec
-from mullet.drivers.wire import GridEvent, GroupSetpoint
+from mullet.daemon.core.obligation_book import Decision, ObligationBook
+from mullet.daemon.records.journal import Journal
+from mullet.daemon.site.simulated import group_spec
+from mullet.drivers.protocol import GridEvent, GroupSetpoint
 from mullet.policies.model import GroupMemory, Obligation, PolicyMemory, SiteSnapshot
 from mullet.policies.plan import compute_plan
 from mullet.policies.trigger import FrequencyTrigger, TriggerSettings, trip_hold

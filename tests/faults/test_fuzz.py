@@ -35,12 +35,20 @@ from helpers import EXAMPLE, site_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mullet.daemon.app import Daemon
 from mullet.daemon.config import ConfigError, parse_config
-from mullet.daemon.events import REJECTION_CODES, ObligationBook
+from mullet.daemon.core.obligation_book import REJECTION_CODES, ObligationBook
+from mullet.daemon.site.app import Daemon
 from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.meter import MAX_PLAUSIBLE_HZ, ModbusMeter
-from mullet.drivers.wire import GridEvent, GroupState, Price, TenantState, WireError, decode, decode_online
+from mullet.drivers.protocol import (
+    GridEvent,
+    GroupState,
+    Price,
+    TenantState,
+    WireError,
+    decode,
+    decode_online,
+)
 from mullet.policies.model import PolicyMemory, SiteSnapshot
 from mullet.policies.plan import compute_plan
 from mullet.simulators.meter import MeterSim
@@ -198,7 +206,7 @@ async def test_random_and_mutated_payloads_on_every_subscribed_topic(daemon: Dae
 
 GRID_EVENTS = st.builds(
     GridEvent,
-    # Ids from the wire's character set (an id outside it never reaches decide: drivers/wire.py).
+    # Ids from the wire's character set (an id outside it never reaches decide: drivers/protocol.py).
     id=st.one_of(
         st.sampled_from(["a", "b", "ufr-1", "c"]), st.from_regex(r"[A-Za-z0-9._:@+=-]{1,8}", fullmatch=True)
     ),
