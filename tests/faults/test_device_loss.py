@@ -90,8 +90,14 @@ async def test_a_silent_pdu_makes_escalation_take_another_path_and_it_is_journal
         assert first_seq is not None
 
         await run.until_metric('mullet_escalations_total{result="failed"}', lambda v: v >= 1, 30, 0.0)
+        # The metric counts at once; the journal row follows with the next durable write.
+        await until(
+            lambda: any(e["group_id"] == "c01" for e in _escalations(run.config.journal.path)),
+            30,
+            "c01's escalation journaled",
+        )
         failed = [e for e in _escalations(run.config.journal.path) if e["group_id"] == "c01"]
-        assert failed and failed[0]["result"] == "failed" and "timeout" in failed[0]["detail"]
+        assert failed[0]["result"] == "failed" and "timeout" in failed[0]["detail"]
         assert liar.powered and liar.power_kw == liar.rated_kw  # the cut did not happen
         # Another path: firmware sleep re-sent under a new seq, and the plan sheds others in its place.
         await until(lambda: (liar.seq_applied or 0) > first_seq, 30, "curtail re-sent to c01")
