@@ -1,7 +1,7 @@
 """The site's obligation book as the daemon builds it: the rules are policies/obligations.py.
 
 Validation happens before anything is journaled or acknowledged; the book changes only after the
-journal has the event on disk (see Daemon._handle_grid_event). The old names stay importable here.
+journal has the event on disk (SiteController.decide, then commit). The old names stay importable here.
 """
 
 from __future__ import annotations
