@@ -1,4 +1,4 @@
-"""`mulletd`: run the daemon, check a config, run a simulated site, or the all-in-one demo."""
+"""`mulletd`: the site daemon, check-config, simulate, demo, report, status, edge agents and the fleet."""
 
 from __future__ import annotations
 

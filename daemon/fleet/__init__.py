@@ -1,1 +1,1 @@
-"""daemon/fleet"""
+"""The fleet dispatcher (`mulletd fleet`): portfolio obligations split across site daemons."""

@@ -1,4 +1,4 @@
-"""The PDU driver's public names in one place, as before it was split by job: `pdu_types` (reasons,
+"""The PDU driver's public names in one place (client, pool, types, writes). By job: `types` (reasons,
 results, config shapes), `pdu_writes` (switch requests), `pdu_client` (one PDU), `pdu_pool` (all of
 them, armed cuts). Kept for importers that predate the split (daemon/site/app.py, daemon/site/fastpath.py,
 daemon/site/executor.py); new code imports from the module that defines a name."""
