@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mullet.daemon.core.shed_verifier import PendingShed
 from mullet.drivers.protocol import GridEventAck, GroupSetpoint, TenantSetpoint
 
 Outlet = tuple[str, int]  # (pdu_id, outlet)
@@ -75,7 +76,7 @@ class SwitchOutlets:
     group_id: str
     outlets: tuple[Outlet, ...]
     on: bool
-    pending: Any = None  # verify.PendingShed for a cut
+    pending: PendingShed | None = None  # for a cut: the shed it escalates
 
 
 @dataclass(frozen=True, slots=True)

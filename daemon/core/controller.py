@@ -58,8 +58,8 @@ log = structlog.get_logger("mullet.daemon")
 # The plan is republished at least this often, unchanged or not: a fleet dispatcher reads a plan older
 # than its stale limit as a site gone (docs/fleet.md).
 PLAN_HEARTBEAT_S = 5.0
-# Setpoints are journaled off the hot path, so the newest few may be lost in a crash: a restart (or a
-# takeover) jumps this far ahead so a controller never sees a seq go backwards or change meaning.
+# Trips and tenant caps are journaled after they go out, so the newest seqs may be missing after a crash:
+# a restart (or a takeover) jumps this far ahead so a controller never sees a seq go back or change meaning.
 SEQ_RESTART_GAP = 1000
 
 
@@ -533,7 +533,8 @@ class SiteController:
             return
         if ok:
             self.hard_cut.add(command.group_id)
-        self.escalated(command.pending, now_mono_s, "ok" if ok else "failed", detail, took_s)
+        if command.pending is not None:
+            self.escalated(command.pending, now_mono_s, "ok" if ok else "failed", detail, took_s)
 
     def escalated(
         self, pending: PendingShed, now_mono_s: float, result: str, detail: str, took_s: float

@@ -1,7 +1,6 @@
 """The PDU driver's public names in one place (client, pool, types, writes). By job: `types` (reasons,
-results, config shapes), `pdu_writes` (switch requests), `pdu_client` (one PDU), `pdu_pool` (all of
-them, armed cuts). Kept for importers that predate the split (daemon/site/app.py, daemon/site/fastpath.py,
-daemon/site/executor.py); new code imports from the module that defines a name."""
+results, config shapes), `writes` (switch requests), `client` (one PDU), `pool` (all of them, armed
+cuts)."""
 
 from mullet.drivers.pdu.client import ArmedWrite, PduClient
 from mullet.drivers.pdu.pool import ArmedWrites, PduPool, PreparedPoolSwitch
