@@ -34,8 +34,8 @@ from mullet.daemon.core.commands import (
     TripOrder,
 )
 from mullet.daemon.core.controller import SiteController
+from mullet.daemon.core.trips import TripRecord
 from mullet.daemon.metrics import Metrics
-from mullet.daemon.site.fastpath import TripRecord
 from mullet.drivers.meter import MeterSample
 from mullet.drivers.protocol import GridEvent, GridEventAck, GroupSetpoint, GroupState, TenantState
 from mullet.policies.economics import break_even_usd_per_mwh

@@ -35,9 +35,9 @@ from mullet.daemon.core.handover import Handover
 from mullet.daemon.core.obligation_book import Decision, ObligationBook, rejected
 from mullet.daemon.core.plan_change import plan_change
 from mullet.daemon.core.plan_document import decision_key, plan_summary
-from mullet.daemon.core.shed_verifier import PendingShed, ShedVerifier
+from mullet.daemon.core.shed_verifier import OutletsKw, PendingShed, ShedVerifier
 from mullet.daemon.core.site_state import SiteState
-from mullet.daemon.core.trips import ArmedStage, arm_stages
+from mullet.daemon.core.trips import ArmedStage, TripRecord, arm_stages
 from mullet.daemon.metrics import Metrics
 from mullet.drivers.meter import MeterSample, RefreshWatch
 from mullet.drivers.protocol import (
@@ -322,7 +322,7 @@ class SiteController:
 
     # ---- the supervisory cycle -------------------------------------------------------------
 
-    def cycle(self, now_s: float, now_mono_s: float, outlets_kw: Any = None) -> Plan | None:
+    def cycle(self, now_s: float, now_mono_s: float, outlets_kw: OutletsKw | None = None) -> Plan | None:
         """One control cycle: end what expired, plan, arm, and queue what changed. `outlets_kw(group_id,
         read_since_mono_s)`: the PDU power readback of a group's outlets in kW, None if not all read
         since then. Returns the plan (None: still waiting for the start-up picture)."""
@@ -496,7 +496,7 @@ class SiteController:
 
     # ---- verification and escalation -------------------------------------------------------
 
-    def _verify(self, now_mono_s: float, outlets_kw: Any) -> None:
+    def _verify(self, now_mono_s: float, outlets_kw: OutletsKw | None) -> None:
         def pdu_kw(group_id: str, read_since_s: float) -> float | None:
             if not self.outlets_by_group.get(group_id) or outlets_kw is None:
                 return None
@@ -561,8 +561,8 @@ class SiteController:
 
     # ---- trips -----------------------------------------------------------------------------
 
-    def trip_fired(self, record: Any, now_s: float) -> None:
-        """After a trip's commands are out (`fastpath.TripRecord`): remember the shed groups, hold
+    def trip_fired(self, record: TripRecord, now_s: float) -> None:
+        """After a trip's commands are out: remember the shed groups, hold
         restores, record it all."""
         groups = dict(self.memory.groups)
         for group_id in record.groups:

@@ -11,6 +11,7 @@ import structlog
 from mullet.daemon import fds
 from mullet.daemon.config import Config
 from mullet.daemon.core.controller import SEQ_RESTART_GAP, SiteController
+from mullet.daemon.core.trips import TripRecord
 from mullet.daemon.http_guard import Limits
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.metrics_http import MetricsListener
@@ -19,7 +20,7 @@ from mullet.daemon.pair.role import HaRole
 from mullet.daemon.secrets import read_secret
 from mullet.daemon.site import broker_history, recovery
 from mullet.daemon.site.executor import CommandRunner
-from mullet.daemon.site.fastpath import FastPath, TripRecord, TripSettled
+from mullet.daemon.site.fastpath import FastPath, TripSettled
 from mullet.daemon.site.http_api import serve_http_api
 from mullet.daemon.site.intake import Intake
 from mullet.daemon.site.openadr_ven import run_ven

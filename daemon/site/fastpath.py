@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from mullet.daemon.core.commands import Outlet, TripOrder
-from mullet.daemon.core.trips import ArmedStage
+from mullet.daemon.core.trips import ArmedStage, TripRecord
 from mullet.drivers.pdu import ArmedWrites, PduPool, PoolResult, PreparedPoolSwitch
 from mullet.drivers.protocol import encode_trip
 
@@ -28,32 +28,6 @@ log = structlog.get_logger("mullet.fastpath")
 # Returns once the PUBLISH is on the broker's socket: a future of its PUBACK, or None when nothing
 # could be sent (not connected).
 PublishNow = Callable[[bytes], "asyncio.Future[bool] | None"]
-
-
-@dataclass(frozen=True, slots=True)
-class TripRecord:
-    """One trip as its commands went out, times in `time.monotonic()` seconds.
-
-    `published_s`: the PUBLISH was written to the broker's socket (or found no session).
-    `issued_s`: every armed PDU's first outlet write was on its socket (None: no PDU armed); a PDU
-    that had to reconnect or log in first is later, see `TripSettled.issued_s`.
-    """
-
-    stage: int
-    seq: int
-    cause: str  # "frequency" or the id of the grid event that asked for it
-    sample_mono_s: float
-    published_s: float
-    issued_s: float | None
-    groups: tuple[str, ...]
-    outlets: tuple[Outlet, ...]
-    hz: float | None = None  # the confirming measurement (frequency trips)
-
-    @property
-    def added_latency_s(self) -> float:
-        """The daemon's own cost: sample -> broadcast written and all armed PDU writes issued."""
-        out_s = self.published_s if self.issued_s is None else max(self.published_s, self.issued_s)
-        return out_s - self.sample_mono_s
 
 
 @dataclass(frozen=True, slots=True)
