@@ -32,7 +32,7 @@ import tomli_w
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import p99_note, print_header, print_table, reproduce_command, summary
 
-from mullet.drivers.wire import GroupSetpoint, Topics, encode
+from mullet.drivers.protocol import GroupSetpoint, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 
 GROUP = "bench-rack"

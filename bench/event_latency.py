@@ -53,7 +53,8 @@ from _common import REPO, p99_note, print_header, print_table, reproduce_command
 import mullet.drivers.mqtt
 from mullet.daemon.config import Config, parse_config
 from mullet.daemon.logs import configure_logging
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 from mullet.simulators.ports import free_port
 from mullet.simulators.site import SimulatedSite
@@ -109,7 +110,7 @@ SETUPS = {
 @contextlib.contextmanager
 def project_socket_options(options: SocketOptions) -> Iterator[list[str]]:
     """While active, NO_DELAY is `options` in mullet.drivers.mqtt and in every loaded mullet module that
-    imported it by name (simulators/mqtt_link.py does); yields those modules' names."""
+    imported it by name (drivers/device_link.py does); yields those modules' names."""
     modules = [
         module
         for name, module in list(sys.modules.items())
@@ -344,7 +345,7 @@ async def measure(args: argparse.Namespace, broker: MosquittoBroker, workdir: Pa
         broker.url, workdir, curtail_s=args.curtail_s, resume_s=args.resume_s, tick_hz=args.tick_hz
     )
     topics = Topics(config.topic_root)
-    site = SimulatedSite(config)
+    site = simulated_site(config)
     site_task = asyncio.create_task(site.run(), name="simulated-site")
     daemon: asyncio.subprocess.Process | None = None
     log_path = workdir / "mulletd.log"

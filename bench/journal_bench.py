@@ -32,9 +32,9 @@ from pathlib import Path
 
 from _common import p99_note, print_header, print_table, reproduce_command, summary
 
-from mullet.daemon.journal import Journal
-from mullet.daemon.report import build_report
-from mullet.daemon.report_render import render
+from mullet.daemon.records.journal import Journal
+from mullet.daemon.records.report import build_report
+from mullet.daemon.records.report_render import render
 
 INSERT = "INSERT INTO journal (wall_s, monotonic_s, kind, subject, data) VALUES (?, ?, ?, ?, ?)"
 # Verdicts (docs/performance.md gives the runs behind them).

@@ -39,7 +39,7 @@ import tomli_w
 from _common import REPO, print_header, print_table, reproduce_command
 
 from mullet.daemon.config import parse_config
-from mullet.drivers.wire import GroupState, TenantState, Topics, encode
+from mullet.drivers.protocol import GroupState, TenantState, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 from mullet.simulators.meter import MeterSim
 from mullet.simulators.pdu import make_pdu_sim

@@ -47,7 +47,7 @@ from mullet.policies.model import (
     TenantSpec,
     TripStage,
 )
-from mullet.policies.plan import compute_plan, merit_order
+from mullet.policies.plan import PlanCache, compute_plan, merit_order
 
 # (model, kW per ASIC, J/TH, relative share of a fleet, share of groups whose firmware takes power targets)
 ASIC_MODELS = (
@@ -240,7 +240,7 @@ class Coverage:
 def obligations_at(
     step: int, bench: BenchSite, readings: Mapping[str, float | None], state: dict[str, Any]
 ) -> list[Obligation]:
-    """The obligation book at `step`: accepted ones appear, cancelled ones leave, as in daemon.events."""
+    """The obligation book at `step`: accepted ones appear, cancelled ones leave (policies/obligations.py)."""
     now = T0_S + step
     site = bench.site
     fixed_kw = site.safety_margin_kw + site.base_load_kw
@@ -316,6 +316,7 @@ def _run_sequence(
     reserved = {t.tenant_id: t.reserved_kw for t in site.tenants}
     low, high, step_sd = AI_WALK
     memories: dict[str, PolicyMemory | None] = {"sequence": None, "steady": None}
+    cache = PlanCache()  # one per site, as the daemon keeps: both variants plan this site
     samples: dict[str, list[float]] = {"sequence": [], "steady": [], "reference": []}
     ref_snapshot = SiteSnapshot(None, dict(readings), group_known)
     ref_budget_kw = bench.mining_kw * 2 / 3
@@ -342,7 +343,7 @@ def _run_sequence(
             stale = sequence and GROUPS_STALE[0] <= step < GROUPS_STALE[1]
             snapshot = SiteSnapshot(meter_kw, tenant_kw, group_stale if stale else group_known)
             started = clock()
-            plan = compute_plan(site, snapshot, obligations, now, memories[variant])
+            plan = compute_plan(site, snapshot, obligations, now, memories[variant], cache=cache)
             elapsed = clock() - started
             before = memories[variant]
             memories[variant] = plan.memory

@@ -5,7 +5,9 @@ Set-up: a mosquitto process on a free loopback port (MosquittoBroker: `set_tcp_n
 controllers), each subscribed to `<root>/mining/trip` at QoS 1 and stamping each trip's receipt with
 time.monotonic_ns() (CLOCK_MONOTONIC is system-wide on Linux, so stamps compare across processes);
 50 simulated coil PDUs (CoilPduSim, netio-coils) in two more processes (--role pdus, --pdu-procs).
-In this process: a FastPath built directly (no daemon) with the daemon's own drivers: publish_trip =
+In this process: the daemon's hot path without the rest of the daemon: the controller core's verdict on
+each sample (SiteController.frequency, its trigger set to the bench's) and FastPath.fire of its order,
+with the daemon's own drivers: publish_trip =
 MqttLink.publish_now (QoS 1, TCP_NODELAY), pdus = a PduPool over the 50 PDUs, armed by a fake Plan
 that puts all 600 groups at stage 1 with hard_cut (one outlet per PDU: groups 0..49 own outlet 1 of
 pdu 0..49). Once all is set up it calls mulletd's freeze_heap() (gc.freeze), as mulletd does.
@@ -22,7 +24,7 @@ read returned, before decoding):
       (both happen before fire() returns). Also shown: -> PUBLISH written, -> last PDU write issued,
       -> the QoS 1 PUBACK back (an acknowledgement, not part of the daemon's cost).
       And, in the same run after each floor message, the same trip with its three samples fed
-      straight to FastPath.on_sample (the meter is still read at 50 Hz, its samples dropped): no
+      straight to the hot path (the meter is still read at 50 Hz, its samples dropped): no
       read came back just before this sample, so the trip's first send()s meet colder caches. No
       site trips that way (its samples come off a socket) but the row shows that cost.
   (2) sample -> the trip received by the last of the 600 controllers (and by the first)
@@ -61,13 +63,14 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mullet.policies.trigger import TriggerSettings
-
 from _common import p99_note, print_header, print_table, reproduce_command, set_realtime, summary
 
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "site.example.toml"
 HOST = "127.0.0.1"
 SCRIPT = os.path.abspath(__file__)
 NS_PER_MS = 1_000_000
@@ -297,7 +300,7 @@ class BareTrip:
         """The first write (monotonic s), then seconds from it: the last PDU write, the PUBLISH
         written, all PDUs answered, the PUBACK (None: no answer within 1 s). Frames are built before
         the clock starts."""
-        from mullet.drivers.wire import encode_trip
+        from mullet.drivers.protocol import encode_trip
 
         self.tid = self.tid % 0xFFFF + 1
         tid = self.tid.to_bytes(2, "big")
@@ -363,7 +366,7 @@ def _remaining_length(n: int) -> bytes:
 @dataclass
 class Results:
     added: list[float] = field(default_factory=list)
-    added_direct: list[float] = field(default_factory=list)  # samples fed straight to on_sample
+    added_direct: list[float] = field(default_factory=list)  # samples fed straight to the hot path
     published: list[float] = field(default_factory=list)
     probe: list[float] = field(default_factory=list)
     pdu_issued: list[float] = field(default_factory=list)
@@ -392,13 +395,19 @@ def ms(a_ns: int, b_ns: int) -> float:
 
 async def bench(args: argparse.Namespace) -> int:
     from mullet.daemon.cli import freeze_heap
-    from mullet.daemon.fastpath import FastPath, TripSettled
+    from mullet.daemon.config import load_config
+    from mullet.daemon.core.controller import SiteController
+    from mullet.daemon.core.trips import arm_stages
     from mullet.daemon.logs import configure_logging
+    from mullet.daemon.metrics import Metrics
+    from mullet.daemon.site.fastpath import FastPath, TripSettled
     from mullet.drivers.device_profiles import load_meter_profile
     from mullet.drivers.meter import MeterSample, ModbusMeter
     from mullet.drivers.mqtt import MqttLink
-    from mullet.drivers.pdu import PduClient, PduPool, PoolResult
-    from mullet.drivers.wire import Topics, Trip, encode
+    from mullet.drivers.pdu.client import PduClient
+    from mullet.drivers.pdu.pool import PduPool
+    from mullet.drivers.pdu.types import PoolResult
+    from mullet.drivers.protocol import Topics, Trip, encode
     from mullet.policies.model import GroupDecision, Plan, TripStage
     from mullet.policies.trigger import FrequencyTrigger
     from mullet.simulators.broker import MosquittoBroker, find_mosquitto
@@ -540,21 +549,34 @@ async def bench(args: argparse.Namespace) -> int:
                     ack.add_done_callback(stamp_puback)
                 return ack
 
-            seq_counter = iter(range(1, 10**9))
             fired: asyncio.Queue[TripSettled] = asyncio.Queue()
+            # The daemon's hot path, as daemon/site/intake.py runs it: the controller core's verdict on
+            # the sample (`SiteController.frequency`), then `FastPath.fire` of its order.
+            core = SiteController(load_config(EXAMPLE_CONFIG), Metrics(), seq=0, has_pdus=True)
+            core.trigger = FrequencyTrigger(stages, trigger_settings)
             fast = FastPath(
-                trigger=FrequencyTrigger(stages, trigger_settings),
-                stages=stages,
-                outlets_by_group=outlets_by_group,
                 publish_trip=publish_trip,
-                next_seq=lambda: next(seq_counter),
                 on_fired=lambda _record: None,
                 on_settled=fired.put_nowait,
-                on_released=lambda: None,
-                on_reject=lambda reason: print(f"  sample rejected: {reason}"),
                 pdus=pool,
             )
-            fast.arm(plan)
+
+            def hot_path(sample: MeterSample) -> None:
+                order = core.frequency(sample)
+                if order is not None:
+                    fast.fire(order)
+
+            def rejected_samples() -> int:
+                return int(
+                    sum(
+                        s.value
+                        for m in core.metrics.frequency_rejected.collect()
+                        for s in m.samples
+                        if s.name.endswith("_total")
+                    )
+                )
+
+            fast.arm(arm_stages(plan, stages, outlets_by_group))
             print(
                 f"[3] FastPath armed: {len(groups)} groups at stage 1, {len(all_outlets)} hard-cut outlets",
                 flush=True,
@@ -638,7 +660,7 @@ async def bench(args: argparse.Namespace) -> int:
                     self.proc = proc
                     self.period_s = 1.0 / poll_hz
                     self.feeding = True  # False: samples are read but not given to the FastPath
-                    self.rejects: list[str] = []
+                    self.rejects_before = rejected_samples()
                     self.sampled = asyncio.Event()
                     poller = ModbusMeter(
                         HOST,
@@ -648,7 +670,7 @@ async def bench(args: argparse.Namespace) -> int:
                         poll_hz=poll_hz,
                         timeout_s=0.2,
                         on_sample=self._on_sample,
-                        on_reject=self.rejects.append,
+                        on_reject=lambda _reason: None,  # the driver's own refusals (NaN, range)
                     )
                     self.polling = asyncio.create_task(poller.run())
 
@@ -656,14 +678,13 @@ async def bench(args: argparse.Namespace) -> int:
                 async def start(cls, poll_hz: float) -> MeterFeed:
                     proc = await spawn_role("meter", [])
                     feed = cls(proc, (await read_json(proc, 30))["port"], poll_hz)
-                    fast.on_reject = feed.rejects.append
                     await asyncio.wait_for(feed.sampled.wait(), 10)
                     return feed
 
                 def _on_sample(self, sample: MeterSample) -> None:
                     self.sampled.set()
                     if self.feeding:
-                        fast.on_sample(sample.frequency_hz, sample.monotonic_s, sample.requested_s)
+                        hot_path(sample)
 
                 async def step(self, command: bytes) -> int:
                     """Step the register; when the meter process changed it (monotonic ns)."""
@@ -673,7 +694,7 @@ async def bench(args: argparse.Namespace) -> int:
                     return int((await read_json(self.proc, 5))["changed_ns"])
 
                 async def dip(self) -> tuple[TripSettled | None, int]:
-                    fast.trigger = FrequencyTrigger(stages, trigger_settings)
+                    core.trigger = FrequencyTrigger(stages, trigger_settings)
                     while not fired.empty():
                         fired.get_nowait()
                     await asyncio.sleep(random.uniform(0, self.period_s))
@@ -693,7 +714,7 @@ async def bench(args: argparse.Namespace) -> int:
                     await stop_child(self.proc)
 
             # 5. the trips: each fired by the sample the ModbusMeter decoded from the meter process,
-            # then the broadcast floor, then the same trip fed straight to FastPath.on_sample
+            # then the broadcast floor, then the same trip fed straight to the hot path
             warmup = 3
             chain_first: list[float] = []
             chain_last: list[float] = []
@@ -782,11 +803,11 @@ async def bench(args: argparse.Namespace) -> int:
 
                     # The same trip with its samples fed straight in: no meter read just before it
                     feed.feeding = False
-                    fast.trigger = FrequencyTrigger(stages, trigger_settings)
+                    core.trigger = FrequencyTrigger(stages, trigger_settings)
                     now = time.monotonic()
-                    fast.on_sample(60.0, now - 0.2)
-                    fast.on_sample(59.8, now - 0.1)
-                    fast.on_sample(59.8, time.monotonic())
+                    hot_path(MeterSample(0.0, 60.0, now - 0.2))
+                    hot_path(MeterSample(0.0, 59.8, now - 0.1))
+                    hot_path(MeterSample(0.0, 59.8, time.monotonic()))
                     direct = await asyncio.wait_for(fired.get(), 5)
                     feed.feeding = True
                     await wait_arrival(direct.trip.seq)
@@ -798,7 +819,12 @@ async def bench(args: argparse.Namespace) -> int:
                         print(f"  ... {index - warmup + 1}/{args.trips} trips", flush=True)
             finally:
                 await feed.stop()
-            res.chain[args.trip_poll_hz] = (chain_first, chain_last, missed, len(feed.rejects))
+            res.chain[args.trip_poll_hz] = (
+                chain_first,
+                chain_last,
+                missed,
+                rejected_samples() - feed.rejects_before,
+            )
             res.chain_read[args.trip_poll_hz] = chain_read
 
             # 6. the whole chain at the other poll rates
@@ -828,7 +854,12 @@ async def bench(args: argparse.Namespace) -> int:
                         await asyncio.sleep(gap_s)
                 finally:
                     await feed.stop()
-                res.chain[poll_hz] = (chain_first, chain_last, missed, len(feed.rejects))
+                res.chain[poll_hz] = (
+                    chain_first,
+                    chain_last,
+                    missed,
+                    rejected_samples() - feed.rejects_before,
+                )
                 res.chain_read[poll_hz] = chain_read
                 p50, p99, _ = summary(chain_first)
                 print(
@@ -888,7 +919,7 @@ def report(args: argparse.Namespace, res: Results) -> bool:
     rows = []
     for name, data in (
         ("(1) daemon added: TripRecord.added_latency_s", res.added),
-        ("    same, samples fed to on_sample directly", res.added_direct),
+        ("    same, samples fed to the hot path directly", res.added_direct),
         ("    sample -> trip PUBLISH written", res.published),
         ("    sample -> last PDU write issued", res.pdu_issued),
         ("    sample -> QoS 1 PUBACK back", res.puback),

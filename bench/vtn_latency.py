@@ -38,10 +38,10 @@ from event_latency import HOST, Observer, site_config
 from openleadr import OpenADRServer, objects
 
 from mullet.daemon.logs import configure_logging
-from mullet.drivers.wire import Topics
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import Topics
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 from mullet.simulators.ports import free_port
-from mullet.simulators.site import SimulatedSite
 
 VTN_ID = "Mullet-Bench-VTN"
 VEN_ID = "ven-Bench-1"
@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace) -> int:
             "market_contexts": {CONTEXT: "ECRS"},
         }
         path.write_text(tomli_w.dumps(raw))
-        site = SimulatedSite(config)
+        site = simulated_site(config)
         site_task = asyncio.create_task(site.run())
         await asyncio.wait_for(site.started.wait(), 15)
         log_path = workdir / "mulletd.log"

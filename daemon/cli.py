@@ -1,4 +1,4 @@
-"""`mulletd`: run the daemon, check a config, run a simulated site, or the all-in-one demo."""
+"""`mulletd`: the site daemon, check-config, simulate, demo, report, status, edge agents and the fleet."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]])
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from mullet.daemon.journal import path_problem
+    from mullet.daemon.records.journal import path_problem
 
     config = _load_or_exit(args.file)
     journal_problem = path_problem(config.journal.path)
@@ -107,12 +107,12 @@ def freeze_heap() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mullet.daemon import fds
-    from mullet.daemon.app import Daemon
-    from mullet.daemon.journal import JournalError
-    from mullet.daemon.leader import LeadershipLost
     from mullet.daemon.logs import configure_logging
     from mullet.daemon.notify import Notifier
+    from mullet.daemon.pair.lease import LeadershipLost
+    from mullet.daemon.records.journal import JournalError
     from mullet.daemon.secrets import SecretError
+    from mullet.daemon.site.app import Daemon
 
     config = _load_or_exit(args.config)
     configure_logging(args.log_level, library_level=args.library_log_level)
@@ -150,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from mullet.daemon.logs import configure_logging
-    from mullet.simulators.site import simulate
+    from mullet.daemon.site.simulated import simulate
 
     config = _load_or_exit(args.config)
     configure_logging(args.log_level)
@@ -167,8 +167,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mullet.daemon.demo import run_demo
     from mullet.daemon.logs import configure_logging
+    from mullet.daemon.site.demo import run_demo
 
     config_path = Path(args.config) if args.config else Path(__file__).with_name("site.example.toml")
     config = _load_or_exit(str(config_path))
@@ -181,7 +181,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from mullet.daemon.agent_config import AsicAgentConfig, GpuAgentConfig, load_agent_config
+    from mullet.daemon.agents.config import AsicAgentConfig, GpuAgentConfig, load_agent_config
     from mullet.daemon.logs import configure_logging
 
     config: AsicAgentConfig | GpuAgentConfig
@@ -201,11 +201,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     async def main(stop: asyncio.Event) -> int:
         if isinstance(config, AsicAgentConfig):
-            from mullet.daemon.agent_asic import AsicAgent
+            from mullet.daemon.agents.asic import AsicAgent
 
             agent: Any = AsicAgent(config)
         else:
-            from mullet.daemon.agent_gpu import GpuAgent
+            from mullet.daemon.agents.gpu import GpuAgent
 
             agent = GpuAgent(config)
         task = asyncio.create_task(agent.run())
@@ -222,8 +222,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mullet.daemon.report import ReportError, build_report
-    from mullet.daemon.report_render import render
+    from mullet.daemon.records.report import ReportError, build_report
+    from mullet.daemon.records.report_render import render
 
     journal_path = args.journal or (_load_or_exit(args.config).journal.path if args.config else None)
     if journal_path is None:
@@ -244,7 +244,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mullet.daemon.status_cli import run_status
+    from mullet.daemon.records.status_cli import run_status
 
     url, token = args.url, args.token
     if url is None:
@@ -263,8 +263,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    from mullet.daemon.fleet import FleetDispatcher
-    from mullet.daemon.fleet_config import FleetConfig, load_fleet_config
+    from mullet.daemon.fleet.config import FleetConfig, load_fleet_config
+    from mullet.daemon.fleet.dispatcher import FleetDispatcher
     from mullet.daemon.logs import configure_logging
 
     try:

@@ -20,7 +20,7 @@ log = structlog.get_logger("mullet.fds")
 # stdio, the journal (SQLite: database, WAL, shm), the broker session and its reconnect, the meter,
 # etcd, OpenADR, the loop's self-pipe and epoll, DNS lookups, threads' pipes: with room to spare.
 BASE_RESERVED_FDS = 128
-FDS_PER_PDU = 2  # the keep-alive connection and the cut connection (drivers/pdu.py)
+FDS_PER_PDU = 2  # the keep-alive connection and the cut connection (drivers/pdu/client.py)
 
 
 def raise_nofile_limit() -> tuple[int, int]:

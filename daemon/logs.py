@@ -102,6 +102,13 @@ class RateLimiter:
         self._last_s[key] = now_s
         return self._held.pop(key, 0)
 
+    def knows(self, key: str) -> bool:
+        return key in self._last_s
+
+    @property
+    def keys(self) -> int:
+        return len(self._last_s)
+
 
 class RepeatFilter(logging.Filter):
     """Lets a stdlib record through once per `every_s` per message (its first line, which for asyncio's
@@ -114,7 +121,7 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = str(record.msg).split("\n", 1)[0][:120]
-        if len(self.limiter._last_s) >= self.max_keys and key not in self.limiter._last_s:
+        if self.limiter.keys >= self.max_keys and not self.limiter.knows(key):
             key = "(other)"  # bounded: distinct messages beyond max_keys share one slot
         held = self.limiter.allow(key)
         if held is None:

@@ -5,7 +5,7 @@ prometheus_client's own server started a thread per connection and never timed o
 sockets cost a thread and an fd each without bound. Here connections are served by the event loop
 under a cap and deadlines, and only the rendering runs in one worker thread: rendering a 600-group
 scrape is ~23 ms of Python (daemon/cli.py), which must not run on the loop, and one thread keeps
-scrapes from piling up renders. The API's own `GET /metrics` (daemon/http_api.py) renders in the same
+scrapes from piling up renders. The API's own `GET /metrics` (daemon/site/http_api.py) renders in the same
 thread through `metrics_response`.
 """
 

@@ -1,1 +1,1 @@
-"""x"""
+"""Protocols and devices: typed readings in, typed commands out; imports nothing above policies/."""

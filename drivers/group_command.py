@@ -1,8 +1,8 @@
 """What a mining-group controller was told last, by protocol v1's rules (docs/protocol.md 3.1-3.2).
 
 Shared by the simulated controllers (`simulators/mining.py`) and the ASIC agent
-(`daemon/agent_asic.py`), so both follow `set` and `trip` the same way (`EpochFence` also by the AI
-tenant controllers, `simulators/ai.py` and `daemon/agent_gpu.py`):
+(`daemon/agents/asic.py`), so both follow `set` and `trip` the same way (`EpochFence` also by the AI
+tenant controllers, `simulators/ai.py` and `daemon/agents/gpu.py`):
 
 - a setpoint whose `seq` is the one already applied is a redelivery (retained, QoS 1, or the daemon's
   byte-for-byte republish after a reconnect) and is ignored, so it cannot undo a trip since;
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mullet.drivers.wire import GroupSetpoint
+from mullet.drivers.protocol import GroupSetpoint
 
 CommandMode = Literal["run", "curtail"]
 

@@ -19,9 +19,9 @@ import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from mullet.drivers.cancel import reraise_swallowed_cancel
 from mullet.drivers.device_profiles import MeterProfile, Point
 from mullet.drivers.health import DeviceHealth
+from mullet.drivers.wait_for_guard import reraise_swallowed_cancel
 
 log = structlog.get_logger("mullet.meter")
 

@@ -8,7 +8,7 @@ was *sent*; the agent confirms from readings.
 
 Every call has its own timeout and never raises: a miner that hangs costs its own slot only.
 pyasic reads replies through Python 3.11's `asyncio.wait_for`, which can drop a cancellation racing
-with the reply (gh-86296); each call checks for one afterwards (`drivers/cancel.py`), or a worker
+with the reply (gh-86296); each call checks for one afterwards (`drivers/wait_for_guard.py`), or a worker
 would carry on and hang the agent's shutdown.
 
 LuxOS (`firmware = "luxos"`): the `LUXMiner` class is built directly, so no detection probes run and
@@ -37,7 +37,7 @@ import pyasic  # type: ignore[import-untyped]
 import structlog
 from pyasic.miners.backends import LUXMiner  # type: ignore[import-untyped]
 
-from mullet.drivers.cancel import reraise_swallowed_cancel
+from mullet.drivers.wait_for_guard import reraise_swallowed_cancel
 
 log = structlog.get_logger("mullet.miners")
 

@@ -262,7 +262,7 @@ class ModbusTcpClient:
         """The answer; TimeoutError, or ConnectionResetError (an OSError) when the link is down."""
         return await self.send(request).answer
 
-    # the requests the PDU driver makes by name (outlet writes it builds itself: PduClient._write_request)
+    # the requests the PDU driver makes by name (outlet writes it builds itself: drivers/pdu/writes.py)
 
     async def write_register(self, address: int, value: int, device_id: int) -> ModbusPDU:
         return await self.execute(

@@ -20,7 +20,7 @@ import aiomqtt
 import structlog
 
 from mullet.drivers import paho_direct
-from mullet.drivers.cancel import reraise_swallowed_cancel
+from mullet.drivers.wait_for_guard import reraise_swallowed_cancel
 
 log = structlog.get_logger("mullet.mqtt")
 

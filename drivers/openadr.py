@@ -20,7 +20,7 @@ from typing import Any, Literal
 import structlog
 from openleadr import OpenADRClient
 
-from mullet.drivers.cancel import reraise_swallowed_cancel
+from mullet.drivers.wait_for_guard import reraise_swallowed_cancel
 
 log = structlog.get_logger("mullet.openadr")
 

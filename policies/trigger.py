@@ -24,6 +24,20 @@ from mullet.policies.model import Obligation, TripStage
 
 MAX_PLAUSIBLE_HZ = 100.0
 
+# An under-frequency trip leaves an obligation named `ufr-<seq>` (the trip's seq); grid events may not
+# use the prefix, so a hold is never confused with (or cancelled as) a grid event.
+UFR_PREFIX = "ufr-"
+
+
+def ufr_obligation_id(seq: int) -> str:
+    """The id of the hold that the trip with `seq` leaves behind."""
+    return f"{UFR_PREFIX}{seq}"
+
+
+def is_ufr_obligation(event_id: str) -> bool:
+    """Whether `event_id` names an under-frequency hold (not a grid event)."""
+    return event_id.startswith(UFR_PREFIX)
+
 
 @dataclass(frozen=True, slots=True)
 class TriggerSettings:
@@ -140,7 +154,7 @@ def trip_hold(seq: int, stage: int, interconnect_kw: float, start_s: float) -> O
     """The obligation a frequency trip leaves behind: restores wait for the trigger's release, like
     any obligation; its limit is the interconnect, so it holds without shedding more (`ufr-<seq>`)."""
     return Obligation(
-        event_id=f"ufr-{seq}",
+        event_id=ufr_obligation_id(seq),
         kind="limit",
         kw=interconnect_kw,
         start_s=start_s,

@@ -1,9 +1,10 @@
 """Simulated site devices: the same protocols as the real ones, seen from the device side.
 
 Used by tests, benchmarks and `mulletd simulate`/`demo`. `SimulatedSite` wires everything from one
-`Config`; the pieces (meter, PDU, mining and AI controllers) are usable on their own.
+`SimSiteSpec` (daemon/site/simulated.py builds it from a site config); the pieces (meter, PDU, mining
+and AI controllers) are usable on their own.
 """
 
-from mullet.simulators.site import SimulatedSite, simulate
+from mullet.simulators.site import SimSiteSpec, SimulatedSite
 
-__all__ = ["SimulatedSite", "simulate"]
+__all__ = ["SimSiteSpec", "SimulatedSite"]

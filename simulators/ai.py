@@ -11,9 +11,9 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
+from mullet.drivers.device_link import Broker, DeviceLink
 from mullet.drivers.group_command import EpochFence
-from mullet.drivers.wire import TenantSetpoint, TenantState, Topics, WireError, decode, encode
-from mullet.simulators.mqtt_link import Broker, DeviceLink
+from mullet.drivers.protocol import TenantSetpoint, TenantState, Topics, WireError, decode, encode
 
 DEFAULT_DEMAND_FRACTION = 0.9  # of reserved kW, for a tenant with no trace in the config
 

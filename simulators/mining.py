@@ -14,16 +14,29 @@ sleep draw), at the resume rate.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Literal
 
-from mullet.daemon.config import GroupSection
+from mullet.drivers.device_link import Broker, DeviceLink
 from mullet.drivers.group_command import GroupCommand
-from mullet.drivers.wire import GroupSetpoint, GroupState, Topics, Trip, WireError, decode, encode
-from mullet.simulators.mqtt_link import Broker, DeviceLink
+from mullet.drivers.protocol import GroupSetpoint, GroupState, Topics, Trip, WireError, decode, encode
 
 GroupMode = Literal["run", "curtail", "ramping"]
 MINER_KW = 3.5  # one ASIC (Antminer S21 class); only used to turn rated kW into a miner count
 _SETTLED_KW = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class SimGroupSpec:
+    """One simulated group: its miners, and the PDU outlets feeding them (`(pdu_id, outlet)`; the group
+    has power only while all of them are on)."""
+
+    group_id: str
+    rated_kw: float
+    efficiency_j_per_th: float
+    supports_power_target: bool = False
+    sleep_kw: float | None = None  # None: `sleep_fraction` of rated
+    outlets: tuple[tuple[str, int], ...] = ()
 
 
 class MiningGroup:
@@ -31,7 +44,7 @@ class MiningGroup:
 
     def __init__(
         self,
-        spec: GroupSection,
+        spec: SimGroupSpec,
         *,
         sleep_fraction: float = 0.02,
         curtail_s: float = 5.0,

@@ -1,8 +1,9 @@
-"""A whole simulated site from one `Config`: meter, PDUs, one MQTT controller per mining group and
-per AI tenant, and the physics tick that moves the mining ramps.
+"""A whole simulated site: meter, PDUs, one MQTT controller per mining group and per AI tenant, and
+the physics tick that moves the mining ramps. `SimSiteSpec` says what to simulate (the daemon builds one
+from its site config: `daemon/site/simulated.py`).
 
-Meter power = `site.base_load_kw` + every group's draw + every tenant's draw, evaluated when the
-meter is read. The PDUs feed the groups as configured (`groups[].outlets`): a group is powered only
+Meter power = `base_load_kw` + every group's draw + every tenant's draw, evaluated when the meter is
+read. The PDUs feed the groups as their specs say (`SimGroupSpec.outlets`): a group is powered only
 while all of its outlets are on, and each outlet reports an equal share of its group's power.
 """
 
@@ -11,78 +12,128 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import structlog
 
-from mullet.daemon.config import Config
-from mullet.drivers.wire import Topics
-from mullet.simulators.ai import DEFAULT_DEMAND_FRACTION, AiController, DemandTrace, TenantSim
+from mullet.drivers.device_link import Broker, DeviceLink
+from mullet.drivers.protocol import Topics
+from mullet.simulators.ai import AiController, DemandTrace, TenantSim
 from mullet.simulators.meter import FrequencyScript, MeterSim
-from mullet.simulators.mining import MiningController, MiningGroup
-from mullet.simulators.mqtt_link import Broker, DeviceLink
+from mullet.simulators.mining import MiningController, MiningGroup, SimGroupSpec
 from mullet.simulators.pdu import PduSimBase, make_pdu_sim
 
 _log = structlog.get_logger()
 
 
+@dataclass(frozen=True, slots=True)
+class SimMeterSpec:
+    host: str = "127.0.0.1"
+    port: int = 0
+    device_id: int = 1
+    profile: str = "eastron-sdm630"
+    frequency_refresh_s: float | None = None  # None: the profile's
+
+
+@dataclass(frozen=True, slots=True)
+class SimPduSpec:
+    pdu_id: str
+    outlets: int
+    host: str = "127.0.0.1"
+    port: int = 0
+    device_id: int = 1
+    profile: str = "netio-coils"
+
+
+@dataclass(frozen=True, slots=True)
+class SimTenantSpec:
+    """An AI tenant drawing `demand_kw` samples `step_s` apart (looping, interpolated)."""
+
+    tenant_id: str
+    demand_kw: tuple[float, ...]
+    step_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SimPhysics:
+    """How the simulated world moves: mining ramps, telemetry, the physics tick and grid frequency."""
+
+    tick_hz: float = 10.0
+    curtail_s: float = 5.0
+    resume_s: float = 10.0
+    sleep_fraction: float = 0.02
+    telemetry_period_s: float = 1.0
+    frequency_hz: float = 60.0
+    # (seconds since start, Hz) steps; the meter holds each value until the next step.
+    frequency_steps: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SimSiteSpec:
+    site_id: str
+    topic_root: str
+    broker: Broker
+    meter: SimMeterSpec
+    base_load_kw: float = 0.0
+    pdus: tuple[SimPduSpec, ...] = ()
+    groups: tuple[SimGroupSpec, ...] = ()
+    tenants: tuple[SimTenantSpec, ...] = ()
+    physics: SimPhysics = SimPhysics()
+
+
 class SimulatedSite:
     """Every simulated device of one site, with ground-truth accessors for tests.
 
-    Ports: `meter_port` / `pdu_ports` (by `pdu_id`) override the config; 0 binds a free port, and
+    Ports: `meter_port` / `pdu_ports` (by `pdu_id`) override the spec; 0 binds a free port, and
     the bound one is `site.meter.port` / `site.pdus[id].port` once `started` is set. `clock` is the
     monotonic time source for ramps, traces and the frequency script (seconds).
     """
 
     def __init__(
         self,
-        config: Config,
+        spec: SimSiteSpec,
         *,
         meter_port: int | None = None,
         pdu_ports: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config = config
-        self.topics = Topics(config.topic_root)
-        self.broker = Broker.from_config(
-            config.mqtt, device_password_file=config.simulator.mqtt_password_file
-        )
+        self.spec = spec
+        self.topics = Topics(spec.topic_root)
+        self.broker = spec.broker
         self.started = asyncio.Event()
         self.ticks = 0
         self._clock = clock
         self._t0_s = clock()
-        sim = config.simulator
+        sim = spec.physics
 
         self.groups: dict[str, MiningGroup] = {
             g.group_id: MiningGroup(
                 g, sleep_fraction=sim.sleep_fraction, curtail_s=sim.curtail_s, resume_s=sim.resume_s
             )
-            for g in config.groups
+            for g in spec.groups
         }
-        traces = {t.tenant_id: DemandTrace(t.demand_trace_kw, t.trace_step_s) for t in sim.tenants}
-        self.tenants: dict[str, TenantSim] = {}
-        for tenant in config.tenants:
-            trace = traces.get(tenant.tenant_id) or DemandTrace(
-                [tenant.reserved_kw * DEFAULT_DEMAND_FRACTION], step_s=1.0
-            )
-            self.tenants[tenant.tenant_id] = TenantSim(tenant.tenant_id, trace, self.elapsed_s)
+        self.tenants: dict[str, TenantSim] = {
+            t.tenant_id: TenantSim(t.tenant_id, DemandTrace(t.demand_kw, t.step_s), self.elapsed_s)
+            for t in spec.tenants
+        }
 
-        self.frequency = FrequencyScript(sim.frequency_hz, sim.frequency_script)
+        self.frequency = FrequencyScript(sim.frequency_hz, sim.frequency_steps)
         self.meter = MeterSim(
             power_kw=self.site_power_kw,
             frequency_hz=lambda: self.frequency.at(self.elapsed_s()),
-            host=config.meter.host,
-            port=config.meter.port if meter_port is None else meter_port,
-            device_id=config.meter.device_id,
-            profile=config.meter.profile,
-            frequency_refresh_s=config.meter_frequency_refresh_s(),
+            host=spec.meter.host,
+            port=spec.meter.port if meter_port is None else meter_port,
+            device_id=spec.meter.device_id,
+            profile=spec.meter.profile,
+            frequency_refresh_s=spec.meter.frequency_refresh_s,
         )
 
         # (pdu_id, outlet) -> group fed by it
         self._feeds: dict[tuple[str, int], MiningGroup] = {}
-        for g in config.groups:
-            for ref in g.outlets:
-                self._feeds[(ref.pdu, ref.outlet)] = self.groups[g.group_id]
-        self._outlets_of = {g.group_id: [(r.pdu, r.outlet) for r in g.outlets] for g in config.groups}
+        for g in spec.groups:
+            for outlet_ref in g.outlets:
+                self._feeds[outlet_ref] = self.groups[g.group_id]
+        self._outlets_of = {g.group_id: g.outlets for g in spec.groups}
         ports = pdu_ports or {}
         # The simulator class follows the profile's switching style (coils or holding-register codes).
         self.pdus: dict[str, PduSimBase] = {
@@ -96,7 +147,7 @@ class SimulatedSite:
                 device_id=p.device_id,
                 profile=p.profile,
             )
-            for p in config.pdus
+            for p in spec.pdus
         }
 
         period_s = sim.telemetry_period_s
@@ -122,7 +173,7 @@ class SimulatedSite:
         return sum(t.power_kw for t in self.tenants.values())
 
     def site_power_kw(self) -> float:
-        return self.config.site.base_load_kw + self.mining_power_kw() + self.ai_power_kw()
+        return self.spec.base_load_kw + self.mining_power_kw() + self.ai_power_kw()
 
     @property
     def links(self) -> list[DeviceLink]:
@@ -178,7 +229,7 @@ class SimulatedSite:
                 await server.stop()
 
     async def _physics(self) -> None:
-        period_s = 1.0 / self.config.simulator.tick_hz
+        period_s = 1.0 / self.spec.physics.tick_hz
         last_s = self._clock()
         deadline_s = last_s
         while True:
@@ -195,16 +246,10 @@ class SimulatedSite:
         self.started.set()
         _log.info(
             "simulated site up",
-            site=self.config.site.site_id,
+            site=self.spec.site_id,
             meter=f"{self.meter.host}:{self.meter.port}",
             pdus={p.pdu_id: p.port for p in self.pdus.values()},
             broker=f"{self.broker.host}:{self.broker.port}",
             groups=len(self.groups),
             tenants=len(self.tenants),
         )
-
-
-async def simulate(config: Config) -> None:
-    """Entry point for `mulletd simulate`: run the simulated site until cancelled."""
-    _log.info("simulator starting", summary=config.summary())
-    await SimulatedSite(config).run()

@@ -15,7 +15,7 @@ import helpers
 import pytest
 
 from mullet.daemon.config import Config
-from mullet.drivers.wire import Topics
+from mullet.drivers.protocol import Topics
 from mullet.simulators.broker import (
     MosquittoBroker,
     ThreadedEmbeddedBroker,

@@ -30,7 +30,8 @@ import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
 from mullet.daemon.config import Config, parse_config
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.broker import wait_listening
 from mullet.simulators.ports import free_port
 from mullet.simulators.site import SimulatedSite
@@ -413,7 +414,7 @@ async def running_site(
     topics = Topics(config.topic_root)
     ports = dict(sim_ports or {})
     meter_port = ports.pop("meter", None)
-    site = SimulatedSite(config, meter_port=meter_port, pdu_ports=ports)
+    site = simulated_site(config, meter_port=meter_port, pdu_ports=ports)
     if prepare_site is not None:
         prepare_site(site)
     site_task = asyncio.create_task(site.run())

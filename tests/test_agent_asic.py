@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 from helpers import Observer, Seen, observing, read_metrics, site_config, start_daemon, until
 
-from mullet.daemon.agent_asic import AsicAgent
-from mullet.daemon.agent_config import AsicAgentConfig, parse_agent_config
-from mullet.daemon.config import ConfigError
+from mullet.daemon.agents.asic import AsicAgent
+from mullet.daemon.agents.config import AsicAgentConfig, parse_agent_config
+from mullet.daemon.config import Config, ConfigError
+from mullet.daemon.site.simulated import simulated_site
 from mullet.drivers.miners import MinerClient, MinerEndpoint
-from mullet.drivers.wire import GridEvent, GroupSetpoint, Topics, Trip, encode
+from mullet.drivers.protocol import GridEvent, GroupSetpoint, Topics, Trip, encode
 from mullet.simulators.luxos import LuxosFleet, LuxosMinerSim
 from mullet.simulators.site import SimulatedSite
 
@@ -326,6 +327,7 @@ def _agent_site(data: dict[str, Any]) -> None:
 
 @dataclass
 class DaemonRun:
+    config: Config
     site: SimulatedSite
     observer: Observer
     topics: Topics
@@ -343,7 +345,7 @@ async def daemon_and_agent(
 ) -> AsyncIterator[DaemonRun]:
     config, path = site_config(mqtt_broker.url, tmp_path, _agent_site)
     topics = Topics(config.topic_root)
-    site = SimulatedSite(config)
+    site = simulated_site(config)
     del site.mining["rack-a"], site.groups["rack-a"]  # the agent is this group's controller
     async with LuxosFleet(AGENT_MINERS, curtail_s=0.3, resume_s=0.5) as fleet:
         if ignoring is not None:
@@ -375,7 +377,7 @@ async def daemon_and_agent(
             try:
                 async with observing(mqtt_broker, [f"{config.topic_root}/#"], topics) as observer:
                     await observer.wait_for(lambda m: m.topic == topics.daemon_plan, 30, what="a first plan")
-                    yield DaemonRun(site, observer, topics, fleet, agent, config.metrics.port)
+                    yield DaemonRun(config, site, observer, topics, fleet, agent, config.metrics.port)
             finally:
                 daemon.kill()
                 await daemon.wait()
@@ -384,7 +386,7 @@ async def daemon_and_agent(
 
 
 def _limit_for_mining_kw(run: DaemonRun, mining_kw: float) -> float:
-    config = run.site.config
+    config = run.config
     ai_kw = sum(t.reserved_kw + t.headroom_kw for t in config.tenants)
     return config.site.safety_margin_kw + config.site.base_load_kw + ai_kw + mining_kw
 

@@ -15,11 +15,11 @@ from helpers import Observer, observing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mullet.daemon.agent_config import GpuAgentConfig, parse_agent_config
-from mullet.daemon.agent_gpu import GpuAgent
-from mullet.daemon.gpu_cap import GpuRange, split_cap
+from mullet.daemon.agents.config import GpuAgentConfig, parse_agent_config
+from mullet.daemon.agents.gpu import GpuAgent
 from mullet.drivers.nvml import Nvml, NvmlError
-from mullet.drivers.wire import TenantSetpoint, Topics, encode
+from mullet.drivers.protocol import TenantSetpoint, Topics, encode
+from mullet.policies.gpu_cap import GpuRange, split_cap
 from mullet.simulators.fake_nvml import FakeGpu, FakeNvml
 
 # pure split

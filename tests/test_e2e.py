@@ -16,7 +16,7 @@ import pytest
 from helpers import MULLETD, Observer, Running, observing, start_daemon, until
 from pymodbus.client import AsyncModbusTcpClient
 
-from mullet.drivers.wire import GridEvent, Topics
+from mullet.drivers.protocol import GridEvent, Topics
 
 
 def _ai_caps(observer: Observer) -> list[object]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from helpers import API_TOKEN, Running, running_site, start_daemon, until, with_http_api
 
-from mullet.drivers.wire import GridEvent, encode
+from mullet.drivers.protocol import GridEvent, encode
 
 
 def _rejections(running: Running) -> dict[str, float]:

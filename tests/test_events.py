@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mullet.daemon.events import ObligationBook
-from mullet.drivers.wire import GridEvent
+from mullet.daemon.core.obligation_book import ObligationBook
+from mullet.drivers.protocol import GridEvent
 
 NOW_S = 1_800_000_000.0
 

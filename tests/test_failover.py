@@ -20,7 +20,8 @@ import tomli_w
 from helpers import ETCD, Observer, etcd_server, observing, site_config, start_daemon, until
 
 from mullet.daemon.config import Config
-from mullet.drivers.wire import GridEvent, GroupSetpoint, Topics, encode
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, GroupSetpoint, Topics, encode
 from mullet.simulators.ports import free_port
 from mullet.simulators.site import SimulatedSite
 
@@ -82,7 +83,7 @@ async def pair(
     path_b.write_text(tomli_w.dumps(data))
 
     topics = Topics(config.topic_root)
-    site = SimulatedSite(config)
+    site = simulated_site(config)
     site_task = asyncio.create_task(site.run())
     await asyncio.wait_for(site.started.wait(), timeout=15)
     daemons: dict[str, asyncio.subprocess.Process] = {}

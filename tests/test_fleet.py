@@ -22,8 +22,9 @@ import tomli_w
 from helpers import MULLETD, Observer, observing, read_metrics, start_daemon, until, write_config
 
 from mullet.daemon.config import Config
-from mullet.daemon.fleet_config import parse_fleet_config
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.daemon.fleet.config import parse_fleet_config
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 from mullet.simulators.ports import free_port
 from mullet.simulators.site import SimulatedSite
@@ -133,7 +134,7 @@ async def fleet_on_loopback(tmp_path: Path) -> AsyncIterator[Fleet]:
                 site_brokers[site_id] = broker
         for site_id, broker in site_brokers.items():
             config, path = small_site_config(site_id, broker, tmp_path)
-            sim = SimulatedSite(config)
+            sim = simulated_site(config)
             task = asyncio.create_task(sim.run())
             await asyncio.wait_for(sim.started.wait(), timeout=15)
             log_path = tmp_path / f"{site_id}.log"

@@ -10,7 +10,7 @@ import pytest
 from helpers import MULLETD, ROOT
 
 from mullet.daemon.config import ConfigError
-from mullet.daemon.fleet_config import load_fleet_config, parse_fleet_config
+from mullet.daemon.fleet.config import load_fleet_config, parse_fleet_config
 
 EXAMPLE = ROOT / "deploy" / "fleet" / "fleet.example.toml"  # the fleet's, not helpers.EXAMPLE (a site's)
 

@@ -129,7 +129,7 @@ def test_site_flex_counts_measured_draw_above_sleep_and_armed_groups_for_the_fas
 def test_controllers_ignore_commands_from_a_deposed_leader() -> None:
     """Fencing (drivers/group_command.py): once a controller has seen epoch 7, epoch 6 cannot command it."""
     from mullet.drivers.group_command import GroupCommand
-    from mullet.drivers.wire import GroupSetpoint, Trip, decode, encode
+    from mullet.drivers.protocol import GroupSetpoint, Trip, decode, encode
 
     command = GroupCommand()
     assert command.apply(GroupSetpoint(seq=10, mode="run", trip_stage=1, ts=1.0, epoch=6))

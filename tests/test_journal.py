@@ -13,7 +13,7 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from mullet.daemon.journal import RECOVERY_KINDS, Journal
+from mullet.daemon.records.journal import RECOVERY_KINDS, Journal
 
 
 async def test_full_queue_drops_counts_and_logs_without_blocking(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def etcd(tmp_path: Path) -> Iterator[int]:
 
 
 async def test_one_leader_and_a_takeover_with_a_higher_epoch_within_the_ttl(etcd: int) -> None:
-    from mullet.daemon.leader import LeaderLease, LeadershipLost
+    from mullet.daemon.pair.lease import LeaderLease, LeadershipLost
 
     a = LeaderLease("127.0.0.1", etcd, key="/mullet/s1/leader", node_id="a", ttl_s=1)
     b = LeaderLease("127.0.0.1", etcd, key="/mullet/s1/leader", node_id="b", ttl_s=1)

@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from helpers import Running, observing, site_config, start_daemon, until
 
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.daemon.site.simulated import simulated_site
+from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.broker import MosquittoBroker, find_mosquitto
 from mullet.simulators.meter import FrequencyScript
-from mullet.simulators.site import SimulatedSite
 
 ROOT = Path(__file__).resolve().parents[1]
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
@@ -186,7 +186,7 @@ async def _secure_site(
     users |= {f"ai/{t.tenant_id}": device_pw for t in config.tenants}
     _passwords(tmp_path / "passwd", users)
     await broker.start()
-    site = SimulatedSite(config)
+    site = simulated_site(config)
     site_task = asyncio.create_task(site.run())
     log_path = tmp_path / "mulletd.log"
     daemon = None

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 from helpers import MULLETD, ROOT, running_site, until
 
-from mullet.daemon.fleet import FleetMetrics
-from mullet.daemon.ha import HaMetrics
+from mullet.daemon.fleet.dispatcher import FleetMetrics
 from mullet.daemon.metrics import Metrics
-from mullet.daemon.pdu_metrics import PduCollector
-from mullet.daemon.status_cli import format_status, run_status
-from mullet.drivers.pdu import PduPool
-from mullet.drivers.wire import GridEvent
+from mullet.daemon.pair.role import HaMetrics
+from mullet.daemon.records.status_cli import format_status, run_status
+from mullet.daemon.site.pdu_metrics import PduCollector
+from mullet.drivers.pdu.pool import PduPool
+from mullet.drivers.protocol import GridEvent
 from mullet.simulators.ports import free_port
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"

@@ -27,7 +27,7 @@ from helpers import Running, retained, running_site, site_config, start_daemon, 
 from mullet.daemon.config import ConfigError, parse_config
 from mullet.daemon.notify import Notifier
 from mullet.daemon.secrets import SecretError, read_secret
-from mullet.drivers.wire import GridEvent, encode
+from mullet.drivers.protocol import GridEvent, encode
 from mullet.policies.model import GroupSpec, Override, SiteSnapshot, SiteSpec
 from mullet.policies.plan import compute_plan
 from mullet.simulators.ports import free_port

@@ -20,10 +20,12 @@ import pytest
 from helpers import until
 from pymodbus.client import AsyncModbusTcpClient
 
-from mullet.daemon.config import parse_config
+from mullet.daemon.config import Config, parse_config
+from mullet.daemon.site.simulated import simulated_site
 from mullet.drivers import device_profiles
 from mullet.drivers.device_profiles import PduLogin, PduProfile, ProfileError, load_pdu_profile
-from mullet.drivers.pdu import PduClient, PduPool
+from mullet.drivers.pdu.client import PduClient
+from mullet.drivers.pdu.pool import PduPool
 from mullet.simulators.pdu import CoilPduSim, HoldingPduSim, PduSimBase, make_pdu_sim
 from mullet.simulators.site import SimulatedSite
 
@@ -50,9 +52,9 @@ FAST = {
 # --- fixtures and helpers ------------------------------------------------------------------------
 
 
-def _site() -> SimulatedSite:
+def _config() -> Config:
     """pdu-n (NETIO coils) feeds g1 on outlets 1+2; pdu-m (MicroBT codes) feeds g2 on 1+2, g3 on 3."""
-    config = parse_config(
+    return parse_config(
         {
             "site": {"site_id": f"pdu-{secrets.token_hex(4)}", "interconnect_kw": 1000},
             "mqtt": {"url": "mqtt://127.0.0.1:1"},  # never connected: only the PDU servers run
@@ -83,7 +85,10 @@ def _site() -> SimulatedSite:
             ],
         }
     )
-    return SimulatedSite(config)
+
+
+def _site() -> SimulatedSite:
+    return simulated_site(_config())
 
 
 @pytest.fixture
@@ -798,7 +803,7 @@ async def test_a_pdu_that_keeps_one_connection_gets_its_cuts_on_it_without_flapp
 
 
 async def test_pool_from_config_accepts_config_outlet_refs(site: SimulatedSite) -> None:
-    config = site.config
+    config = _config()  # the one `site` was built from, but for its random site_id
     specs = [p.model_copy(update={"port": site.pdus[p.pdu_id].port}) for p in config.pdus]
     configured = PduPool.from_config([specs[0].model_copy(update={"timeout_s": 0.5, "keepalive_s": 2.0})])
     client = configured.clients[specs[0].pdu_id]

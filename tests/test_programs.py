@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mullet.daemon.events import REJECTION_CODES, ObligationBook
-from mullet.drivers.wire import GridEvent
+from mullet.daemon.core.obligation_book import REJECTION_CODES, ObligationBook
+from mullet.drivers.protocol import GridEvent
 from mullet.policies.capacity import required_reduction_kw, sheddable_kw
 from mullet.policies.model import GroupSpec, SiteSnapshot, SiteSpec
 from mullet.policies.plan import compute_plan

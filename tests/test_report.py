@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 
 from mullet.daemon.cli import main as mulletd
-from mullet.daemon.journal import Journal
-from mullet.daemon.report import ReportError, build_report
-from mullet.daemon.report_render import render
+from mullet.daemon.records.journal import Journal
+from mullet.daemon.records.report import ReportError, build_report
+from mullet.daemon.records.report_render import render
 
 RECORDED = Path(__file__).parent / "data" / "report_ers10.jsonl"
 T0 = 1_750_000_500

@@ -21,8 +21,9 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from mullet.daemon.config import Config, GroupSection, parse_config
+from mullet.daemon.site.simulated import group_spec, simulated_site
 from mullet.drivers.device_profiles import PointType, load_meter_profile, load_pdu_profile
-from mullet.drivers.wire import (
+from mullet.drivers.protocol import (
     GroupSetpoint,
     GroupState,
     TenantSetpoint,
@@ -110,7 +111,7 @@ async def _started(site: SimulatedSite) -> asyncio.Task[None]:
 
 @pytest.fixture
 async def site(mqtt_broker) -> AsyncIterator[SimulatedSite]:
-    sim = SimulatedSite(_config(mqtt_broker.port))
+    sim = simulated_site(_config(mqtt_broker.port))
     task = await _started(sim)
     try:
         yield sim
@@ -407,7 +408,7 @@ async def test_controller_crash_fires_last_will(site: SimulatedSite, observe: Ob
 
 
 async def test_controllers_reconnect_after_broker_restart(restartable_broker) -> None:
-    site = SimulatedSite(_config(restartable_broker.port))
+    site = simulated_site(_config(restartable_broker.port))
     task = await _started(site)
     try:
         restartable_broker.stop_blocking()
@@ -433,7 +434,7 @@ def _group(**overrides: object) -> MiningGroup:
     spec = GroupSection.model_validate(
         {"group_id": "g", "rated_kw": 350.0, "efficiency_j_per_th": 17.5, **overrides}
     )
-    return MiningGroup(spec, sleep_fraction=0.02, curtail_s=5.0, resume_s=10.0)
+    return MiningGroup(group_spec(spec), sleep_fraction=0.02, curtail_s=5.0, resume_s=10.0)
 
 
 def _setpoint(seq: int, mode: str, **fields: object) -> GroupSetpoint:

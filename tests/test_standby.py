@@ -1,5 +1,5 @@
-"""The standby's warm copy and the leader's handover document (daemon/standby.py), and the epoch stamp on
-the fast path's trip (daemon/ha.py): pure, no broker."""
+"""The standby's warm copy (daemon/pair/warm_copy.py), the leader's handover document
+(daemon/core/handover.py) and the epoch stamp on the fast path's trip: pure, no broker."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from mullet.daemon.standby import PENDING_EVENTS_MAX, Handover, WarmCopy, handover_document
-from mullet.drivers.wire import GridEvent, GroupSetpoint, Trip, WireError, decode, encode
+from mullet.daemon.core.handover import Handover, handover_document
+from mullet.daemon.pair.warm_copy import PENDING_EVENTS_MAX, WarmCopy
+from mullet.drivers.protocol import GridEvent, GroupSetpoint, Trip, WireError, decode, encode
 from mullet.policies.model import Obligation, Override
 
 
@@ -67,28 +68,17 @@ def test_unacked_grid_events_are_kept_bounded_and_dropped_once_acked() -> None:
 
 
 async def test_the_fast_path_trip_carries_the_epoch_and_nothing_without_one() -> None:
-    from mullet.daemon.fastpath import FastPath
-    from mullet.policies.model import TripStage
-    from mullet.policies.trigger import FrequencyTrigger
+    from mullet.daemon.core.commands import TripOrder
+    from mullet.daemon.site.fastpath import FastPath
 
-    stages = (TripStage(1, 59.85, 1000.0),)
     sent: list[bytes] = []
-    epoch: list[int | None] = [None]
     fast = FastPath(
-        trigger=FrequencyTrigger(stages),
-        stages=stages,
-        outlets_by_group={},
         publish_trip=lambda payload: sent.append(payload),  # type: ignore[func-returns-value]
-        next_seq=iter(range(4190, 5000)).__next__,
         on_fired=lambda _record: None,
         on_settled=lambda _settled: None,
-        on_released=lambda: None,
-        on_reject=lambda _reason: None,
-        epoch=lambda: epoch[0],
     )
-    fast.fire(1, 0.0, cause="test")  # no lease: v1 bytes, no epoch field
-    epoch[0] = 12
-    fast.fire(1, 0.0, cause="test")
+    fast.fire(TripOrder(1, 4190, "test", 0.0, epoch=None))  # no lease: v1 bytes, no epoch field
+    fast.fire(TripOrder(1, 4191, "test", 0.0, epoch=12))
     without, stamped = sent
     assert b"epoch" not in without and decode(Trip, without).epoch is None
     trip = decode(Trip, stamped)
@@ -112,7 +102,7 @@ def test_the_ha_section_is_optional_and_strict() -> None:
 
 
 def test_an_ai_tenant_ignores_a_cap_from_a_deposed_leader_and_the_wire_omits_an_absent_epoch() -> None:
-    from mullet.drivers.wire import TenantSetpoint
+    from mullet.drivers.protocol import TenantSetpoint
     from mullet.simulators.ai import DemandTrace, TenantSim
 
     tenant = TenantSim("ai-a", DemandTrace([1000.0], 1.0), lambda: 0.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mullet.daemon.verify import ShedVerifier
+from mullet.daemon.core.shed_verifier import ShedVerifier
 
 
 def _verifier() -> ShedVerifier:

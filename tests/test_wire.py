@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mullet.drivers.wire import (
+from mullet.drivers.protocol import (
     GridEvent,
     GroupSetpoint,
     GroupState,

@@ -27,7 +27,7 @@ from helpers import (
 )
 
 from mullet.daemon.config import Config
-from mullet.drivers.wire import GridEvent, Topics
+from mullet.drivers.protocol import GridEvent, Topics
 from mullet.simulators.site import SimulatedSite
 
 __all__ = [

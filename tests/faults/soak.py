@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mullet.daemon.config import Config, parse_config
-from mullet.daemon.events import Decision, ObligationBook
-from mullet.daemon.journal import Journal
-from mullet.drivers.wire import GridEvent, GroupSetpoint
+from mullet.daemon.core.obligation_book import Decision, ObligationBook
+from mullet.daemon.records.journal import Journal
+from mullet.daemon.site.simulated import group_spec
+from mullet.drivers.protocol import GridEvent, GroupSetpoint
 from mullet.policies.model import GroupMemory, Obligation, PolicyMemory, SiteSnapshot
 from mullet.policies.plan import compute_plan
 from mullet.policies.trigger import FrequencyTrigger, TriggerSettings, trip_hold
@@ -82,7 +83,9 @@ class Soak:
         self.journal = journal
         sim = config.simulator
         self.groups = {
-            g.group_id: MiningGroup(g, sleep_fraction=sim.sleep_fraction, curtail_s=5.0, resume_s=10.0)
+            g.group_id: MiningGroup(
+                group_spec(g), sleep_fraction=sim.sleep_fraction, curtail_s=5.0, resume_s=10.0
+            )
             for g in config.groups
         }
         self.spec = {g.group_id: g for g in self.site.groups}

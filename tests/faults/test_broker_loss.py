@@ -15,7 +15,7 @@ import time
 
 from faultkit import faulty_site, site_at_a_limit, until
 
-from mullet.drivers.wire import GridEvent
+from mullet.drivers.protocol import GridEvent
 
 RESYNC_TARGET_S = 2.0
 

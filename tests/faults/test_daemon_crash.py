@@ -16,7 +16,7 @@ import time
 
 from faultkit import faulty_site, limit_leaving_mining, until
 
-from mullet.drivers.wire import GridEvent
+from mullet.drivers.protocol import GridEvent
 
 BACK_IN_CONTROL_S = 3.0
 

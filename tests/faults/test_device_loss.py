@@ -19,8 +19,8 @@ import sqlite3
 
 from faultkit import faulty_site, limit_leaving_mining, site_at_a_limit, until
 
-from mullet.drivers.pdu import PduClient
-from mullet.drivers.wire import GridEvent
+from mullet.drivers.pdu.client import PduClient
+from mullet.drivers.protocol import GridEvent
 from mullet.simulators.pdu import make_pdu_sim
 
 

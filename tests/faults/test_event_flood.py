@@ -21,7 +21,7 @@ import paho.mqtt.client as paho
 from faultkit import faulty_site
 from prometheus_client.parser import text_string_to_metric_families
 
-from mullet.drivers.wire import GridEvent, Topics, encode
+from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.ports import free_port
 
 FLOOD = 10_000

@@ -16,7 +16,7 @@ from faultkit import faulty_site
 from helpers import EXAMPLE, MULLETD
 
 from mullet.daemon.config import MAX_GROUPS, MAX_PDUS, MAX_TENANTS
-from mullet.daemon.status_cli import fetch_status, format_status
+from mullet.daemon.records.status_cli import fetch_status, format_status
 from mullet.simulators.ports import free_port
 
 

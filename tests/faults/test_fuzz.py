@@ -35,12 +35,20 @@ from helpers import EXAMPLE, site_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mullet.daemon.app import Daemon
 from mullet.daemon.config import ConfigError, parse_config
-from mullet.daemon.events import REJECTION_CODES, ObligationBook
+from mullet.daemon.core.obligation_book import REJECTION_CODES, ObligationBook
+from mullet.daemon.site.app import Daemon
 from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.meter import MAX_PLAUSIBLE_HZ, ModbusMeter
-from mullet.drivers.wire import GridEvent, GroupState, Price, TenantState, WireError, decode, decode_online
+from mullet.drivers.protocol import (
+    GridEvent,
+    GroupState,
+    Price,
+    TenantState,
+    WireError,
+    decode,
+    decode_online,
+)
 from mullet.policies.model import PolicyMemory, SiteSnapshot
 from mullet.policies.plan import compute_plan
 from mullet.simulators.meter import MeterSim
@@ -121,7 +129,7 @@ def _rejected_total(daemon: Daemon) -> dict[str, float]:
 
 
 def _readings(daemon: Daemon) -> tuple:
-    state = daemon.state
+    state = daemon.core.state
     return (
         dict(state.groups),
         dict(state.tenants),
@@ -141,7 +149,7 @@ def daemon(tmp_path: Path) -> Daemon:
 
 async def test_random_and_mutated_payloads_on_every_subscribed_topic(daemon: Daemon) -> None:
     topics = daemon.topics
-    group, tenant = daemon.group_ids[0], daemon.tenant_ids[0]
+    group, tenant = daemon.core.group_ids[0], daemon.core.tenant_ids[0]
     targets = [
         ("group_state", topics.group_state(group)),
         ("group_state", topics.group_state("ghost")),
@@ -160,13 +168,13 @@ async def test_random_and_mutated_payloads_on_every_subscribed_topic(daemon: Dae
         raw = data.draw(mutated(kind))
         before_readings = _readings(daemon)
         before_rejected = _rejected_total(daemon)
-        daemon._on_message(topic, raw)  # what the MQTT session calls for each message; must not raise
+        daemon.intake.on_message(topic, raw)  # what the MQTT session calls for each message; must not raise
         after_rejected = _rejected_total(daemon)
         added = {r: after_rejected[r] - before_rejected.get(r, 0.0) for r in after_rejected}
         added = {r: n for r, n in added.items() if n}
         queued = []
-        while not daemon._grid_queue.empty():
-            queued.append(daemon._grid_queue.get_nowait()[0])
+        while not daemon.intake.grid_queue.empty():
+            queued.append(daemon.intake.grid_queue.get_nowait()[0])
         CASES["inbound"] += 1
         if added:
             # Refused: counted once, by a known reason; nothing read, nothing queued to act on.
@@ -179,13 +187,13 @@ async def test_random_and_mutated_payloads_on_every_subscribed_topic(daemon: Dae
         outcomes[f"accepted:{kind}"] += 1
         # Accepted: only well-formed, finite, non-negative readings get in.
         if kind == "group_state":
-            reading = daemon.state.groups[group][0]
+            reading = daemon.core.state.groups[group][0]
             assert math.isfinite(reading.power_kw) and reading.power_kw >= 0
         elif kind == "tenant_state":
-            reading = daemon.state.tenants[tenant][0]
+            reading = daemon.core.state.tenants[tenant][0]
             assert math.isfinite(reading.power_kw) and reading.power_kw >= 0
         elif kind == "grid_price":
-            assert daemon.state.price is not None and math.isfinite(daemon.state.price[0])
+            assert daemon.core.state.price is not None and math.isfinite(daemon.core.state.price[0])
         elif kind == "grid_event":
             assert len(queued) == 1 and isinstance(queued[0], GridEvent)
 
@@ -198,7 +206,7 @@ async def test_random_and_mutated_payloads_on_every_subscribed_topic(daemon: Dae
 
 GRID_EVENTS = st.builds(
     GridEvent,
-    # Ids from the wire's character set (an id outside it never reaches decide: drivers/wire.py).
+    # Ids from the wire's character set (an id outside it never reaches decide: drivers/protocol.py).
     id=st.one_of(
         st.sampled_from(["a", "b", "ufr-1", "c"]), st.from_regex(r"[A-Za-z0-9._:@+=-]{1,8}", fullmatch=True)
     ),

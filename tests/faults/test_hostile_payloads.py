@@ -18,8 +18,8 @@ import pytest
 from faultkit import faulty_site
 from helpers import API_TOKEN, with_http_api
 
-from mullet.daemon.events import ObligationBook
-from mullet.drivers.wire import MAX_JSON_DEPTH, GridEvent, WireError, decode, loads, too_deep
+from mullet.daemon.core.obligation_book import ObligationBook
+from mullet.drivers.protocol import MAX_JSON_DEPTH, GridEvent, WireError, decode, loads, too_deep
 
 DEEP = b"[" * 5000 + b"]" * 5000  # 10 KB: Python's json recursed past its limit on this
 HOSTILE_IDS = [

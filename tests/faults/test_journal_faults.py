@@ -64,7 +64,11 @@ def _directory(path: Path) -> None:
 
 def _new_journal(path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-c", f"from mullet.daemon.journal import Journal; Journal({str(path)!r}).close()"],
+        [
+            sys.executable,
+            "-c",
+            f"from mullet.daemon.records.journal import Journal; Journal({str(path)!r}).close()",
+        ],
         check=True,
         timeout=60,
     )

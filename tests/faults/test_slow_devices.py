@@ -13,8 +13,9 @@ import time
 
 from faultkit import SlowProxy, faulty_site, until
 
-from mullet.drivers.pdu import PduClient, PduPool
-from mullet.drivers.wire import GridEvent
+from mullet.drivers.pdu.client import PduClient
+from mullet.drivers.pdu.pool import PduPool
+from mullet.drivers.protocol import GridEvent
 from mullet.simulators.pdu import make_pdu_sim
 
 DEVICE_DELAY_S = 10.0

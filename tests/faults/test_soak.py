@@ -22,7 +22,7 @@ import pytest
 from faultkit import faulty_site, limit_leaving_mining, until
 from soak import run_soak
 
-from mullet.drivers.wire import GridEvent
+from mullet.drivers.protocol import GridEvent
 from mullet.simulators.meter import FrequencyScript
 
 SOAK_HOURS = float(os.environ.get("MULLET_SOAK_HOURS", "24"))

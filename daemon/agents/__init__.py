@@ -1,0 +1,1 @@
+"""Edge agents (`mulletd agent asic|gpu`): a mining group's or an AI node's controller on protocol v1."""

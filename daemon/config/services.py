@@ -1,0 +1,153 @@
+"""The site config's sections about the daemon's services: its HTTP listeners (`[metrics]`,
+`[http_api]`), the `[journal]`, the OpenADR VEN (`[openadr]`), active/standby (`[ha]`) and the
+simulated site (`[simulator]`). Every field is documented in docs/configuration.md."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from mullet.daemon.config.fields import CredentialName, Ident, NonNegativeKw, Port, SecretFile, Strict
+
+
+class ListenerLimits(Strict):
+    """Connection limits of an HTTP listener (daemon/http_guard.py): beyond `max_connections` a new
+    connection is closed at once; a request's headers must arrive within `header_timeout_s` of its
+    first byte (or of the connection opening), its body within `body_timeout_s`; an idle keep-alive
+    connection is closed after `idle_timeout_s`."""
+
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+def _unique_ints(section: str, key: str, values: list[int]) -> None:
+    if len(set(values)) != len(values):
+        duplicate = next(v for v in values if values.count(v) > 1)
+        raise ValueError(f"{section}: duplicate {key} {duplicate}")
+
+
+class SimpleLevelSection(Strict):
+    """What an OpenADR SIMPLE signal level means at this site."""
+
+    level: Annotated[int, Field(ge=1, le=3)]
+    kind: Literal["limit", "reduce"]
+    kw: NonNegativeKw
+
+
+class OpenAdrSection(Strict):
+    enabled: bool = False
+    vtn_url: str = "http://127.0.0.1:8080/OpenADR2/Simple/2.0b"
+    ven_name: Annotated[str, Field(min_length=1, max_length=128)] = "mullet"
+    # Leave unset to take the venID the VTN assigns at registration.
+    ven_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    # Seconds between polls; unset = what the VTN requests. Event latency is about one poll.
+    poll_s: Annotated[float, Field(ge=1, le=86_400)] | None = None
+    # TELEMETRY_USAGE (site power, kW) offered at this sampling interval; whole seconds.
+    report_interval_s: Annotated[int, Field(ge=1, le=3600)] = 60
+    resource_id: Annotated[str, Field(min_length=1, max_length=128)] = "site"
+    default_program: Annotated[str, Field(min_length=1, max_length=64)] = "generic"
+    # Event market context (program URI) -> program name in the catalogue.
+    market_contexts: dict[str, Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=dict
+    )
+    simple_levels: list[SimpleLevelSection] = Field(default_factory=list)
+    # How long the VEN's event handler waits for the daemon to journal an event before opting out.
+    response_timeout_s: Annotated[float, Field(gt=0, le=30)] = 5.0
+
+    @field_validator("vtn_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {url!r}")
+        return url
+
+    @model_validator(mode="after")
+    def _levels_unique(self) -> OpenAdrSection:
+        _unique_ints("simple_levels", "level", [level.level for level in self.simple_levels])
+        return self
+
+
+class HttpApiSection(ListenerLimits):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 9110
+    # Write endpoints need `Authorization: Bearer <token>`; without a token source they are refused.
+    token_file: SecretFile | None = None
+    token_credential: CredentialName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_token(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token" in data:
+            raise ValueError("token: an inline token would sit in the config file; use token_file")
+        return data
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> HttpApiSection:
+        if self.token_file is not None and self.token_credential is not None:
+            raise ValueError("token_credential: set token_file or token_credential, not both")
+        return self
+
+
+class MetricsSection(ListenerLimits):
+    host: str = "127.0.0.1"
+    port: Port = 9108
+    # A scraper or two: a smaller cap than the API's.
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 16
+
+
+class JournalSection(Strict):
+    path: str = "mullet-journal.sqlite"
+    # Entries older than this are deleted (except those recovery replays); None keeps everything.
+    # At least a day: a report needs the baseline intervals before an event's notice.
+    retention_days: Annotated[float, Field(ge=1, le=36_500)] | None = 400.0
+    # Entries waiting for the writer; beyond it `record()` drops and counts (never blocks).
+    queue_size: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
+    # The site meter's power is journaled at most this often, for compliance reports.
+    site_power_every_s: Annotated[float, Field(gt=0, le=900)] = 1.0
+
+
+class SimTenantSection(Strict):
+    tenant_id: Ident
+    demand_trace_kw: Annotated[list[NonNegativeKw], Field(min_length=1)]
+    trace_step_s: Annotated[float, Field(gt=0, le=86_400)] = 10.0
+
+
+class SimulatorSection(Strict):
+    tick_hz: Annotated[float, Field(gt=0, le=100)] = 10.0
+    curtail_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    resume_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    sleep_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    telemetry_period_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    frequency_hz: Annotated[float, Field(gt=40, lt=70)] = 60.0
+    # (seconds since start, Hz) steps; the meter holds each value until the next step.
+    frequency_script: list[tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(gt=40, lt=70)]]] = (
+        Field(default_factory=list)
+    )
+    tenants: list[SimTenantSection] = Field(default_factory=list)
+    # With a broker ACL (deploy/mosquitto/acl): each simulated controller logs in as its own identity,
+    # `mining/<group_id>` or `ai/<tenant_id>`, with this password; unset = [mqtt]'s credentials.
+    mqtt_password_file: SecretFile | None = None
+
+
+def _etcd_endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return value
+
+
+class HaSection(Strict):
+    """Active/standby at one site (docs/fleet.md section 6): two daemons, a leader lease in etcd."""
+
+    # etcd client endpoints, "host:port", tried in turn (etcd's v3 gRPC API, etcd >= 3.4).
+    etcd_endpoints: Annotated[
+        list[Annotated[str, AfterValidator(_etcd_endpoint)]], Field(min_length=1, max_length=16)
+    ]
+    # The site's election key; both daemons of a site name the same one. Default /mullet/<site_id>/leader.
+    election_key: Annotated[str, Field(min_length=2, max_length=256, pattern=r"^/[^\s]*$")] | None = None
+    node_id: Ident  # this daemon's name in the pair; must differ between the two
+    lease_ttl_s: Annotated[int, Field(ge=1, le=60)] = 2

@@ -1,0 +1,1 @@
+"""The fleet dispatcher (`mulletd fleet`): portfolio obligations split across site daemons."""

@@ -1,0 +1,326 @@
+"""Compliance report for one grid obligation, computed from the journal alone.
+
+Grid programs pay for proof: what the site drew before the notice (the baseline, by the program's
+method), what it drew in each settlement interval of the deployment, how long it took to get under the
+target, and whether the program's test passes. Everything here is read from the journal (accepted
+event, site power samples, commands), so a report can be made after a crash or on another machine.
+The scoring itself (ERCOT ERS and the other programs' rules) is policies/scoring.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mullet.policies.scoring import (
+    BASELINE_METHODS,
+    RULES,
+    BaselineMethod,
+    Interval,
+    ReportRule,
+    Sample,
+    rule_for,
+    score,
+)
+
+__all__ = [
+    "BASELINE_METHODS",
+    "RULES",
+    "BaselineMethod",
+    "Command",
+    "EventRecord",
+    "Interval",
+    "Report",
+    "ReportError",
+    "ReportRule",
+    "Sample",
+    "build_report",
+    "compute_report",
+    "rule_for",
+]
+
+# Entry kinds that are commands to devices (or their outcome), listed in a report.
+COMMAND_KINDS = ("setpoint", "tenant_setpoint", "trip", "trip_settled", "escalation", "outlets_restored")
+
+
+class ReportError(Exception):
+    """The journal cannot give a report for this id (not accepted, or not there); says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    wall_s: float
+    kind: str
+    subject: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """What the journal holds about one accepted event."""
+
+    event: dict[str, Any]
+    obligation: dict[str, Any]
+    notice_s: float  # when the daemon accepted (journaled) it
+    end_s: float | None  # recall (cancel), expiry, or the scheduled end; None while in force
+    ended_by: str | None
+
+
+@dataclass
+class Report:
+    event_id: str
+    program: str
+    kind: str
+    rule: ReportRule
+    baseline_method: BaselineMethod
+    baseline_kw: float | None
+    baseline_detail: str
+    target_kw: float | None
+    obligated_kw: float | None
+    notice_s: float
+    deploy_s: float
+    deadline_s: float | None
+    end_s: float | None
+    ended_by: str | None
+    in_progress: bool
+    scored_from_s: float
+    scored_until_s: float
+    time_to_target_s: float | None
+    met_deadline: bool | None
+    intervals: list[Interval]
+    performance_factor: float | None
+    shortfall_kwh: float | None
+    max_shortfall_kw: float | None
+    passed: bool
+    verdict: list[str]
+    sample_spacing_s: float | None
+    samples: list[Sample] = field(repr=False)
+    commands: list[Command] = field(repr=False)
+    event: dict[str, Any] = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the raw samples, JSON-ready."""
+        return {
+            "event_id": self.event_id,
+            "program": self.program,
+            "kind": self.kind,
+            "event": self.event,
+            "rule": {
+                "baseline": self.rule.baseline,
+                "interval_s": self.rule.interval_s,
+                "baseline_intervals": self.rule.baseline_intervals,
+                "pass_factor": self.rule.pass_factor,
+                "source": self.rule.source,
+            },
+            "baseline_method": self.baseline_method,
+            "baseline_kw": _r(self.baseline_kw),
+            "baseline_detail": self.baseline_detail,
+            "target_kw": _r(self.target_kw),
+            "obligated_reduction_kw": _r(self.obligated_kw),
+            "notice_s": self.notice_s,
+            "deploy_s": self.deploy_s,
+            "deadline_s": self.deadline_s,
+            "end_s": self.end_s,
+            "ended_by": self.ended_by,
+            "in_progress": self.in_progress,
+            "scored_from_s": self.scored_from_s,
+            "scored_until_s": self.scored_until_s,
+            "time_to_target_s": _r(self.time_to_target_s),
+            "met_deadline": self.met_deadline,
+            "performance_factor": _r(self.performance_factor, 4),
+            "shortfall_kwh": _r(self.shortfall_kwh),
+            "max_shortfall_kw": _r(self.max_shortfall_kw),
+            "passed": self.passed,
+            "verdict": self.verdict,
+            "sample_spacing_s": _r(self.sample_spacing_s),
+            "samples": len(self.samples),
+            "intervals": [
+                {
+                    "start_s": i.start_s,
+                    "end_s": i.end_s,
+                    "samples": i.samples,
+                    "average_kw": _r(i.average_kw),
+                    "delivered_kw": _r(i.delivered_kw),
+                    "performance_factor": _r(i.performance_factor, 4),
+                    "shortfall_kw": _r(i.shortfall_kw),
+                    "shortfall_kwh": _r(i.shortfall_kwh),
+                }
+                for i in self.intervals
+            ],
+            "commands": [
+                {"wall_s": c.wall_s, "kind": c.kind, "subject": c.subject, **c.data} for c in self.commands
+            ],
+        }
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# ---- reading the journal ----------------------------------------------------------------------
+
+
+def open_journal(path: str | Path) -> sqlite3.Connection:
+    """Open for reading only; works beside a running daemon (WAL) and after a crash (the WAL is
+    replayed on open)."""
+    if not Path(path).exists():
+        raise ReportError(f"{path}: no journal there")
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA query_only=1")
+    return db
+
+
+def load_event(db: sqlite3.Connection, event_id: str) -> EventRecord:
+    accepted: tuple[float, dict[str, Any]] | None = None
+    end: tuple[float, str] | None = None
+    for wall_s, raw in db.execute("SELECT wall_s, data FROM journal WHERE kind = 'grid_event' ORDER BY id"):
+        data = json.loads(raw)
+        if data.get("event", {}).get("id") == event_id and data.get("obligation") and accepted is None:
+            accepted = (wall_s, data)
+        elif data.get("cancels") == event_id and accepted is not None and end is None:
+            end = (wall_s, f"cancel {data['event']['id']!r}")
+    if accepted is None:
+        rejected = db.execute(
+            "SELECT data FROM journal WHERE kind = 'grid_event_rejected'"
+            " AND (json_extract(data, '$.event.id') = ? OR json_extract(data, '$.id') = ?) ORDER BY id",
+            (event_id, event_id),
+        ).fetchone()
+        if rejected is not None:
+            raise ReportError(f"event {event_id!r} was refused: {json.loads(rejected[0]).get('reason')}")
+        raise ReportError(f"no accepted event {event_id!r} in the journal")
+    notice_s, data = accepted
+    obligation = data["obligation"]
+    if end is None:
+        ended = db.execute(
+            "SELECT wall_s FROM journal WHERE kind = 'obligation_ended' AND subject = ? ORDER BY id",
+            (event_id,),
+        ).fetchone()
+        if ended is not None:
+            end = (float(ended[0]), "obligation_ended")
+        elif obligation.get("end_s") is not None and not obligation.get("explicit_recall"):
+            end = (float(obligation["end_s"]), "scheduled end")
+    return EventRecord(
+        event=data["event"],
+        obligation=obligation,
+        notice_s=float(notice_s),
+        end_s=None if end is None else end[0],
+        ended_by=None if end is None else end[1],
+    )
+
+
+def load_samples(db: sqlite3.Connection, from_s: float, until_s: float) -> list[Sample]:
+    rows = db.execute(
+        "SELECT wall_s, json_extract(data, '$.kw') FROM journal"
+        " WHERE wall_s >= ? AND wall_s <= ? AND kind = 'site_power' ORDER BY wall_s",
+        (from_s, until_s),
+    )
+    return [Sample(float(w), float(kw)) for w, kw in rows if kw is not None and math.isfinite(kw)]
+
+
+def load_commands(db: sqlite3.Connection, event_id: str, from_s: float, until_s: float) -> list[Command]:
+    kinds = ", ".join("?" * len(COMMAND_KINDS))
+    rows = db.execute(
+        f"SELECT wall_s, kind, subject, data FROM journal WHERE kind IN ({kinds})"
+        " AND wall_s >= ? AND wall_s <= ? ORDER BY id",
+        (*COMMAND_KINDS, from_s, until_s),
+    )
+    commands = [Command(float(w), k, s, json.loads(d)) for w, k, s, d in rows]
+    # A trip fired by this event is its command even if it was journaled just before the event.
+    trips = db.execute(
+        "SELECT wall_s, kind, subject, data FROM journal WHERE kind = 'trip'"
+        " AND json_extract(data, '$.cause') = ? AND wall_s < ? ORDER BY id",
+        (event_id, from_s),
+    )
+    return [Command(float(w), k, s, json.loads(d)) for w, k, s, d in trips] + commands
+
+
+def last_wall_s(db: sqlite3.Connection) -> float | None:
+    row = db.execute("SELECT MAX(wall_s) FROM journal").fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def build_report(path: str | Path, event_id: str, *, baseline: BaselineMethod | None = None) -> Report:
+    """Read the journal at `path` and compute the report for `event_id`."""
+    db = open_journal(path)
+    try:
+        record = load_event(db, event_id)
+        rule = rule_for(str(record.event.get("program", "generic")))
+        method = baseline or rule.baseline
+        lookback_s = rule.interval_s * (rule.baseline_intervals + 1)
+        horizon_s = record.end_s if record.end_s is not None else (last_wall_s(db) or record.notice_s)
+        samples = load_samples(db, record.notice_s - lookback_s, horizon_s + rule.interval_s)
+        # Commands from the notice until an interval after the end, so the restore shows.
+        commands = load_commands(db, event_id, record.notice_s - 1.0, horizon_s + rule.interval_s)
+    finally:
+        db.close()
+    return compute_report(record, samples, commands, rule, method, now_s=horizon_s)
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+
+def compute_report(
+    record: EventRecord,
+    samples: list[Sample],
+    commands: list[Command],
+    rule: ReportRule,
+    method: BaselineMethod,
+    *,
+    now_s: float,
+) -> Report:
+    """The report from the journal's facts. `now_s` ends the scored window of an event still in force
+    (the journal's newest entry)."""
+    obligation = record.obligation
+    deploy_s = max(record.notice_s, float(obligation.get("start_s") or record.notice_s))
+    deadline_s = obligation.get("deadline_s")
+    in_progress = record.end_s is None
+    kind = str(obligation.get("kind", record.event.get("kind")))
+    fixed = obligation.get("baseline_kw")
+    result = score(
+        kind=kind,
+        kw=float(obligation["kw"]),
+        fixed_baseline_kw=None if fixed is None else float(fixed),
+        notice_s=record.notice_s,
+        deploy_s=deploy_s,
+        deadline_s=deadline_s,
+        end_s=record.end_s if record.end_s is not None else now_s,
+        in_progress=in_progress,
+        samples=samples,
+        rule=rule,
+        method=method,
+    )
+    return Report(
+        event_id=str(record.event["id"]),
+        program=str(record.event.get("program", "generic")),
+        kind=kind,
+        rule=rule,
+        baseline_method=method,
+        baseline_kw=result.baseline_kw,
+        baseline_detail=result.baseline_detail,
+        target_kw=result.target_kw,
+        obligated_kw=result.obligated_kw,
+        notice_s=record.notice_s,
+        deploy_s=deploy_s,
+        deadline_s=deadline_s,
+        end_s=record.end_s,
+        ended_by=record.ended_by,
+        in_progress=in_progress,
+        scored_from_s=result.scored_from_s,
+        scored_until_s=result.scored_until_s,
+        time_to_target_s=result.time_to_target_s,
+        met_deadline=result.met_deadline,
+        intervals=result.intervals,
+        performance_factor=result.performance_factor,
+        shortfall_kwh=result.shortfall_kwh,
+        max_shortfall_kw=result.max_shortfall_kw,
+        passed=result.passed,
+        verdict=result.verdict,
+        sample_spacing_s=result.sample_spacing_s,
+        samples=samples,
+        commands=commands,
+        event=record.event,
+    )
