@@ -14,7 +14,7 @@ def _book() -> ObligationBook:
 
 def _accept(book: ObligationBook, event: GridEvent, site_kw: float | None = 11_000.0):  # type: ignore[no-untyped-def]
     decision = book.decide(event, now_s=NOW_S, site_power_kw=site_kw)
-    book.apply(event, decision)
+    book.apply(event, decision, NOW_S)
     return decision
 
 

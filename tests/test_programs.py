@@ -105,16 +105,16 @@ def test_an_ers_obligation_outlives_its_scheduled_end_until_recalled() -> None:
     book = _book()
     event = GridEvent(id="ers", kind="limit", kw=9000, end=NOW_S + 60, program="ERS-10")
     decision = book.decide(event, now_s=NOW_S, site_power_kw=11_000)
-    book.apply(event, decision)
+    book.apply(event, decision, NOW_S)
     later_s = NOW_S + 3600
     assert book.expire(later_s) == []
     assert [o.event_id for o in book.active(later_s)] == ["ers"]
     # A timer program in the same book does end.
     timed = GridEvent(id="cp", kind="limit", kw=9500, end=NOW_S + 60, program="4CP")
-    book.apply(timed, book.decide(timed, now_s=NOW_S, site_power_kw=11_000))
+    book.apply(timed, book.decide(timed, now_s=NOW_S, site_power_kw=11_000), NOW_S)
     assert book.expire(later_s) == ["cp"]
     recall = GridEvent(id="ers", kind="cancel")
-    book.apply(recall, book.decide(recall, now_s=later_s, site_power_kw=None))
+    book.apply(recall, book.decide(recall, now_s=later_s, site_power_kw=None), later_s)
     assert book.active(later_s) == []
 
 
@@ -131,7 +131,7 @@ def test_the_plan_records_how_each_obligation_is_met_and_why() -> None:
         GridEvent(id="ers", kind="limit", kw=500, end=NOW_S + 60, program="ERS-30"),
         GridEvent(id="ffr", kind="limit", kw=13_000, program="FFR"),
     ):
-        book.apply(event, book.decide(event, now_s=NOW_S, site_power_kw=1000))
+        book.apply(event, book.decide(event, now_s=NOW_S, site_power_kw=1000), NOW_S)
     snapshot = SiteSnapshot(site_power_kw=1000, tenant_power_kw={}, group_power_kw={"g1": 1000})
     plan = compute_plan(site, snapshot, list(book.obligations.values()), NOW_S + 120)
     lines = [r for r in plan.reasons if r.startswith("'")]
@@ -147,7 +147,7 @@ def test_the_plan_records_how_each_obligation_is_met_and_why() -> None:
 def test_every_bad_event_is_refused_with_a_bounded_code() -> None:
     book = _book()
     accepted = GridEvent(id="taken", kind="limit", kw=9000)
-    book.apply(accepted, book.decide(accepted, now_s=NOW_S, site_power_kw=11_000))
+    book.apply(accepted, book.decide(accepted, now_s=NOW_S, site_power_kw=11_000), NOW_S)
     cases = [
         (GridEvent(id="ufr-1", kind="limit", kw=9000), "reserved_id", 11_000.0),
         (GridEvent(id="s", kind="limit", kw=9000, trip_stage=9), "unknown_stage", 11_000.0),

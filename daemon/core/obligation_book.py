@@ -6,7 +6,6 @@ journal has the event on disk (SiteController.decide, then commit). The old name
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from mullet.drivers.protocol import GridEvent
@@ -36,14 +35,11 @@ __all__ = [
 
 
 class ObligationBook(obligations.ObligationBook[GridEvent]):
-    """The book of wire events; `apply` without a time records at the wall clock's now."""
+    """The book of wire events, built from the site's config."""
 
     @classmethod
     def from_config(cls, config: Config) -> ObligationBook:
         return book_from_config(config)
-
-    def apply(self, event: GridEvent, decision: Decision, now_s: float | None = None) -> None:
-        super().apply(event, decision, time.time() if now_s is None else now_s)
 
 
 def book_from_config(config: Config) -> ObligationBook:

@@ -200,7 +200,7 @@ class Soak:
                 },
                 subject=event.id,
             )
-            self.book.apply(event, decision)
+            self.book.apply(event, decision, now)
 
     def on_reconnect(self, now: float) -> None:
         """Retained setpoints reach every controller that is up (what a reconnect re-publishes)."""
@@ -372,11 +372,12 @@ class Soak:
             stages=self.book.stages,
             programs=self.config.program_catalogue(),
         )
-        for _w, _k, _s, data in self.journal.entries("grid_event"):  # as Daemon._recover_obligations
+        for wall_s, _k, _s, data in self.journal.entries("grid_event"):  # as recovery.replay_obligations
             obligation = Obligation(**data["obligation"]) if data.get("obligation") else None
             replay.apply(
                 GridEvent.model_validate(data["event"]),
                 Decision(True, "recovered", obligation=obligation, cancels=data.get("cancels")),
+                wall_s,
             )
         replay.expire(now)
         self.book.expire(now)

@@ -236,10 +236,10 @@ def test_random_grid_events_are_decided_without_crash_and_refusals_change_nothin
         decision = book.decide(event, now_s=now_s, site_power_kw=site_kw)
         if not decision.accepted:
             assert decision.code in REJECTION_CODES, decision.code
-            book.apply(event, decision)  # what the daemon does not do; still must change nothing
+            book.apply(event, decision, now_s)  # what the daemon does not do; still must change nothing
             assert book.obligations == before
             continue
-        book.apply(event, decision)
+        book.apply(event, decision, now_s)
         for obligation in book.obligations.values():
             assert math.isfinite(obligation.site_limit_kw()) and obligation.site_limit_kw() >= 0
     snapshot = SiteSnapshot(

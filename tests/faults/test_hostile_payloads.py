@@ -176,7 +176,7 @@ def test_the_book_holds_at_most_max_obligations_and_a_duplicate_is_still_a_dupli
     book = _book(max_obligations=3)
     events = [GridEvent(id=f"e{n}", kind="limit", kw=5000.0) for n in range(4)]
     for event in events[:3]:
-        book.apply(event, book.decide(event, now_s=100.0, site_power_kw=None))
+        book.apply(event, book.decide(event, now_s=100.0, site_power_kw=None), now_s=100.0)
     refused = book.decide(events[3], now_s=100.0, site_power_kw=None)
     assert not refused.accepted and refused.code == "too_many_obligations"
     assert book.decide(events[0], now_s=100.0, site_power_kw=None).duplicate
@@ -189,7 +189,7 @@ def test_the_book_forgets_ended_events_after_its_history() -> None:
     book = _book(max_obligations=10_000, history_s=60.0, history_max=5)
     for n in range(20):
         event = GridEvent(id=f"e{n}", kind="limit", kw=5000.0, end=200.0 + n)
-        book.apply(event, book.decide(event, now_s=100.0, site_power_kw=None))
+        book.apply(event, book.decide(event, now_s=100.0, site_power_kw=None), now_s=100.0)
     book.expire(300.0)  # all twenty ended; the newest five are remembered
     assert book.history() == 5 and not book.obligations
     assert book.decide(
