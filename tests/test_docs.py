@@ -15,7 +15,9 @@ END = "<!-- end module map -->"
 
 # A path into one of the packages, as the documents write it: `daemon/site/app.py`, `policies/plan_*.py`.
 MODULE_PATH = re.compile(r"(?<![\w/.-])(?:daemon|drivers|policies|simulators)/[\w/*.-]*?\.py\b")
-# A relative path that climbs: `../deploy/site.example.toml`, `../../shared`.
+# A markdown document a text names: `protocol.md`, `docs/fleet.md`.
+DOCUMENT_NAME = re.compile(r"(?<![\w.-])[\w./-]*\.md\b")
+# A relative path that climbs: `../deploy/site.example.toml`, `../../elsewhere`.
 CLIMBING = re.compile(r"(?<![\w.])(?:\.\./)+[\w./-]*")
 
 
@@ -40,7 +42,16 @@ def test_module_map_is_the_codes() -> None:
     assert block == printed.stdout.strip("\n"), "module map out of date: run docs/module_map.py --write"
 
 
-def test_no_document_names_design_md_or_leaves_the_repository() -> None:
+def test_no_document_names_a_document_the_repository_lacks_or_leaves_it() -> None:
+    """The docs stand alone: every `.md` they name is one of the repository's own, and no relative path
+    climbs out of it."""
+    ours = {
+        Path(f)
+        for f in subprocess.run(
+            ["git", "ls-files", "*.md"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+    }
+    names = {f.name for f in ours}
     wrong = []
     for path in documents():
         try:
@@ -49,8 +60,12 @@ def test_no_document_names_design_md_or_leaves_the_repository() -> None:
             continue
         name = path.relative_to(ROOT)
         for number, line in enumerate(text.splitlines(), 1):
-            if "design.md" in line:
-                wrong.append(f"{name}:{number}: names design.md")
+            for match in DOCUMENT_NAME.finditer(line):
+                named = Path(match.group())
+                if named.name not in names and (path.parent / named).resolve() not in {
+                    ROOT / f for f in ours
+                }:
+                    wrong.append(f"{name}:{number}: {named} is not a document of this repository")
             for match in CLIMBING.finditer(line):
                 target = (path.parent / match.group()).resolve()
                 if not target.is_relative_to(ROOT):
