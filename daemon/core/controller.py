@@ -230,9 +230,6 @@ class SiteController:
                 self._plan_document(self.plan, now_mono_s, force=True)
         self.wake = True
 
-    def session_down(self) -> None:
-        self.connected = False
-
     # ---- grid events -----------------------------------------------------------------------
 
     def decide(self, event: GridEvent, now_s: float, now_mono_s: float) -> tuple[Decision, TripOrder | None]:
@@ -752,14 +749,8 @@ class SiteController:
                 )
         restores = tuple(sorted(set(self.memory.restores) | set(handover.restores)))
         self.memory = dataclasses.replace(self.memory, restores=restores)
-        self.durable(entries)
-
-    def durable(self, items: list[tuple[str, dict[str, Any], str | None]]) -> None:
-        if items:
-            self._emit(RecordDurably(tuple(items)))
-
-    def record(self, kind: str, data: dict[str, Any], subject: str | None = None) -> None:
-        self._emit(Record(kind, data, subject))
+        if entries:
+            self._emit(RecordDurably(tuple(entries)))
 
 
 def _same_command(a: GroupSetpoint, b: GroupSetpoint) -> bool:

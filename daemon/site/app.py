@@ -138,11 +138,6 @@ class Daemon:
 
     # ---- what other parts of the daemon read ------------------------------------------------
 
-    @property
-    def commanding(self) -> bool:
-        """Whether this daemon may plan, publish, fire and ack: always without [ha], else the leader."""
-        return self.core.commanding
-
     def submit_grid_event_raw(self, raw: bytes, *, source: str) -> asyncio.Future[GridEventAck] | None:
         return self.intake.submit_grid_event_raw(raw, source=source)
 
