@@ -243,6 +243,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from mullet.daemon.replay.command import run
+
+    return run(args)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from mullet.daemon.records.status_cli import run_status
 
@@ -335,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--output", "-o", default=None, help="write here instead of stdout")
     report.set_defaults(func=cmd_report)
+
+    replay = sub.add_parser(
+        "replay",
+        help="backtest: the site's controller and simulated physics over recorded or scenario inputs",
+    )
+    from mullet.daemon.replay.command import add_arguments as replay_arguments
+
+    replay_arguments(replay)
+    replay.set_defaults(func=cmd_replay)
 
     status = sub.add_parser("status", help="the live daemon's site, obligations and groups (HTTP API)")
     status.add_argument("--config", default=None, help="site config (for the HTTP API address and token)")

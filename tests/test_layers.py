@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("policies", "drivers", "simulators", "daemon")
 
 # Rank of each part of the project: a module may import its own rank or lower ones, never higher.
-# Within daemon: the command line on top; the site daemon, the edge agents and the fleet dispatcher
-# side by side (none imports another); the active/standby pair; the controller core; then what
+# Within daemon: the command line on top; the site daemon, the edge agents, the fleet dispatcher and
+# the replay (the same core on a simulated clock) side by side (none imports another); the active/standby pair; the controller core; then what
 # everything shares (config, journal and reports, metrics, logs, secrets, listeners).
 RANKS = (
     ("mullet.policies", 0),
@@ -27,9 +27,10 @@ RANKS = (
     ("mullet.daemon.site", 6),
     ("mullet.daemon.agents", 6),
     ("mullet.daemon.fleet", 6),
+    ("mullet.daemon.replay", 6),
     ("mullet.daemon.cli", 7),
 )
-SIBLINGS = ("mullet.daemon.site", "mullet.daemon.agents", "mullet.daemon.fleet")
+SIBLINGS = ("mullet.daemon.site", "mullet.daemon.agents", "mullet.daemon.fleet", "mullet.daemon.replay")
 
 
 def module_files() -> Iterator[tuple[str, Path]]:

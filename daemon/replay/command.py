@@ -1,0 +1,71 @@
+"""`mulletd replay`: run every configuration over the scenario and print them side by side."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mullet.daemon.config import ConfigError
+from mullet.daemon.replay.configs import load_configs
+from mullet.daemon.replay.engine import Replay
+from mullet.daemon.replay.render_text import render_text
+from mullet.daemon.replay.results import interval_table, summarize, to_json
+from mullet.daemon.replay.scenario import Scenario, ScenarioError, load_scenario
+
+EXIT_INPUT = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="site config (TOML)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--scenario", help="scenario (TOML naming CSV inputs, docs/replay.md)")
+    source.add_argument("--journal", help="re-run the period a journal recorded (its events, prices, power)")
+    parser.add_argument(
+        "--compare",
+        nargs="*",
+        default=[],
+        metavar="OTHER.toml",
+        help="more configurations: whole site configs, or overlays of the keys that change",
+    )
+    parser.add_argument("-o", "--output", default=None, help="write the HTML report here")
+    parser.add_argument("--json", default=None, help="write the results (and 15-min table) as JSON here")
+    parser.add_argument(
+        "--log-level", default="error", help="the controller's own log lines (default: error)"
+    )
+
+
+def _scenario(args: argparse.Namespace, config_path: str) -> Scenario:
+    if args.scenario is not None:
+        return load_scenario(args.scenario)
+    from mullet.daemon.replay.from_journal import scenario_from_journal
+
+    return scenario_from_journal(args.journal)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mullet.daemon.logs import configure_logging
+
+    configure_logging(args.log_level)
+    try:
+        configs = load_configs(args.config, args.compare)
+        scenario = _scenario(args, args.config)
+    except (ConfigError, ScenarioError) as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INPUT
+    results, tables = [], []
+    for label, config in configs:
+        replay = Replay(config, scenario).run()
+        results.append(summarize(replay, label))
+        tables.append(interval_table(replay))
+    sys.stdout.write(render_text(results))
+    if args.json is not None:
+        payload = [{**r, "intervals": t} for r, t in zip(results, tables, strict=True)]
+        Path(args.json).write_text(to_json(payload) + "\n")
+    if args.output is not None:
+        from mullet.daemon.replay.render_html import render_html
+
+        Path(args.output).write_text(render_html(results, tables), encoding="utf-8")
+        print(f"report: {args.output}")
+    return 1 if any(r["ai_sla"]["violations"] for r in results) else 0

@@ -1,0 +1,482 @@
+"""Replay: the site's own controller core and simulated site physics, in simulated time.
+
+The shell here does what daemon/site does around the same `SiteController` (intake, executor, fast
+path), with the devices replaced by the simulators' physics (`MiningGroup` ramps, sleep draw, PDU cuts;
+AI tenants drawing min(demand, cap)) and the clock replaced by the scenario's. Nothing reads the wall
+clock, so the same scenario and config give the same result, byte for byte.
+
+Time advances in steps of the control period (`step_s`) while anything moves and jumps to the next
+input when nothing can: the site is quiet when every group sits at its target, no shed awaits
+confirmation, no trip hold is in force, and no command went out for longer than every hold the policy
+keeps (min on/off, the restore stagger and its one-minute ramp window, the shed deadline). A plan
+computed again in a quiet stretch would only repeat the last one, so skipping it changes nothing the
+controller does. The engine also stops at every settlement-interval boundary and every scenario input.
+During a frequency excursion the meter is read every `meter_poll_s`, as the daemon polls it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from mullet.daemon.config import Config
+from mullet.daemon.core.commands import (
+    Acknowledge,
+    Command,
+    Record,
+    RecordDurably,
+    RecordInBackground,
+    Republish,
+    SendPlan,
+    SendSetpoints,
+    SendTenantCaps,
+    SwitchOutlets,
+    TripOrder,
+)
+from mullet.daemon.core.controller import SiteController
+from mullet.daemon.core.trips import TripRecord
+from mullet.daemon.metrics import Metrics
+from mullet.daemon.replay.ledger import Ledger
+from mullet.daemon.replay.scenario import NOMINAL_HZ, Scenario
+from mullet.drivers.meter import MeterSample
+from mullet.drivers.protocol import GridEvent, GroupState, TenantState
+from mullet.policies.trigger import is_ufr_obligation
+from mullet.simulators.ai import DEFAULT_DEMAND_FRACTION
+from mullet.simulators.mining import MiningGroup, SimGroupSpec
+
+MONO0_S = 1_000.0  # the replay's monotonic clock at the scenario's start
+INTERVAL_S = 900.0  # settlement interval (ERCOT: 15 minutes)
+RAMP_WINDOW_S = 60.0  # the restore ramp ledger's window (policies/plan_restore.py)
+_EPS_KW = 1e-6
+
+
+@dataclass
+class Tenant:
+    tenant_id: str
+    firm_kw: float  # reserved minus the contracted flexible share: never capped below this
+    demand_kw: float
+    cap_kw: float | None = None
+    violation_s: float = 0.0
+    violations: int = 0
+    _violating: bool = False
+
+    @property
+    def power_kw(self) -> float:
+        return self.demand_kw if self.cap_kw is None else min(self.demand_kw, self.cap_kw)
+
+    def check_sla(self, dt_s: float) -> None:
+        """Firm power denied: capped below what it asks for, up to its firm kW."""
+        violating = self.power_kw < min(self.demand_kw, self.firm_kw) - _EPS_KW
+        if violating:
+            self.violation_s += dt_s
+            if not self._violating:
+                self.violations += 1
+        self._violating = violating
+
+
+@dataclass
+class EventLog:
+    """What the replay needs of one accepted event to score it afterwards."""
+
+    event: GridEvent
+    obligation: dict[str, Any]
+    notice_s: float
+    end_s: float | None = None
+    ended_by: str | None = None
+
+
+class Replay:
+    def __init__(self, config: Config, scenario: Scenario) -> None:
+        self.config = config
+        self.scenario = scenario
+        self.step_s = scenario.step_s or config.control.period_s
+        self.meter_poll_s = scenario.meter_poll_s or 1.0 / config.meter.poll_hz
+        control = config.control
+        self.quiet_after_s = (
+            max(control.min_on_s, control.min_off_s, control.restore_stagger_s, RAMP_WINDOW_S)
+            + control.shed_deadline_s
+            + self.step_s
+        )
+        self.core = SiteController(config, Metrics(), seq=0, has_pdus=bool(config.pdus))
+        physics, sim = scenario.physics, config.simulator
+        self.groups: dict[str, MiningGroup] = {}
+        self.hash_ths_per_kw: dict[str, float] = {}
+        for g in config.groups:
+            group = MiningGroup(
+                SimGroupSpec(
+                    g.group_id,
+                    g.rated_kw,
+                    g.efficiency_j_per_th,
+                    supports_power_target=g.supports_power_target,
+                    sleep_kw=g.sleep_kw,
+                    outlets=tuple((o.pdu, o.outlet) for o in g.outlets),
+                ),
+                sleep_fraction=physics.sleep_fraction
+                if physics.sleep_fraction is not None
+                else sim.sleep_fraction,
+                curtail_s=physics.curtail_s or sim.curtail_s,
+                resume_s=physics.resume_s or sim.resume_s,
+            )
+            self.groups[g.group_id] = group
+            # Hashing TH/s per kW above the sleep draw: rated kW hashes at rated kW x 1000 / (J/TH).
+            span_kw = max(group.rated_kw - group.sleep_kw, _EPS_KW)
+            self.hash_ths_per_kw[g.group_id] = group.rated_kw * 1000.0 / g.efficiency_j_per_th / span_kw
+        self.tenants = {
+            t.tenant_id: Tenant(
+                t.tenant_id, t.reserved_kw - t.flexible_kw, t.reserved_kw * DEFAULT_DEMAND_FRACTION
+            )
+            for t in config.tenants
+        }
+        self.base_kw = config.site.base_load_kw
+        self.ledger = Ledger(INTERVAL_S)
+        self.samples_t: list[float] = []  # site power after each step (zero-order hold in between)
+        self.samples_kw: list[float] = []
+        self.events: dict[str, EventLog] = {}
+        self.acks = {"accepted": 0, "duplicate": 0, "rejected": 0}
+        self.rejections: list[tuple[float, str, str]] = []
+        self.records: dict[str, int] = {}
+        self.switches: dict[str, int] = dict.fromkeys(self.groups, 0)
+        self.cuts: dict[str, int] = dict.fromkeys(self.groups, 0)
+        self.trips: list[tuple[float, int, str, int]] = []  # (t, stage, cause, groups)
+        self.steps = 0
+        self.price: float | None = None
+        self.hashprice: float | None = config.economics.hashprice_usd_per_th_day
+        self.hz = NOMINAL_HZ
+        self.now_s = scenario.start_s
+        self._last_command_s = -math.inf
+        self._armed: dict[int, Any] = {}
+        self._mode: dict[str, str] = {g: grp.commanded for g, grp in self.groups.items()}
+        self._states: dict[str, tuple[tuple[Any, ...], GroupState]] = {}
+        self._queue: list[tuple[float, int, str, Any]] = []
+        self._order = itertools.count()
+        self._frequency = scenario.frequency
+        self._fast_until_s = -math.inf
+
+    # ---- the clock ---------------------------------------------------------------------------
+
+    def mono(self, t_s: float) -> float:
+        return t_s - self.scenario.start_s + MONO0_S
+
+    def _push(self, t_s: float, kind: str, payload: Any = None) -> None:
+        heapq.heappush(self._queue, (t_s, next(self._order), kind, payload))
+
+    def _schedule(self) -> None:
+        sc = self.scenario
+        for series, kind in ((sc.prices, "price"), (sc.hashprice, "hashprice")):
+            before = [v for t, v in series if t <= sc.start_s]
+            if before:
+                self._push(sc.start_s, kind, before[-1])
+            for t, v in series:
+                if sc.start_s < t < sc.end_s:
+                    self._push(t, kind, v)
+        for tenant_id, series in sorted(sc.demand_kw.items()):
+            if tenant_id not in self.tenants:
+                continue
+            before = [v for t, v in series if t <= sc.start_s]
+            if before:
+                self.tenants[tenant_id].demand_kw = before[-1]
+            for t, v in series:
+                if sc.start_s < t < sc.end_s:
+                    self._push(t, "demand", (tenant_id, v))
+        for t, event in sc.events:
+            if sc.start_s <= t < sc.end_s:
+                self._push(t, "event", event)
+        for t, _hz in sc.frequency:
+            if sc.start_s <= t < sc.end_s:
+                self._push(t, "frequency", None)
+        boundary = (sc.start_s // INTERVAL_S + 1) * INTERVAL_S
+        while boundary < sc.end_s:
+            self._push(boundary, "interval", None)
+            boundary += INTERVAL_S
+
+    def hz_at(self, t_s: float) -> float:
+        """The frequency script, linear between its points, nominal outside them."""
+        points = self._frequency
+        if not points or t_s < points[0][0] or t_s > points[-1][0]:
+            return NOMINAL_HZ
+        lo, hi = 0, len(points) - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if points[mid][0] <= t_s:
+                lo = mid
+            else:
+                hi = mid
+        (t0, f0), (t1, f1) = points[lo], points[hi]
+        if t1 <= t0 or t_s <= t0:
+            return f0
+        if t_s >= t1:
+            return f1
+        return f0 + (f1 - f0) * (t_s - t0) / (t1 - t0)
+
+    def _excursion(self, t_s: float) -> bool:
+        """Whether the meter must be read at its poll rate: the frequency is off nominal, or moves."""
+        points = self._frequency
+        if not points or t_s < points[0][0] or t_s >= points[-1][0]:
+            return False
+        return self.hz_at(t_s) < NOMINAL_HZ - 1e-9 or self.hz_at(t_s + self.meter_poll_s) < NOMINAL_HZ - 1e-9
+
+    # ---- the run -----------------------------------------------------------------------------
+
+    def run(self) -> Replay:
+        sc = self.scenario
+        self._schedule()
+        t_prev = sc.start_s
+        self.core.session_up(self.mono(t_prev))
+        self._carry_out(self.core.take())
+        t = sc.start_s
+        while True:
+            self._advance(t_prev, t)
+            self.now_s = t
+            self._observe(t)  # an event is decided on what the site draws now, as the daemon's would be
+            if self._queue and self._queue[0][0] <= t:
+                while self._queue and self._queue[0][0] <= t:
+                    _t, _n, kind, payload = heapq.heappop(self._queue)
+                    self._input(kind, payload)
+                self._observe(t)
+            self._cycle(t)
+            if t >= sc.end_s:
+                break
+            t_prev, t = t, self._next(t)
+        self._close()
+        return self
+
+    def _next(self, t_s: float) -> float:
+        end_s = self.scenario.end_s
+        next_input_s = self._queue[0][0] if self._queue else end_s
+        if self._excursion(t_s):
+            candidate = t_s + self.meter_poll_s
+        elif self._busy(t_s):
+            candidate = t_s + self.step_s
+        else:
+            candidate = next_input_s
+        return min(candidate, next_input_s, end_s)
+
+    def _busy(self, t_s: float) -> bool:
+        core = self.core
+        if core.wake or core.verifier.pending or core.awaiting_ack:
+            return True
+        if t_s - self._last_command_s < self.quiet_after_s:
+            return True
+        if any(is_ufr_obligation(i) for i in core.book.obligations):
+            return True  # the trip hold is released by the frequency, read every step
+        return any(g.mode == "ramping" for g in self.groups.values())
+
+    def _advance(self, t0_s: float, t1_s: float) -> None:
+        """Physics from t0 to t1, and the ledger's trapezoid over it."""
+        dt_s = t1_s - t0_s
+        if dt_s <= 0:
+            return
+        before = self._powers()
+        for group in self.groups.values():
+            group.advance(dt_s)
+        after = self._powers()
+        mean = [(a + b) / 2.0 for a, b in zip(before, after, strict=True)]
+        ai_kw = sum(t.power_kw for t in self.tenants.values())
+        for tenant in self.tenants.values():
+            tenant.check_sla(dt_s)
+        self.ledger.add(
+            t0_s,
+            dt_s,
+            self.price,
+            self.hashprice,
+            site_kw=self.base_kw + ai_kw + mean[0],
+            ai_kw=ai_kw,
+            mining_kw=mean[0],
+            curtailed_kw=mean[1],
+            hashing_ths=mean[2],
+        )
+
+    def _powers(self) -> tuple[float, float, float]:
+        """(mining kW, curtailed kW, hashing TH/s) now."""
+        mining_kw = curtailed_kw = hashing_ths = 0.0
+        rate = self.hash_ths_per_kw
+        for group_id, group in self.groups.items():
+            power_kw = group.power_kw
+            mining_kw += power_kw
+            curtailed_kw += group.rated_kw - power_kw
+            if power_kw > group.sleep_kw:
+                hashing_ths += (power_kw - group.sleep_kw) * rate[group_id]
+        return mining_kw, curtailed_kw, hashing_ths
+
+    def site_kw(self) -> float:
+        mining_kw = sum(g.power_kw for g in self.groups.values())
+        return self.base_kw + mining_kw + sum(t.power_kw for t in self.tenants.values())
+
+    # ---- inputs ------------------------------------------------------------------------------
+
+    def _input(self, kind: str, payload: Any) -> None:
+        if kind == "price":
+            self.price = payload
+        elif kind == "hashprice":
+            self.hashprice = payload
+            economics = self.config.economics.model_copy(update={"hashprice_usd_per_th_day": payload})
+            self.config = self.config.model_copy(update={"economics": economics})
+            self.core.reconfigure(self.config)
+        elif kind == "demand":
+            tenant_id, kw = payload
+            self.tenants[tenant_id].demand_kw = kw
+        elif kind == "event":
+            self._grid_event(payload)
+        elif kind == "wake":
+            self.core.wake = True
+        # "frequency" and "interval": a stop, nothing else (the meter reads hz_at every tick)
+
+    def _grid_event(self, event: GridEvent) -> None:
+        """Intake._decide and run_grid_events: decide, fire first, journal, commit, ack."""
+        core, now_s = self.core, self.now_s
+        decision, order = core.decide(event, now_s, self.mono(now_s))
+        if order is not None:
+            self._fire(order)
+        if decision.accepted and not decision.duplicate:
+            if event.kind == "cancel":
+                self._ended(decision.cancels or "", "recall")
+            elif decision.obligation is not None:
+                obligation = decision.obligation
+                self.events[event.id] = EventLog(event, dataclasses.asdict(obligation), now_s)
+                for moment in (obligation.start_s, event.end):
+                    if moment is not None and moment > now_s:
+                        self._push(moment, "wake")
+        final = core.commit(event, decision, None, now_s)
+        if not final.accepted:
+            self.rejections.append((now_s, event.id, final.code))
+        self._carry_out(core.take())
+
+    # ---- one tick: telemetry, the meter, a control cycle ----------------------------------------
+
+    def _observe(self, t_s: float) -> None:
+        """Every controller reports, the price feed repeats, the meter is read (and may trip)."""
+        core, mono_s = self.core, self.mono(t_s)
+        for group_id, group in self.groups.items():
+            key = (group.seq_applied, group.mode, group.power_kw, group.powered)
+            cached = self._states.get(group_id)
+            if cached is None or cached[0] != key:
+                state = GroupState.model_construct(
+                    seq_applied=group.seq_applied,
+                    mode=group.mode,
+                    power_kw=group.power_kw,
+                    hashrate_ths=group.hashrate_ths,
+                    miners_online=group.miners_online,
+                    ts=t_s,
+                )
+                self._states[group_id] = cached = (key, state)
+            core.group_state(group_id, cached[1], mono_s)
+        for tenant_id, tenant in self.tenants.items():
+            power_kw = tenant.power_kw
+            reading = TenantState.model_construct(power_kw=power_kw, demand_kw=tenant.demand_kw, ts=t_s)
+            core.tenant_state(tenant_id, reading, mono_s)
+        if self.price is not None:
+            core.price(self.price, mono_s)
+        self.hz = self.hz_at(t_s)
+        sample = MeterSample(self.site_kw(), self.hz, mono_s, requested_s=mono_s)
+        order = core.frequency(sample)
+        if order is not None:
+            self._fire(order)
+        core.meter_sample(sample)
+        self._carry_out(core.take())
+
+    def _cycle(self, t_s: float) -> None:
+        """One supervisory cycle (Daemon._cycle): plan, arm the fast path, carry out."""
+        core, mono_s = self.core, self.mono(t_s)
+        self.steps += 1
+        plan = core.cycle(t_s, mono_s, self._outlets_kw)
+        if plan is not None:
+            self._armed = dict(core.armed)
+        self._carry_out(core.take())
+        self._count_switches()
+        site_kw = self.site_kw()
+        self.samples_t.append(t_s)
+        self.samples_kw.append(site_kw)
+        self.ledger.ramp.observe(t_s, site_kw)
+
+    def _outlets_kw(self, group_id: str, _since_mono_s: float) -> float | None:
+        """The PDU readback of a group's outlets (the simulated PDU meters what the group draws)."""
+        return self.groups[group_id].power_kw
+
+    def _count_switches(self) -> None:
+        for group_id, group in self.groups.items():
+            mode = group.commanded if group.powered else "cut"
+            if mode != self._mode[group_id]:
+                self.switches[group_id] += 1
+                self._mode[group_id] = mode
+
+    def _fire(self, order: TripOrder) -> None:
+        """FastPath.fire: the trip broadcast and the armed cuts at once, then the core is told."""
+        groups, outlets = self._armed.get(order.stage, ((), ()))
+        for group in self.groups.values():
+            group.trip(order.stage, order.epoch)
+        cut = set(outlets)
+        for group_id, group in self.groups.items():
+            if any(o in cut for o in self.core.outlets_by_group.get(group_id, ())):
+                group.set_powered(False)
+                self.cuts[group_id] += 1
+        mono_s = self.mono(self.now_s)
+        record = TripRecord(
+            order.stage,
+            order.seq,
+            order.cause,
+            order.sample_mono_s,
+            mono_s,
+            mono_s if outlets else None,
+            tuple(groups),
+            tuple(outlets),
+            order.hz,
+        )
+        self.trips.append((self.now_s, order.stage, order.cause, len(groups)))
+        self._last_command_s = self.now_s
+        self.core.trip_fired(record, self.now_s)
+        self._carry_out(self.core.take())
+
+    def _carry_out(self, commands: list[Command]) -> None:
+        """CommandRunner.run: in order, each outcome back to the core, what it queues in answer next."""
+        core, mono_s = self.core, self.mono(self.now_s)
+        queue = list(reversed(commands))
+        while queue:
+            command = queue.pop()
+            match command:
+                case Record(kind, data) | RecordInBackground(kind, data):
+                    self.records[kind] = self.records.get(kind, 0) + 1
+                    if kind == "obligation_ended":
+                        self._ended(str(data["id"]), "expiry")
+                case RecordDurably(items):
+                    for kind, _data, _subject in items:
+                        self.records[kind] = self.records.get(kind, 0) + 1
+                case SendSetpoints(items, watch):
+                    for group_id, setpoint, _reason in items:
+                        self.groups[group_id].apply(setpoint)
+                    self._last_command_s = self.now_s
+                    core.setpoints_sent([(g, sp, r, True) for g, sp, r in items], mono_s, watch=watch)
+                case SendTenantCaps(caps):
+                    for tenant_id, cap, reason in caps:
+                        self.tenants[tenant_id].cap_kw = cap.power_cap_kw
+                        core.tenant_cap_sent(tenant_id, cap, reason)
+                    self._last_command_s = self.now_s
+                case SendPlan(summary, _payload):
+                    core.plan_published(summary, mono_s)
+                case SwitchOutlets(group_id, _outlets, on, _pending):
+                    self.groups[group_id].set_powered(on)
+                    if not on:
+                        self.cuts[group_id] += 1
+                    self._last_command_s = self.now_s
+                    core.outlets_switched(command, True, "ok", mono_s, 0.0)
+                case Acknowledge(ack):
+                    outcome = (
+                        "duplicate"
+                        if ack.code == "duplicate"
+                        else ("accepted" if ack.accepted else "rejected")
+                    )
+                    self.acks[outcome] += 1
+                case Republish():
+                    pass
+            queue.extend(reversed(core.take()))
+
+    def _ended(self, event_id: str, how: str) -> None:
+        log = self.events.get(event_id)
+        if log is not None and log.end_s is None:
+            log.end_s, log.ended_by = self.now_s, how
+
+    def _close(self) -> None:
+        self.ledger.close()

@@ -1,0 +1,85 @@
+"""The stdout summary: every configuration side by side, then each one's grid events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+_ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+    ("AI energy (MWh)", lambda r: r["energy_mwh"]["ai"]),
+    ("mining energy (MWh)", lambda r: r["energy_mwh"]["mining"]),
+    ("curtailed (MWh)", lambda r: r["energy_mwh"]["curtailed"]),
+    ("mining revenue ($)", lambda r: r["usd"]["mining_revenue"]),
+    ("mining energy cost ($)", lambda r: r["usd"]["mining_energy_cost"]),
+    ("net mining margin ($)", lambda r: r["usd"]["net_mining_margin"]),
+    ("curtailment cost avoided ($)", lambda r: r["usd"]["curtailment_cost_avoided"]),
+    ("site energy cost ($)", lambda r: r["usd"]["site_energy_cost"]),
+    ("DR income ($)", lambda r: r["usd"]["dr_income"]),
+    ("margin incl. DR ($)", lambda r: r["usd"]["net_mining_margin_with_dr"]),
+    ("grid events scored", lambda r: len(r["events"])),
+    ("events passed", lambda r: sum(1 for e in r["events"] if e["passed"])),
+    ("grid events refused", lambda r: r["grid_acks"]["rejected"]),
+    ("under-frequency trips", lambda r: len(r["trips"])),
+    ("4CP charge implied ($)", lambda r: (r["fourcp"] or {}).get("charge_usd")),
+    ("AI SLA violations", lambda r: r["ai_sla"]["violations"]),
+    ("group switches", lambda r: r["wear"]["total_switches"]),
+    ("largest site ramp (kW/min)", lambda r: r["wear"]["largest_site_ramp_kw_per_min"]),
+    ("unpriced hours", lambda r: r["unpriced_hours"]),
+]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return str(value)
+
+
+def when(t_s: float | None) -> str:
+    if t_s is None:
+        return "-"
+    return datetime.fromtimestamp(t_s, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def render_text(results: list[dict[str, Any]]) -> str:
+    first = results[0]["scenario"]
+    lines = [
+        f"replay {first['name']}: {when(first['start_s'])} to {when(first['end_s'])} "
+        f"({first['hours']:g} h, control step {first['control_step_s']:g} s)",
+        "",
+    ]
+    width = max(len(name) for name, _ in _ROWS)
+    columns = [[_cell(get(r)) for name, get in _ROWS] for r in results]
+    col_width = [
+        max(len(r["label"]), *(len(c) for c in col)) for r, col in zip(results, columns, strict=True)
+    ]
+    lines.append(
+        " " * width + "  " + "  ".join(r["label"].rjust(w) for r, w in zip(results, col_width, strict=True))
+    )
+    for index, (name, _get) in enumerate(_ROWS):
+        cells = "  ".join(col[index].rjust(w) for col, w in zip(columns, col_width, strict=True))
+        lines.append(f"{name.ljust(width)}  {cells}")
+    for result in results:
+        fourcp = result["fourcp"]
+        if fourcp is not None:
+            lines.append("")
+            lines.append(f"[{result['label']}] 4CP intervals (${fourcp['usd_per_kw_year']:g}/kW-year):")
+            for interval in fourcp["intervals"]:
+                lines.append(
+                    f"  {when(interval['interval_start_s'])}  {interval['month']:>9}  "
+                    f"site {_cell(interval['site_kw'])} kW  -> ${_cell(interval['charge_usd'])}"
+                )
+        if result["events"]:
+            lines.append("")
+            lines.append(f"[{result['label']}] grid events:")
+            for e in result["events"]:
+                ttt = "never" if e["time_to_target_s"] is None else f"{e['time_to_target_s']:g} s"
+                pf = "-" if e["performance_factor"] is None else f"{e['performance_factor']:.3f}"
+                lines.append(
+                    f"  {e['event_id']} {e['program']} {e['kind']} {e['kw']:g} kW at {when(e['deploy_s'])}: "
+                    f"target in {ttt} (deadline {_cell(e['deadline_s'])} s), PF {pf}, "
+                    f"shortfall {_cell(e['shortfall_kwh'])} kWh, {'pass' if e['passed'] else 'FAIL'}"
+                )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,204 @@
+"""The figures of one replay: energy, money, grid events as the program scores them, 4CP exposure, AI
+SLA, wear. A plain JSON-ready dict with rounded numbers and no wall-clock figure in it, so the same
+scenario and config give byte-identical output (the determinism test compares exactly this)."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from typing import Any
+
+from mullet.daemon.records.report import EventRecord, Sample, compute_report, rule_for
+from mullet.daemon.replay.engine import INTERVAL_S, EventLog, Replay
+from mullet.daemon.replay.ledger import IntervalRow
+
+# Scored events listed in full; a scenario with more lists the first ones and counts the rest.
+MAX_EVENTS_LISTED = 500
+MAX_REJECTIONS_LISTED = 50
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits) + 0.0  # + 0.0: no "-0.0" in the output
+
+
+def samples_between(replay: Replay, from_s: float, until_s: float, spacing_s: float) -> list[Sample]:
+    """Site power every `spacing_s` from `from_s` to `until_s`, holding each step's value until the next
+    (the replay's steps are irregular: dense while anything moves, sparse while nothing does)."""
+    times, values = replay.samples_t, replay.samples_kw
+    out = []
+    t = max(from_s, times[0]) if times else from_s
+    while t <= until_s and times:
+        index = bisect.bisect_right(times, t) - 1
+        if index >= 0:
+            out.append(Sample(t, values[index]))
+        t += spacing_s
+    return out
+
+
+def score_event(replay: Replay, log: EventLog, spacing_s: float) -> dict[str, Any]:
+    """The event as its program scores it (the same scoring `mulletd report` does on a journal)."""
+    event = log.event
+    rule = rule_for(event.program)
+    end_s = log.end_s if log.end_s is not None else replay.scenario.end_s
+    notice_interval_s = math.floor(log.notice_s / rule.interval_s) * rule.interval_s
+    from_s = notice_interval_s - (rule.baseline_intervals + 1) * rule.interval_s
+    samples = samples_between(replay, from_s, end_s, spacing_s)
+    record = EventRecord(event.model_dump(), log.obligation, log.notice_s, log.end_s, log.ended_by)
+    report = compute_report(record, samples, [], rule, rule.baseline, now_s=end_s)
+    delivered_mwh = sum(
+        max(0.0, i.delivered_kw) * (i.end_s - i.start_s) / 3.6e6 for i in report.intervals if i.delivered_kw
+    )
+    return {
+        "event_id": report.event_id,
+        "program": report.program,
+        "kind": report.kind,
+        "kw": _r(float(log.obligation["kw"])),
+        "notice_s": _r(log.notice_s),
+        "deploy_s": _r(report.deploy_s),
+        "end_s": _r(report.end_s),
+        "ended_by": report.ended_by,
+        "baseline_kw": _r(report.baseline_kw),
+        "target_kw": _r(report.target_kw),
+        "deadline_s": _r(report.deadline_s),
+        "time_to_target_s": _r(report.time_to_target_s),
+        "met_deadline": report.met_deadline,
+        "performance_factor": _r(report.performance_factor, 4),
+        "shortfall_kwh": _r(report.shortfall_kwh),
+        "max_shortfall_kw": _r(report.max_shortfall_kw),
+        "delivered_mwh": _r(delivered_mwh, 4),
+        "passed": report.passed,
+        "verdict": report.verdict,
+    }
+
+
+def fourcp(replay: Replay) -> dict[str, Any] | None:
+    """Site load in each of the year's 4CP intervals the scenario covers, and the transmission charge
+    it implies: the average of the four intervals' kW, times the rate, for the year; each interval
+    carries a quarter of it."""
+    spec = replay.scenario.fourcp
+    if spec is None:
+        return None
+    rows = {row.start_s: row for row in replay.ledger.rows}
+    intervals, charge_usd = [], 0.0
+    for start_s, month, peak_mw in spec.intervals:
+        row = rows.get(start_s) if spec.interval_s == INTERVAL_S else None
+        inside = replay.scenario.start_s <= start_s < replay.scenario.end_s
+        site_kw = None if row is None or not inside else row.site_kwh * 3600.0 / spec.interval_s
+        share_usd = None if site_kw is None else site_kw * spec.usd_per_kw_year / 4.0
+        charge_usd += share_usd or 0.0
+        intervals.append(
+            {
+                "interval_start_s": _r(start_s),
+                "month": month,
+                "ercot_peak_mw": peak_mw,
+                "site_kw": _r(site_kw),
+                "charge_usd": _r(share_usd, 2),
+            }
+        )
+    covered = [i for i in intervals if i["site_kw"] is not None]
+    return {
+        "usd_per_kw_year": spec.usd_per_kw_year,
+        "intervals": intervals,
+        "covered": len(covered),
+        "charge_usd": _r(charge_usd, 2),
+        "note": "intervals outside the scenario are not counted"
+        if len(covered) < len(intervals)
+        else "all four intervals inside the scenario",
+    }
+
+
+def summarize(replay: Replay, label: str) -> dict[str, Any]:
+    """Everything `mulletd replay` prints and renders for one configuration."""
+    sc, totals, config = replay.scenario, replay.ledger.totals, replay.config
+    hours = sc.duration_s / 3600.0
+    spacing_s = replay.step_s
+    logs = sorted(replay.events.values(), key=lambda log: (log.notice_s, log.event.id))
+    events = [score_event(replay, log, spacing_s) for log in logs[:MAX_EVENTS_LISTED]]
+    rates = {p.name.casefold(): p for p in sc.programs}
+    capacity_usd = sum(p.committed_kw / 1000.0 * p.capacity_usd_per_mw_h * hours for p in sc.programs)
+    energy_usd = 0.0
+    for event in events:
+        rate = rates.get(str(event["program"]).casefold())
+        if rate is not None and event["delivered_mwh"]:
+            energy_usd += event["delivered_mwh"] * rate.energy_usd_per_mwh
+    margin_usd = totals.mining_revenue_usd - totals.mining_cost_usd
+    sla = {
+        t.tenant_id: {"violations": t.violations, "violation_s": _r(t.violation_s)}
+        for t in replay.tenants.values()
+    }
+    return {
+        "label": label,
+        "site_id": config.site.site_id,
+        "economics": config.economics.enabled,
+        "scenario": {
+            "name": sc.name,
+            "start_s": sc.start_s,
+            "end_s": sc.end_s,
+            "hours": _r(hours),
+            "control_step_s": replay.step_s,
+            "meter_poll_s": replay.meter_poll_s,
+            "quiet_after_s": replay.quiet_after_s,
+            "steps": replay.steps,
+        },
+        "energy_mwh": {
+            "ai": _r(totals.ai_mwh),
+            "mining": _r(totals.mining_mwh),
+            "site": _r(totals.site_mwh),
+            "curtailed": _r(totals.curtailed_mwh),
+        },
+        "usd": {
+            "mining_revenue": _r(totals.mining_revenue_usd, 2),
+            "mining_energy_cost": _r(totals.mining_cost_usd, 2),
+            "net_mining_margin": _r(margin_usd, 2),
+            "site_energy_cost": _r(totals.energy_cost_usd, 2),
+            "curtailment_cost_avoided": _r(totals.avoided_cost_usd, 2),
+            "dr_capacity": _r(capacity_usd, 2),
+            "dr_energy": _r(energy_usd, 2),
+            "dr_income": _r(capacity_usd + energy_usd, 2),
+            "net_mining_margin_with_dr": _r(margin_usd + capacity_usd + energy_usd, 2),
+        },
+        "unpriced_hours": _r(totals.unpriced_s / 3600.0),
+        "events": events,
+        "events_not_listed": max(0, len(logs) - MAX_EVENTS_LISTED),
+        "grid_acks": dict(replay.acks),
+        "rejections": [
+            {"t_s": _r(t), "event_id": i, "code": code}
+            for t, i, code in replay.rejections[:MAX_REJECTIONS_LISTED]
+        ],
+        "trips": [
+            {"t_s": _r(t), "stage": stage, "cause": cause, "groups": n} for t, stage, cause, n in replay.trips
+        ],
+        "fourcp": fourcp(replay),
+        "ai_sla": {"violations": sum(t.violations for t in replay.tenants.values()), "tenants": sla},
+        "wear": {
+            "switches": dict(sorted(replay.switches.items())),
+            "pdu_cuts": dict(sorted(replay.cuts.items())),
+            "total_switches": sum(replay.switches.values()),
+            "largest_site_ramp_kw_per_min": _r(replay.ledger.ramp.largest_kw),
+            "largest_site_ramp_at_s": _r(replay.ledger.ramp.at_s),
+        },
+    }
+
+
+def interval_table(replay: Replay) -> list[dict[str, Any]]:
+    """The 15-minute rows (average kW, price): what the report plots."""
+    return [_row(row, replay.ledger.interval_s) for row in replay.ledger.rows]
+
+
+def _row(row: IntervalRow, interval_s: float) -> dict[str, Any]:
+    to_kw = 3600.0 / interval_s
+    return {
+        "start_s": row.start_s,
+        "price_usd_per_mwh": row.price_usd_per_mwh,
+        "site_kw": _r(row.site_kwh * to_kw),
+        "ai_kw": _r(row.ai_kwh * to_kw),
+        "mining_kw": _r(row.mining_kwh * to_kw),
+        "curtailed_kw": _r(row.curtailed_kwh * to_kw),
+    }
+
+
+def to_json(results: list[dict[str, Any]]) -> str:
+    return json.dumps(results, indent=1, sort_keys=True, allow_nan=False)
