@@ -136,7 +136,14 @@ def _report_journal(path: Path, days: float) -> tuple[str, int]:
     t = start_s
     while t < end_s:
         kw = 9000.0 if notice_s + 300 <= t < notice_s + 4 * 3600 else 12000.0
-        rows.append((t, "site_power", None, json.dumps({"kw": kw, "hz": 60.0}, separators=(",", ":"))))
+        rows.append(
+            (
+                t,
+                "site_power",
+                None,
+                json.dumps({"kw": kw, "hz": 60.0, "ai_kw": 2800.0}, separators=(",", ":")),
+            )
+        )
         t += 1.0
     event = {"id": "ers-1", "kind": "limit", "kw": 9500.0, "program": "ERS-10"}
     obligation = {

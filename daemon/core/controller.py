@@ -186,7 +186,15 @@ class SiteController:
         if sample.monotonic_s - self._site_power_journaled_mono_s >= self.config.journal.site_power_every_s:
             # Bounded rate, for compliance reports (baselines, delivered reduction per interval).
             self._site_power_journaled_mono_s = sample.monotonic_s
-            self._emit(Record("site_power", {"kw": round(sample.power_kw, 3), "hz": sample.frequency_hz}))
+            # The AI tenants' share too, so `mulletd replay --journal` can re-run their demand; None
+            # while any tenant's reading is unknown (unknown is not zero).
+            ai_kw = self.total_kw("tenants", sample.monotonic_s)
+            entry = {
+                "kw": round(sample.power_kw, 3),
+                "hz": sample.frequency_hz,
+                "ai_kw": round(ai_kw, 3) if math.isfinite(ai_kw) else None,
+            }
+            self._emit(Record("site_power", entry))
 
     def group_state(self, group_id: str, state: GroupState, now_mono_s: float) -> None:
         first = group_id not in self.state.groups
@@ -211,6 +219,9 @@ class SiteController:
         self.wake = True
 
     def price(self, usd_per_mwh: float, now_mono_s: float) -> None:
+        # Journaled when it changes, not on every repeat of the feed (bounded), for `mulletd replay`.
+        if self.state.price is None or self.state.price[0] != usd_per_mwh:
+            self._emit(Record("price", {"usd_per_mwh": usd_per_mwh}))
         self.state.price = (usd_per_mwh, now_mono_s)
         self.wake = True
 
