@@ -90,8 +90,11 @@ class EventLog:
 
 
 class Replay:
-    def __init__(self, config: Config, scenario: Scenario) -> None:
+    def __init__(self, config: Config, scenario: Scenario, *, always_step: bool = False) -> None:
+        """`always_step`: run a control cycle every `step_s` even when quiet (what the quiet skip must
+        not change: tests/test_replay.py compares the two)."""
         self.config = config
+        self.always_step = always_step
         self.scenario = scenario
         self.step_s = scenario.step_s or config.control.period_s
         self.meter_poll_s = scenario.meter_poll_s or 1.0 / config.meter.poll_hz
@@ -257,7 +260,7 @@ class Replay:
 
     def _busy(self, t_s: float) -> bool:
         core = self.core
-        if core.wake or core.verifier.pending or core.awaiting_ack:
+        if self.always_step or core.wake or core.verifier.pending or core.awaiting_ack:
             return True
         if t_s - self._last_command_s < self.quiet_after_s:
             return True

@@ -1,0 +1,222 @@
+"""`mulletd replay`: the scenario format, determinism, the quiet skip, the figures it reports.
+
+All in-process on the simulated clock (no broker, no sockets): a few hours of site time cost well
+under a second. The live-against-replay check is tests/test_replay_fidelity.py.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from mullet.daemon.cli import main
+from mullet.daemon.config import Config, parse_config
+from mullet.daemon.replay.engine import Replay, Tenant
+from mullet.daemon.replay.results import interval_table, summarize, to_json
+from mullet.daemon.replay.scenario import ScenarioError, load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "deploy" / "site.example.toml"
+START = datetime(2023, 8, 1, 12, 0, tzinfo=UTC)
+
+
+def iso(offset_s: float) -> str:
+    return (START + timedelta(seconds=offset_s)).isoformat()
+
+
+def example(economics: bool = False) -> Config:
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["economics"]["enabled"] = economics
+    return parse_config(data)
+
+
+def write_scenario(tmp_path: Path, hours: float = 3.0) -> Path:
+    """Prices every 5 min with a spike in the second hour and a 30-second one later, an ERS-10 reduce
+    and its recall, a 4CP interval and an avoidance window, a frequency dip, an AI trace with a
+    training job starting."""
+    prices = ["interval_start,usd_per_mwh"]
+    for n in range(int(hours * 12)):
+        prices.append(f"{iso(n * 300)},{400.0 if 12 <= n < 18 or n == 21 else 25.0 + n % 3}")
+        if n == 21:  # a 30-second spike: the restore after it waits for min_off_s, with no input due
+            prices.append(f"{iso(n * 300 + 30)},25.0")
+    (tmp_path / "prices.csv").write_text("\n".join(prices) + "\n")
+    (tmp_path / "ai.csv").write_text(f"time,kw\n{iso(0)},900\n{iso(1800)},1700\n{iso(9000)},1100\n")
+    (tmp_path / "events.csv").write_text(
+        "time,id,kind,kw,start,end,program\n"
+        f"{iso(2400)},ers-a,reduce,2500,,{iso(4200)},ERS-10\n"
+        f"{iso(4500)},ers-a,cancel,,,,\n"
+    )
+    (tmp_path / "hz.csv").write_text(
+        f"time,hz\n{iso(6000)},60.0\n{iso(6001)},59.8\n{iso(6030)},59.8\n{iso(6035)},60\n"
+    )
+    (tmp_path / "4cp.csv").write_text("interval_start,month,peak_mw\n" + f"{iso(7200)},August,85000\n")
+    (tmp_path / "avoid.csv").write_text(f"start,end,limit_kw\n{iso(6900)},{iso(8100)},4000\n")
+    text = f"""
+[scenario]
+name = "test"
+start = {START.isoformat()}
+end = {(START + timedelta(hours=hours)).isoformat()}
+[prices]
+file = "prices.csv"
+[hashprice]
+usd_per_th_day = 0.05
+[[tenants]]
+tenant_id = "ai-a"
+file = "ai.csv"
+[events]
+file = "events.csv"
+[frequency]
+file = "hz.csv"
+[fourcp]
+file = "4cp.csv"
+avoid_file = "avoid.csv"
+usd_per_kw_year = 60
+[[programs]]
+name = "ERS-10"
+committed_kw = 2500
+capacity_usd_per_mw_h = 10
+energy_usd_per_mwh = 50
+"""
+    path = tmp_path / "scenario.toml"
+    path.write_text(text)
+    return path
+
+
+def run(config: Config, scenario_path: Path, **kwargs: bool) -> tuple[dict, list[dict], Replay]:
+    replay = Replay(config, load_scenario(scenario_path), **kwargs).run()
+    return summarize(replay, "x"), interval_table(replay), replay
+
+
+def test_same_scenario_and_config_give_byte_identical_results(tmp_path: Path) -> None:
+    path = write_scenario(tmp_path)
+    first = to_json([{**r, "intervals": t} for r, t, _ in [run(example(True), path)]])
+    second = to_json([{**r, "intervals": t} for r, t, _ in [run(example(True), path)]])
+    assert first == second
+    assert '"ers-a"' in first and '"price_usd_per_mwh": 400.0' in first  # a real result, not an empty one
+
+
+def test_the_quiet_skip_changes_no_decision(tmp_path: Path) -> None:
+    """Jumping over quiet stretches (the speed) against a control cycle every second (the daemon)."""
+    path = write_scenario(tmp_path)
+    skipped, _, fast = run(example(True), path)
+    stepped, _, slow = run(example(True), path, always_step=True)
+    assert fast.steps < slow.steps / 5
+    assert skipped["wear"] == stepped["wear"]
+    assert skipped["trips"] == stepped["trips"]
+    assert skipped["grid_acks"] == stepped["grid_acks"]
+    for a, b in zip(skipped["events"], stepped["events"], strict=True):
+        assert a["time_to_target_s"] == b["time_to_target_s"]
+        assert a["performance_factor"] == pytest.approx(b["performance_factor"], abs=1e-3)
+    for key in ("mining", "curtailed", "site"):
+        assert skipped["energy_mwh"][key] == pytest.approx(stepped["energy_mwh"][key], rel=1e-6)
+
+
+def test_figures_follow_the_scenario(tmp_path: Path) -> None:
+    result, table, replay = run(example(True), write_scenario(tmp_path))
+    # The ERS-10 reduce: met within its 10-minute deadline, scored, paid at the program's rates.
+    (ers, avoid) = sorted(result["events"], key=lambda e: e["program"])[::-1][:2]
+    assert ers["event_id"] == "ers-a" and ers["passed"] and ers["time_to_target_s"] <= 600
+    assert ers["performance_factor"] >= 0.95 and ers["ended_by"] == "recall"
+    assert avoid["program"] == "4CP" and avoid["kind"] == "limit"
+    assert result["usd"]["dr_capacity"] == pytest.approx(2.5 * 10 * 3, rel=1e-9)
+    assert result["usd"]["dr_energy"] == pytest.approx(ers["delivered_mwh"] * 50, abs=0.01)
+    # The price spike ($400/MWh > every group's break-even): economics curtails, then restores.
+    spike = [row for row in table if row["price_usd_per_mwh"] == 400.0]
+    calm = [row for row in table if row["price_usd_per_mwh"] and row["price_usd_per_mwh"] < 30]
+    assert min(r["mining_kw"] for r in spike[1:]) < 0.2 * max(r["mining_kw"] for r in calm)
+    assert result["usd"]["curtailment_cost_avoided"] > 0
+    # The frequency dip at 59.8 Hz fires stage 1 once; the 4CP interval falls inside the avoidance window.
+    assert [t["stage"] for t in result["trips"]] == [1]
+    (interval,) = result["fourcp"]["intervals"]
+    assert interval["site_kw"] is not None and interval["site_kw"] <= 4000 + 1e-6
+    assert result["fourcp"]["charge_usd"] == pytest.approx(interval["site_kw"] * 60 / 4, abs=0.01)
+    assert result["ai_sla"]["violations"] == 0
+    assert result["wear"]["total_switches"] == sum(replay.switches.values()) > 0
+
+
+def test_economics_on_earns_more_margin_on_a_price_spike(tmp_path: Path) -> None:
+    path = write_scenario(tmp_path)
+    off, _, _ = run(example(False), path)
+    on, _, _ = run(example(True), path)
+    assert on["usd"]["net_mining_margin"] > off["usd"]["net_mining_margin"]
+    assert on["energy_mwh"]["curtailed"] > off["energy_mwh"]["curtailed"]
+    assert on["energy_mwh"]["ai"] == off["energy_mwh"]["ai"]  # AI is never what pays for it
+
+
+def test_a_tenant_capped_below_firm_is_counted() -> None:
+    tenant = Tenant("ai-a", firm_kw=1000.0, demand_kw=1200.0, cap_kw=900.0)
+    tenant.check_sla(10.0)
+    tenant.check_sla(5.0)
+    tenant.cap_kw = 1100.0
+    tenant.check_sla(5.0)
+    assert (tenant.violations, tenant.violation_s) == (1, 15.0)
+
+
+def test_bad_scenarios_name_every_problem(tmp_path: Path) -> None:
+    path = write_scenario(tmp_path)
+    (tmp_path / "prices.csv").write_text(
+        "interval_start,usd_per_mwh\n"
+        f"{iso(0)},25\n"
+        "2023-08-01T12:05:00,26\n"  # no UTC offset
+        f"{iso(600)},nan\n"
+        f"{iso(0)},27\n"  # not after the row before
+    )
+    (tmp_path / "events.csv").write_text(f"time,id,kind,kw\n{iso(60)},bad id!,reduce,100\n")
+    (tmp_path / "hz.csv").write_text("clock,hz\n")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    text = "\n".join(caught.value.problems)
+    assert "prices.csv:3: time '2023-08-01T12:05:00' has no UTC offset" in text
+    assert "prices.csv:4: price 'nan' is not finite" in text
+    assert "prices.csv:5: time is not after the previous row's" in text
+    assert "events.csv:2: id:" in text
+    assert "hz.csv: header lacks time" in text
+
+
+def test_cli_compares_an_overlay_and_refuses_a_broken_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_scenario(tmp_path)
+    overlay = tmp_path / "economics-on.toml"
+    overlay.write_text("[economics]\nenabled = true\n")
+    out_json = tmp_path / "out.json"
+    code = main(
+        [
+            "replay",
+            "--config",
+            str(EXAMPLE),
+            "--scenario",
+            str(path),
+            "--compare",
+            str(overlay),
+            "--json",
+            str(out_json),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "site.example" in printed and "economics-on" in printed and "net mining margin" in printed
+    results = json.loads(out_json.read_text())
+    assert [r["label"] for r in results] == ["site.example", "economics-on"]
+    assert [r["economics"] for r in results] == [False, True]
+    assert len(results[0]["intervals"]) == 12  # 3 h of 15-min rows
+
+    (tmp_path / "prices.csv").write_text("interval_start,usd_per_mwh\nyesterday,12\n")
+    code = main(["replay", "--config", str(EXAMPLE), "--scenario", str(path)])
+    assert code == 2
+    assert "prices.csv:2: time 'yesterday' is neither ISO-8601 nor Unix seconds" in capsys.readouterr().err
+
+
+def test_a_scenario_longer_than_allowed_is_refused(tmp_path: Path) -> None:
+    path = write_scenario(tmp_path)
+    text = path.read_text().replace(
+        f"end = {(START + timedelta(hours=3)).isoformat()}",
+        f"end = {(START + timedelta(days=500)).isoformat()}",
+    )
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match="at most 400 days"):
+        load_scenario(path)
