@@ -6,7 +6,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-_ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+# The summary rows (name, value from a `summarize` dict): the text and the HTML report print the same ones.
+ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("AI energy (MWh)", lambda r: r["energy_mwh"]["ai"]),
     ("mining energy (MWh)", lambda r: r["energy_mwh"]["mining"]),
     ("curtailed (MWh)", lambda r: r["energy_mwh"]["curtailed"]),
@@ -29,7 +30,7 @@ _ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
 ]
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -50,15 +51,15 @@ def render_text(results: list[dict[str, Any]]) -> str:
         f"({first['hours']:g} h, control step {first['control_step_s']:g} s)",
         "",
     ]
-    width = max(len(name) for name, _ in _ROWS)
-    columns = [[_cell(get(r)) for name, get in _ROWS] for r in results]
+    width = max(len(name) for name, _ in ROWS)
+    columns = [[cell(get(r)) for name, get in ROWS] for r in results]
     col_width = [
         max(len(r["label"]), *(len(c) for c in col)) for r, col in zip(results, columns, strict=True)
     ]
     lines.append(
         " " * width + "  " + "  ".join(r["label"].rjust(w) for r, w in zip(results, col_width, strict=True))
     )
-    for index, (name, _get) in enumerate(_ROWS):
+    for index, (name, _get) in enumerate(ROWS):
         cells = "  ".join(col[index].rjust(w) for col, w in zip(columns, col_width, strict=True))
         lines.append(f"{name.ljust(width)}  {cells}")
     for result in results:
@@ -69,7 +70,7 @@ def render_text(results: list[dict[str, Any]]) -> str:
             for interval in fourcp["intervals"]:
                 lines.append(
                     f"  {when(interval['interval_start_s'])}  {interval['month']:>9}  "
-                    f"site {_cell(interval['site_kw'])} kW  -> ${_cell(interval['charge_usd'])}"
+                    f"site {cell(interval['site_kw'])} kW  -> ${cell(interval['charge_usd'])}"
                 )
         if result["events"]:
             lines.append("")
@@ -79,7 +80,7 @@ def render_text(results: list[dict[str, Any]]) -> str:
                 pf = "-" if e["performance_factor"] is None else f"{e['performance_factor']:.3f}"
                 lines.append(
                     f"  {e['event_id']} {e['program']} {e['kind']} {e['kw']:g} kW at {when(e['deploy_s'])}: "
-                    f"target in {ttt} (deadline {_cell(e['deadline_s'])} s), PF {pf}, "
-                    f"shortfall {_cell(e['shortfall_kwh'])} kWh, {'pass' if e['passed'] else 'FAIL'}"
+                    f"target in {ttt} (deadline {cell(e['deadline_s'])} s), PF {pf}, "
+                    f"shortfall {cell(e['shortfall_kwh'])} kWh, {'pass' if e['passed'] else 'FAIL'}"
                 )
     return "\n".join(lines) + "\n"
