@@ -33,6 +33,7 @@ svg .grid { stroke: #e4e4e4; }
 svg .axis { stroke: #555; }
 svg .marker { stroke: #000; stroke-dasharray: 4 3; stroke-width: 1.5; }
 svg text.missing { font-size: 9px; fill: #b00; }
+svg text.value { font-size: 9px; }
 """
 
 

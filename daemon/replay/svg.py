@@ -19,6 +19,7 @@ WIDTH, PLOT_H = 760, 220
 LEFT, RIGHT, TOP_PAD, BOTTOM = 72, 16, 10, 44
 LEGEND_ROW_H = 18
 MAX_BAR_W = 28.0
+MIN_LABELLED_BAR_W = 16.0
 LEGEND_LABEL_CHARS = 40
 _TIME_STEPS_S = (900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800, 1209600, 2419200)
 
@@ -243,6 +244,10 @@ def bar_chart(
                 f'<rect x="{_f(x)}" y="{_f(y_top)}" width="{_f(bar_w)}" height="{_f(y_base - y_top)}" '
                 f'fill="{s.color}"><title>{escape(tip)}</title></rect>'
             )
+            if (
+                bar_w >= MIN_LABELLED_BAR_W
+            ):  # the value over the bar: a 4 s bar under a 600 s deadline is flat
+                parts.append(_text(x + bar_w / 2, y_top - 3, f"{value:g}", css="value"))
         marker = markers[i] if i < len(markers) else None
         if marker is not None:
             y = y_of(marker)
