@@ -315,6 +315,38 @@ def path_problem(path: str | Path) -> str | None:
     return None
 
 
+def open_read_only(path: str | Path) -> sqlite3.Connection:
+    """An existing journal opened for reading only (`mulletd replay --journal`: on a copy, or beside a
+    running daemon); a missing, empty, foreign or damaged file is a JournalError that says which."""
+    path = Path(path)
+    if not path.exists():
+        raise JournalError(path, "no such file")
+    if not path.is_file():
+        raise JournalError(path, "is not a regular file")
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise JournalError(path, f"cannot be read: {exc.strerror}") from None
+    if not header:
+        raise JournalError(path, "is empty (0 bytes): no journal was written there")
+    if header != _SQLITE_HEADER:
+        raise JournalError(path, "not an SQLite database (corrupt, or another file)")
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal'").fetchone()
+        if found is None:
+            raise JournalError(path, "an SQLite database without a journal table (another program's file?)")
+        db.execute("SELECT wall_s, monotonic_s, kind, subject, data FROM journal LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise JournalError(path, _explain(path, exc)) from None
+    except JournalError:
+        db.close()
+        raise
+    return db
+
+
 def _open(path: Path) -> sqlite3.Connection:
     """Open (or create) the journal and prove it writable now, so a bad file or directory stops
     start-up with one clear line instead of failing the first grid event."""

@@ -11,7 +11,7 @@ from mullet.daemon.replay.configs import load_configs
 from mullet.daemon.replay.engine import Replay
 from mullet.daemon.replay.render_text import render_text
 from mullet.daemon.replay.results import interval_table, summarize, to_json
-from mullet.daemon.replay.scenario import Scenario, ScenarioError, load_scenario
+from mullet.daemon.replay.scenario import Scenario, ScenarioError, load_scenario, parse_time
 
 EXIT_INPUT = 2
 
@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--scenario", help="scenario (TOML naming CSV inputs, docs/replay.md)")
     source.add_argument("--journal", help="re-run the period a journal recorded (its events, prices, power)")
+    parser.add_argument("--since", default=None, help="with --journal: from this time (ISO-8601 or Unix s)")
+    parser.add_argument("--until", default=None, help="with --journal: until this time (ISO-8601 or Unix s)")
     parser.add_argument(
         "--compare",
         nargs="*",
@@ -40,7 +42,13 @@ def _scenario(args: argparse.Namespace, config_path: str) -> Scenario:
         return load_scenario(args.scenario)
     from mullet.daemon.replay.from_journal import scenario_from_journal
 
-    return scenario_from_journal(args.journal)
+    bounds = []
+    for flag, text in (("--since", args.since), ("--until", args.until)):
+        try:
+            bounds.append(None if text is None else parse_time(text))
+        except ValueError as exc:
+            raise ScenarioError([f"{flag}: {exc}"]) from None
+    return scenario_from_journal(args.journal, since_s=bounds[0], until_s=bounds[1])
 
 
 def run(args: argparse.Namespace) -> int:

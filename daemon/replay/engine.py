@@ -176,7 +176,16 @@ class Replay:
             for t, v in series:
                 if sc.start_s < t < sc.end_s:
                     self._push(t, kind, v)
-        for tenant_id, series in sorted(sc.demand_kw.items()):
+        demand = dict(sc.demand_kw)
+        total = demand.pop("*", ())
+        reserved_kw = sum(tenant.reserved_kw for tenant in self.config.tenants)
+        if total and reserved_kw > 0:
+            # "*": all AI tenants together (a journal's record): split by reserved kW, as the journal
+            # has no config; a tenant's own trace, if any, wins.
+            for tenant in self.config.tenants:
+                share = tenant.reserved_kw / reserved_kw
+                demand.setdefault(tenant.tenant_id, tuple((at, kw * share) for at, kw in total))
+        for tenant_id, series in sorted(demand.items()):
             if tenant_id not in self.tenants:
                 continue
             before = [v for t, v in series if t <= sc.start_s]

@@ -62,6 +62,18 @@ def render_text(results: list[dict[str, Any]]) -> str:
     for index, (name, _get) in enumerate(ROWS):
         cells = "  ".join(col[index].rjust(w) for col, w in zip(columns, col_width, strict=True))
         lines.append(f"{name.ljust(width)}  {cells}")
+    recorded = results[0].get("recorded")
+    if recorded is not None:  # a journal's period: what the site really drew, beside the replayed figures
+        replayed = ", ".join(f"{r['label']} {cell(r['energy_mwh']['site'])}" for r in results)
+        lines.append("")
+        lines.append(
+            f"recorded: site {cell(recorded['site_mwh'])} MWh,"
+            f" energy cost ${cell(recorded['site_energy_cost_usd'])}"
+            f" ({cell(recorded['unrecorded_hours'])} h unrecorded); replayed site MWh: {replayed}"
+        )
+    for key, note in sorted(results[0].get("sources", {}).items()):
+        if key.startswith("journal_"):
+            lines.append(f"journal: {note}")
     for result in results:
         fourcp = result["fourcp"]
         if fourcp is not None:

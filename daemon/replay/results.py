@@ -5,6 +5,7 @@ scenario and config give byte-identical output (the determinism test compares ex
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 from typing import Any
@@ -110,6 +111,40 @@ def fourcp(replay: Replay) -> dict[str, Any] | None:
     }
 
 
+def recorded(replay: Replay) -> dict[str, Any] | None:
+    """What the site drew in the recorded period (a journal's `site_power`) and its energy cost at the
+    scenario's prices, beside the replayed figures; hours without a record or a price are counted, not
+    taken as zero."""
+    sc = replay.scenario
+    if not sc.recorded_kw:
+        return None
+    moments = sorted({sc.start_s, sc.end_s, *(t for t, _ in sc.recorded_kw), *(t for t, _ in sc.prices)})
+    kwh = cost_usd = unrecorded_s = unpriced_s = 0.0
+    for t0, t1 in itertools.pairwise(moments):
+        if t0 < sc.start_s or t1 > sc.end_s:
+            continue
+        kw, price = _step_at(sc.recorded_kw, t0), _step_at(sc.prices, t0)
+        if kw is None or math.isnan(kw):
+            unrecorded_s += t1 - t0
+            continue
+        kwh += kw * (t1 - t0) / 3600.0
+        if price is None:
+            unpriced_s += t1 - t0
+        else:
+            cost_usd += kw * (t1 - t0) / 3600.0 / 1000.0 * price
+    return {
+        "site_mwh": _r(kwh / 1000.0),
+        "site_energy_cost_usd": _r(cost_usd, 2),
+        "unrecorded_hours": _r(unrecorded_s / 3600.0),
+        "unpriced_hours": _r(unpriced_s / 3600.0),
+    }
+
+
+def _step_at(series: tuple[tuple[float, float], ...], t_s: float) -> float | None:
+    index = bisect.bisect_right(series, (t_s, math.inf)) - 1
+    return series[index][1] if index >= 0 else None
+
+
 def summarize(replay: Replay, label: str) -> dict[str, Any]:
     """Everything `mulletd replay` prints and renders for one configuration."""
     sc, totals, config = replay.scenario, replay.ledger.totals, replay.config
@@ -172,6 +207,8 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
             {"t_s": _r(t), "stage": stage, "cause": cause, "groups": n} for t, stage, cause, n in replay.trips
         ],
         "fourcp": fourcp(replay),
+        "recorded": recorded(replay),
+        "sources": dict(sorted(sc.sources.items())),
         "ai_sla": {"violations": sum(t.violations for t in replay.tenants.values()), "tenants": sla},
         "wear": {
             "switches": dict(sorted(replay.switches.items())),

@@ -125,6 +125,9 @@ class Scenario:
     programs: tuple[ProgramRateSection, ...]
     physics: PhysicsSection
     sources: dict[str, str] = field(default_factory=dict)  # what each input was read from
+    # What the site drew in the period, when it was recorded (a journal: from_journal.py): (from Unix s,
+    # kW), a step series; NaN from where nothing was recorded. Shown beside the replayed figures.
+    recorded_kw: tuple[tuple[float, float], ...] = ()
 
     @property
     def duration_s(self) -> float:
