@@ -13,8 +13,9 @@ PACKAGES = ("policies", "drivers", "simulators", "daemon")
 
 # Rank of each part of the project: a module may import its own rank or lower ones, never higher.
 # Within daemon: the command line on top; the site daemon, the edge agents, the fleet dispatcher and
-# the replay (the same core on a simulated clock) side by side (none imports another); the active/standby pair; the controller core; then what
-# everything shares (config, journal and reports, metrics, logs, secrets, listeners).
+# the replay (the same core on a simulated clock) side by side (none imports another); the
+# active/standby pair; the controller core; then what everything shares (config, journal and
+# reports, metrics, logs, secrets, listeners).
 RANKS = (
     ("mullet.policies", 0),
     ("mullet.drivers", 1),

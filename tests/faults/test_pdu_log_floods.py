@@ -79,7 +79,8 @@ async def test_a_silent_garbage_then_stopped_pdu_logs_its_health_once_per_change
         assert events.count("pdu cut connection down") == 1, events
         assert events.count("pdu cut connection up") == 1, events
 
-        # Over ~20 s of faults (18 failed keep-alives and the reconnects): a handful of PDU lines, and none of pymodbus' own.
+        # Over ~20 s of faults (18 failed keep-alives and the reconnects): a handful of PDU lines, and
+        # none of pymodbus' own.
         records = run.log_records()[start:]
         assert not [r for r in records if str(r.get("logger", "")).startswith("pymodbus")]
         events = [r["event"] for r in _pdu_lines(run, start)]
