@@ -124,6 +124,7 @@ def test_figures_follow_the_scenario(tmp_path: Path) -> None:
     assert avoid["program"] == "4CP" and avoid["kind"] == "limit"
     assert result["usd"]["dr_capacity"] == pytest.approx(2.5 * 10 * 3, rel=1e-9)
     assert result["usd"]["dr_energy"] == pytest.approx(ers["delivered_mwh"] * 50, abs=0.01)
+    assert result["usd"]["dr_capacity_at_risk"] == 0.0  # its one event passed
     # The price spike ($400/MWh > every group's break-even): economics curtails, then restores.
     spike = [row for row in table if row["price_usd_per_mwh"] == 400.0]
     calm = [row for row in table if row["price_usd_per_mwh"] and row["price_usd_per_mwh"] < 30]

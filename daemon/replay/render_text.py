@@ -17,6 +17,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("curtailment cost avoided ($)", lambda r: r["usd"]["curtailment_cost_avoided"]),
     ("site energy cost ($)", lambda r: r["usd"]["site_energy_cost"]),
     ("DR income ($)", lambda r: r["usd"]["dr_income"]),
+    ("DR capacity at risk ($)", lambda r: r["usd"]["dr_capacity_at_risk"]),
     ("margin incl. DR ($)", lambda r: r["usd"]["net_mining_margin_with_dr"]),
     ("grid events scored", lambda r: len(r["events"])),
     ("events passed", lambda r: sum(1 for e in r["events"] if e["passed"])),

@@ -159,6 +159,14 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
         rate = rates.get(str(event["program"]).casefold())
         if rate is not None and event["delivered_mwh"]:
             energy_usd += event["delivered_mwh"] * rate.energy_usd_per_mwh
+    # A program with a failed event may claw back or withhold its capacity payment (ERS reduces it for
+    # events under the 0.95 factor); the figure shows how much of the income that puts at risk.
+    failed = {str(e["program"]).casefold() for e in events if not e["passed"]}
+    at_risk_usd = sum(
+        p.committed_kw / 1000.0 * p.capacity_usd_per_mw_h * hours
+        for p in sc.programs
+        if p.name.casefold() in failed
+    )
     margin_usd = totals.mining_revenue_usd - totals.mining_cost_usd
     sla = {
         t.tenant_id: {"violations": t.violations, "violation_s": _r(t.violation_s)}
@@ -193,6 +201,7 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
             "dr_capacity": _r(capacity_usd, 2),
             "dr_energy": _r(energy_usd, 2),
             "dr_income": _r(capacity_usd + energy_usd, 2),
+            "dr_capacity_at_risk": _r(at_risk_usd, 2),
             "net_mining_margin_with_dr": _r(margin_usd + capacity_usd + energy_usd, 2),
         },
         "unpriced_hours": _r(totals.unpriced_s / 3600.0),
