@@ -240,16 +240,21 @@ async def _steady(running: Running) -> None:
 
 
 async def _met(running: Running, event: GridEvent, target_kw: float) -> None:
-    """Accepted, and a journaled site power sample at or below `target_kw` after the live notice."""
+    """Accepted, a journaled site power sample at or below `target_kw` after the live notice, and held
+    a step more: live may reach the target a physics tick early, and replay, which samples on its
+    step grid and at each input, must have reached it too when the recall comes."""
     assert (await running.observer.ack(event.id, 30))["accepted"] is True
     journal = Path(running.config.journal.path)
     notice_s = next(t for t, e in _live_events(journal) if e["id"] == event.id and e["kind"] == event.kind)
-    await until(
-        lambda: any(t >= notice_s and d["kw"] <= target_kw for t, _, _, d in _rows(journal, ("site_power",))),
-        30,
-        f"{event.id}: the journal's site power at or below {target_kw:.0f} kW",
-        poll_s=0.1,
-    )
+
+    def met_s() -> float | None:
+        rows = _rows(journal, ("site_power",))
+        return next((t for t, _, _, d in rows if t >= notice_s and d["kw"] <= target_kw), None)
+
+    what = f"{event.id}: the journal's site power at or below {target_kw:.0f} kW"
+    await until(lambda: met_s() is not None, 30, what, poll_s=0.1)
+    held_s = (met_s() or 0.0) + PERIOD_S
+    await until(lambda: _rows(journal, ("site_power",))[-1][0] >= held_s, 30, f"{what}, held", poll_s=0.1)
 
 
 async def _cancel(running: Running, event_id: str) -> None:
