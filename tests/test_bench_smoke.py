@@ -1,6 +1,6 @@
-"""The plan benches still run and print their same-run reference and ratio verdicts (no timing here:
-the ratio limits are set out of reach, and what is checked is the output's shape and the reference
-loop's decisions)."""
+"""The plan and replay benches still run and print their same-run reference and ratio verdicts (no
+timing here: the ratio limits are set out of reach, and what is checked is the output's shape and the
+reference loop's decisions)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 @pytest.fixture
 def bench_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(BENCH))
-    for name in ("_common", "_reference", "plan_compute", "policy_bench"):
+    for name in ("_common", "_reference", "plan_compute", "policy_bench", "replay_bench"):
         monkeypatch.delitem(sys.modules, name, raising=False)
 
 
@@ -47,3 +47,18 @@ def test_plan_compute_prints_the_reference_and_its_ratio_verdict(
     assert out.count("-> PASS") == 2  # none and limit
     assert plan_compute.main([*args, "--max-median-ratio", "1e-9"]) == 1
     assert capsys.readouterr().out.count("-> FAIL") == 2
+
+
+def test_replay_bench_prints_its_reference_and_the_real_time_verdict(
+    bench_path: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a 3-hour scenario, at the example site and a 40-group one built like the 600-group site."""
+    import replay_bench
+    from test_replay import write_scenario
+
+    assert replay_bench.main(["--scenario", str(write_scenario(tmp_path)), "--sizes", "12", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "ref us/step" in out and "40 groups, economics on" in out
+    assert out.count("PASS: 12 groups") == 2  # the 40-group site has no goal: no verdict
+    config = replay_bench.with_economics(replay_bench.large_site(600, 19), True)
+    assert len(config.groups) == 600 and len(config.tenants) == 30
