@@ -136,6 +136,7 @@ def test_figures_follow_the_scenario(tmp_path: Path) -> None:
     assert interval["site_kw"] is not None and interval["site_kw"] <= 4000 + 1e-6
     assert result["fourcp"]["charge_usd"] == pytest.approx(interval["site_kw"] * 60 / 4, abs=0.01)
     assert result["ai_sla"]["violations"] == 0
+    assert result["notes"] == []  # every input used
     assert result["wear"]["total_switches"] == sum(replay.switches.values()) > 0
 
 
@@ -201,6 +202,7 @@ def test_cli_compares_an_overlay_and_refuses_a_broken_scenario(
     assert code == 0
     printed = capsys.readouterr().out
     assert "site.example" in printed and "economics-on" in printed and "net mining margin" in printed
+    assert "note" not in printed
     results = json.loads(out_json.read_text())
     assert [r["label"] for r in results] == ["site.example", "economics-on"]
     assert [r["economics"] for r in results] == [False, True]
@@ -221,3 +223,15 @@ def test_a_scenario_longer_than_allowed_is_refused(tmp_path: Path) -> None:
     path.write_text(text)
     with pytest.raises(ScenarioError, match="at most 400 days"):
         load_scenario(path)
+
+
+def test_inputs_a_configuration_cannot_use_are_noted_not_dropped_silently(tmp_path: Path) -> None:
+    path = write_scenario(tmp_path)
+    path.write_text(path.read_text() + '\n[[tenants]]\ntenant_id = "ai-z"\nfile = "ai.csv"\n')
+    with (tmp_path / "events.csv").open("a") as events:
+        events.write(f"{iso(-60)},early,limit,5000,,{iso(600)},generic\n")
+    result, _, _ = run(example(), path)
+    assert result["notes"] == [
+        "demand trace of tenant 'ai-z': no such tenant in this config, ignored",
+        "1 grid event(s) delivered outside the period, not replayed",
+    ]

@@ -146,6 +146,7 @@ class Replay:
         self.cuts: dict[str, int] = dict.fromkeys(self.groups, 0)
         self.trips: list[tuple[float, int, str, int]] = []  # (t, stage, cause, groups)
         self.steps = 0
+        self.notes: list[str] = []  # inputs this configuration could not use, said once each
         self.price: float | None = None
         self.hashprice: float | None = config.economics.hashprice_usd_per_th_day
         self.hz = NOMINAL_HZ
@@ -187,6 +188,9 @@ class Replay:
                 demand.setdefault(tenant.tenant_id, tuple((at, kw * share) for at, kw in total))
         for tenant_id, series in sorted(demand.items()):
             if tenant_id not in self.tenants:
+                self.notes.append(
+                    f"demand trace of tenant {tenant_id!r}: no such tenant in this config, ignored"
+                )
                 continue
             before = [v for t, v in series if t <= sc.start_s]
             if before:
@@ -194,9 +198,14 @@ class Replay:
             for t, v in series:
                 if sc.start_s < t < sc.end_s:
                     self._push(t, "demand", (tenant_id, v))
+        outside = 0
         for t, event in sc.events:
             if sc.start_s <= t < sc.end_s:
                 self._push(t, "event", event)
+            else:
+                outside += 1
+        if outside:
+            self.notes.append(f"{outside} grid event(s) delivered outside the period, not replayed")
         for t, _hz in sc.frequency:
             if sc.start_s <= t < sc.end_s:
                 self._push(t, "frequency", None)

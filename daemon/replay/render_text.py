@@ -76,6 +76,9 @@ def render_text(results: list[dict[str, Any]]) -> str:
         if key.startswith("journal_"):
             lines.append(f"journal: {note}")
     for result in results:
+        for note in result.get("notes", ()):
+            lines.append(f"[{result['label']}] note: {note}")
+    for result in results:
         fourcp = result["fourcp"]
         if fourcp is not None:
             lines.append("")

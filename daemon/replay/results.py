@@ -218,6 +218,7 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
         "fourcp": fourcp(replay),
         "recorded": recorded(replay),
         "sources": dict(sorted(sc.sources.items())),
+        "notes": list(replay.notes),
         "ai_sla": {"violations": sum(t.violations for t in replay.tenants.values()), "tenants": sla},
         "wear": {
             "switches": dict(sorted(replay.switches.items())),
