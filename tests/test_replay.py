@@ -15,7 +15,8 @@ import pytest
 
 from mullet.daemon.cli import main
 from mullet.daemon.config import Config, parse_config
-from mullet.daemon.replay.engine import Replay, Tenant
+from mullet.daemon.replay.engine import Replay
+from mullet.daemon.replay.physics import Tenant
 from mullet.daemon.replay.results import interval_table, summarize, to_json
 from mullet.daemon.replay.scenario import ScenarioError, load_scenario
 

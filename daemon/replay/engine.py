@@ -41,41 +41,15 @@ from mullet.daemon.core.controller import SiteController
 from mullet.daemon.core.trips import TripRecord
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.replay.ledger import Ledger
+from mullet.daemon.replay.physics import FrequencyScript, SitePhysics
 from mullet.daemon.replay.scenario import NOMINAL_HZ, Scenario
 from mullet.drivers.meter import MeterSample
 from mullet.drivers.protocol import GridEvent, GroupState, TenantState
 from mullet.policies.trigger import is_ufr_obligation
-from mullet.simulators.ai import DEFAULT_DEMAND_FRACTION
-from mullet.simulators.mining import MiningGroup, SimGroupSpec
 
 MONO0_S = 1_000.0  # the replay's monotonic clock at the scenario's start
 INTERVAL_S = 900.0  # settlement interval (ERCOT: 15 minutes)
 RAMP_WINDOW_S = 60.0  # the restore ramp ledger's window (policies/plan_restore.py)
-_EPS_KW = 1e-6
-
-
-@dataclass
-class Tenant:
-    tenant_id: str
-    firm_kw: float  # reserved minus the contracted flexible share: never capped below this
-    demand_kw: float
-    cap_kw: float | None = None
-    violation_s: float = 0.0
-    violations: int = 0
-    _violating: bool = False
-
-    @property
-    def power_kw(self) -> float:
-        return self.demand_kw if self.cap_kw is None else min(self.demand_kw, self.cap_kw)
-
-    def check_sla(self, dt_s: float) -> None:
-        """Firm power denied: capped below what it asks for, up to its firm kW."""
-        violating = self.power_kw < min(self.demand_kw, self.firm_kw) - _EPS_KW
-        if violating:
-            self.violation_s += dt_s
-            if not self._violating:
-                self.violations += 1
-        self._violating = violating
 
 
 @dataclass
@@ -105,36 +79,9 @@ class Replay:
             + self.step_s
         )
         self.core = SiteController(config, Metrics(), seq=0, has_pdus=bool(config.pdus))
-        physics, sim = scenario.physics, config.simulator
-        self.groups: dict[str, MiningGroup] = {}
-        self.hash_ths_per_kw: dict[str, float] = {}
-        for g in config.groups:
-            group = MiningGroup(
-                SimGroupSpec(
-                    g.group_id,
-                    g.rated_kw,
-                    g.efficiency_j_per_th,
-                    supports_power_target=g.supports_power_target,
-                    sleep_kw=g.sleep_kw,
-                    outlets=tuple((o.pdu, o.outlet) for o in g.outlets),
-                ),
-                sleep_fraction=physics.sleep_fraction
-                if physics.sleep_fraction is not None
-                else sim.sleep_fraction,
-                curtail_s=physics.curtail_s or sim.curtail_s,
-                resume_s=physics.resume_s or sim.resume_s,
-            )
-            self.groups[g.group_id] = group
-            # Hashing TH/s per kW above the sleep draw: rated kW hashes at rated kW x 1000 / (J/TH).
-            span_kw = max(group.rated_kw - group.sleep_kw, _EPS_KW)
-            self.hash_ths_per_kw[g.group_id] = group.rated_kw * 1000.0 / g.efficiency_j_per_th / span_kw
-        self.tenants = {
-            t.tenant_id: Tenant(
-                t.tenant_id, t.reserved_kw - t.flexible_kw, t.reserved_kw * DEFAULT_DEMAND_FRACTION
-            )
-            for t in config.tenants
-        }
-        self.base_kw = config.site.base_load_kw
+        self.physics = SitePhysics(config, scenario.physics)
+        self.groups, self.tenants = self.physics.groups, self.physics.tenants
+        self.frequency = FrequencyScript(scenario.frequency)
         self.ledger = Ledger(INTERVAL_S)
         self.samples_t: list[float] = []  # site power after each step (zero-order hold in between)
         self.samples_kw: list[float] = []
@@ -157,8 +104,6 @@ class Replay:
         self._states: dict[str, tuple[tuple[Any, ...], GroupState]] = {}
         self._queue: list[tuple[float, int, str, Any]] = []
         self._order = itertools.count()
-        self._frequency = scenario.frequency
-        self._fast_until_s = -math.inf
 
     # ---- the clock ---------------------------------------------------------------------------
 
@@ -214,32 +159,6 @@ class Replay:
             self._push(boundary, "interval", None)
             boundary += INTERVAL_S
 
-    def hz_at(self, t_s: float) -> float:
-        """The frequency script, linear between its points, nominal outside them."""
-        points = self._frequency
-        if not points or t_s < points[0][0] or t_s > points[-1][0]:
-            return NOMINAL_HZ
-        lo, hi = 0, len(points) - 1
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if points[mid][0] <= t_s:
-                lo = mid
-            else:
-                hi = mid
-        (t0, f0), (t1, f1) = points[lo], points[hi]
-        if t1 <= t0 or t_s <= t0:
-            return f0
-        if t_s >= t1:
-            return f1
-        return f0 + (f1 - f0) * (t_s - t0) / (t1 - t0)
-
-    def _excursion(self, t_s: float) -> bool:
-        """Whether the meter must be read at its poll rate: the frequency is off nominal, or moves."""
-        points = self._frequency
-        if not points or t_s < points[0][0] or t_s >= points[-1][0]:
-            return False
-        return self.hz_at(t_s) < NOMINAL_HZ - 1e-9 or self.hz_at(t_s + self.meter_poll_s) < NOMINAL_HZ - 1e-9
-
     # ---- the run -----------------------------------------------------------------------------
 
     def run(self) -> Replay:
@@ -268,7 +187,7 @@ class Replay:
     def _next(self, t_s: float) -> float:
         end_s = self.scenario.end_s
         next_input_s = self._queue[0][0] if self._queue else end_s
-        if self._excursion(t_s):
+        if self.frequency.excursion(t_s, self.meter_poll_s):
             candidate = t_s + self.meter_poll_s
         elif self._busy(t_s):
             candidate = t_s + self.step_s
@@ -284,48 +203,25 @@ class Replay:
             return True
         if any(is_ufr_obligation(i) for i in core.book.obligations):
             return True  # the trip hold is released by the frequency, read every step
-        return any(g.mode == "ramping" for g in self.groups.values())
+        return not self.physics.settled()
 
     def _advance(self, t0_s: float, t1_s: float) -> None:
         """Physics from t0 to t1, and the ledger's trapezoid over it."""
         dt_s = t1_s - t0_s
         if dt_s <= 0:
             return
-        before = self._powers()
-        for group in self.groups.values():
-            group.advance(dt_s)
-        after = self._powers()
-        mean = [(a + b) / 2.0 for a, b in zip(before, after, strict=True)]
-        ai_kw = sum(t.power_kw for t in self.tenants.values())
-        for tenant in self.tenants.values():
-            tenant.check_sla(dt_s)
+        step = self.physics.advance(dt_s)
         self.ledger.add(
             t0_s,
             dt_s,
             self.price,
             self.hashprice,
-            site_kw=self.base_kw + ai_kw + mean[0],
-            ai_kw=ai_kw,
-            mining_kw=mean[0],
-            curtailed_kw=mean[1],
-            hashing_ths=mean[2],
+            site_kw=step.site_kw,
+            ai_kw=step.ai_kw,
+            mining_kw=step.mining_kw,
+            curtailed_kw=step.curtailed_kw,
+            hashing_ths=step.hashing_ths,
         )
-
-    def _powers(self) -> tuple[float, float, float]:
-        """(mining kW, curtailed kW, hashing TH/s) now."""
-        mining_kw = curtailed_kw = hashing_ths = 0.0
-        rate = self.hash_ths_per_kw
-        for group_id, group in self.groups.items():
-            power_kw = group.power_kw
-            mining_kw += power_kw
-            curtailed_kw += group.rated_kw - power_kw
-            if power_kw > group.sleep_kw:
-                hashing_ths += (power_kw - group.sleep_kw) * rate[group_id]
-        return mining_kw, curtailed_kw, hashing_ths
-
-    def site_kw(self) -> float:
-        mining_kw = sum(g.power_kw for g in self.groups.values())
-        return self.base_kw + mining_kw + sum(t.power_kw for t in self.tenants.values())
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -391,8 +287,8 @@ class Replay:
             core.tenant_state(tenant_id, reading, mono_s)
         if self.price is not None:
             core.price(self.price, mono_s)
-        self.hz = self.hz_at(t_s)
-        sample = MeterSample(self.site_kw(), self.hz, mono_s, requested_s=mono_s)
+        self.hz = self.frequency.hz_at(t_s)
+        sample = MeterSample(self.physics.site_kw(), self.hz, mono_s, requested_s=mono_s)
         order = core.frequency(sample)
         if order is not None:
             self._fire(order)
@@ -408,7 +304,7 @@ class Replay:
             self._armed = dict(core.armed)
         self._carry_out(core.take())
         self._count_switches()
-        site_kw = self.site_kw()
+        site_kw = self.physics.site_kw()
         self.samples_t.append(t_s)
         self.samples_kw.append(site_kw)
         self.ledger.ramp.observe(t_s, site_kw)
