@@ -1,5 +1,6 @@
 """What the tests share: `until`, one MQTT observer, the example site's config, a /metrics reader, and
-the daemon (`mulletd run`, a subprocess) against a simulated site.
+the daemon (`mulletd run`, a subprocess) against a simulated site: in the test's process
+(`running_site`) or in its own (`site_processes`, `mulletd simulate`).
 
 tests/conftest.py exposes the stateful ones as fixtures (`observe`, `site_config`); the rest are
 imported (`from helpers import until`; tests/ is on sys.path through its conftest).
@@ -13,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import threading
 import time
 import tomllib
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +223,17 @@ class Observer:
             what=f"the ack of {event_id}",
         )
         return item.json()
+
+    def latest(self, topics: Iterable[str]) -> dict[str, Seen]:
+        """The last non-empty message on each of `topics` seen so far (a topic not seen yet is absent);
+        scans back from the newest, so a long run stays cheap to poll."""
+        wanted, found = set(topics), dict[str, Seen]()
+        for item in reversed(self.received):
+            if item.topic in wanted and item.topic not in found and item.payload:
+                found[item.topic] = item
+                if len(found) == len(wanted):
+                    break
+        return found
 
     def group_setpoints(self, since: int = 0) -> list[dict]:
         """Every group setpoint seen (retained re-deliveries included), with its group_id."""
@@ -438,6 +451,116 @@ async def running_site(
     finally:
         site_task.cancel()
         await asyncio.gather(site_task, return_exceptions=True)
+
+
+# The daemon against the simulated site in its own process.
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def log_tail(log_path: Path, lines: int = 40) -> str:
+    """The last `lines` lines of a process's log (empty when it wrote none)."""
+    if not log_path.exists():
+        return ""
+    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def start_simulator(
+    config: Config, config_path: Path, log_path: Path, observer: Observer, timeout_s: float = 30.0
+) -> asyncio.subprocess.Process:
+    """`mulletd simulate` on `config_path`, logging to `log_path`, returned once its devices are up:
+    the meter and every PDU accept a Modbus TCP connection, and `observer` (subscribed under the
+    site's root) has seen every group's and every tenant's state. Fails at once if it exits."""
+    with log_path.open("ab") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            str(MULLETD),
+            "simulate",
+            "--config",
+            str(config_path),
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    topics = Topics(config.topic_root)
+    states = {topics.group_state(g.group_id) for g in config.groups}
+    states |= {topics.tenant_state(t.tenant_id) for t in config.tenants}
+    servers = [(config.meter.host, config.meter.port), *((p.host, p.port) for p in config.pdus)]
+
+    def up() -> bool:
+        if process.returncode is not None:
+            raise AssertionError(f"mulletd simulate exited with {process.returncode}:\n{log_tail(log_path)}")
+        return len(observer.latest(states)) == len(states) and all(_accepts(h, p) for h, p in servers)
+
+    try:
+        await until(up, timeout_s, "the simulated site's devices up", poll_s=0.05)
+    except BaseException:
+        await stop_process(process)
+        raise
+    return process
+
+
+async def stop_process(process: asyncio.subprocess.Process, timeout_s: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout_s`."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # exited, not yet reaped
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout_s)
+        except TimeoutError:
+            process.kill()
+            await asyncio.wait_for(process.wait(), timeout_s)
+
+
+@dataclass
+class SiteProcesses:
+    """`mulletd run` against `mulletd simulate`, both on `config`, watched by `observer`."""
+
+    config: Config
+    config_path: Path
+    simulator: asyncio.subprocess.Process
+    daemon: asyncio.subprocess.Process
+    observer: Observer
+    simulator_log: Path
+    daemon_log: Path
+
+    @property
+    def topics(self) -> Topics:
+        return self.observer.topics
+
+
+@contextlib.asynccontextmanager
+async def site_processes(
+    mqtt_broker: Any, tmp_path: Path, mutate: Callable[[dict], None] | None = None
+) -> AsyncIterator[SiteProcesses]:
+    """`mulletd simulate` (its devices up), then `mulletd run` (online, a first plan), on one
+    `site_config`, observed on everything under the site's root; both stopped afterwards, the daemon
+    first. A failure inside carries the tails of both logs (`tmp_path`/simulate.log, mulletd.log)."""
+    config, path = site_config(mqtt_broker.url, tmp_path, mutate)
+    topics = Topics(config.topic_root)
+    simulator_log, daemon_log = tmp_path / "simulate.log", tmp_path / "mulletd.log"
+    started: list[asyncio.subprocess.Process] = []
+    try:
+        async with observing(mqtt_broker, [f"{config.topic_root}/#"], topics) as observer:
+            try:
+                started.append(await start_simulator(config, path, simulator_log, observer))
+                started.append(await start_daemon(path, daemon_log))
+                await observer.wait_for(
+                    lambda m: m.topic == topics.daemon_online and m.payload == b"1", 30, what="daemon online"
+                )
+                await observer.wait_for(lambda m: m.topic == topics.daemon_plan, 30, what="a first plan")
+                yield SiteProcesses(config, path, *started, observer, simulator_log, daemon_log)
+            finally:
+                for process in reversed(started):
+                    await stop_process(process)
+    except Exception as exc:
+        for log_path in (simulator_log, daemon_log):
+            exc.add_note(f"---- {log_path} (last lines) ----\n{log_tail(log_path)}")
+        raise
 
 
 # etcd, for the leader lease.

@@ -1,7 +1,9 @@
-"""Fidelity of `mulletd replay`: the same grid events played live (`mulletd run` against the simulated
-site, over the test broker and Modbus) and through `Replay` in simulated time must give the same
-decisions and, within the mechanisms' latencies, the same timing. docs/replay.md, "Fidelity: live
-against replay", explains the tolerances.
+"""Fidelity of `mulletd replay`: the same grid events played live (`mulletd run` against `mulletd
+simulate`, two processes, over the test's mosquitto and Modbus TCP) and through `Replay` in simulated
+time must give the same decisions and, within the mechanisms' latencies, the same timing. The test
+sees the live site only as the daemon does: on the wire (group states, setpoints, the plan) and
+through the journal (the meter). docs/replay.md, "Fidelity: live against replay", explains the
+tolerances.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 import tomli_w
-from helpers import Running, until
+from helpers import SiteProcesses, site_processes, until
 
 from mullet.daemon.config import Config
 from mullet.daemon.core.commands import RecordInBackground, SendSetpoints
@@ -211,26 +213,44 @@ def _replay_outcomes(config: Config, scenario_path: Path) -> tuple[Replay, dict[
 # ---- the live run ----------------------------------------------------------------------------
 
 
-async def _steady(running: Running) -> None:
+async def _steady(live: SiteProcesses) -> None:
     """Every group back at rated power, running, and armed as the newest plan says (a trip_stage event
     fires what is armed), then one replay step more: the replay restores on its step grid, up to a
-    step after the daemon, and must be steady too when the next event comes."""
-    site, observer = running.site, running.observer
+    step after the daemon, and must be steady too when the next event comes. Read on the wire: a
+    group's last state reports its mode and power after the last setpoint sent to it (`seq_applied`),
+    and that setpoint says what it is armed at."""
+    observer, topics = live.observer, live.topics
+    groups = {
+        g.group_id: (g.rated_kw, topics.group_state(g.group_id), topics.group_set(g.group_id))
+        for g in live.config.groups
+    }
+    wire = [topics.daemon_plan, *(t for _, *ts in groups.values() for t in ts)]
 
     def steady() -> bool:
-        plans = [m for m in observer.received if m.topic == observer.topics.daemon_plan]
-        if not plans:
+        last = observer.latest(wire)
+        if topics.daemon_plan not in last:
             return False
-        plan = plans[-1].json()
-        return not plan["active_obligations"] and all(
-            g.commanded == "run"
-            and g.power_kw >= g.rated_kw - 1e-6
-            and g.trip_stage == plan["groups"][g.group_id]["trip_stage"]
-            for g in site.groups.values()
-        )
+        plan = last[topics.daemon_plan].json()
+        if plan["active_obligations"]:
+            return False
+        for group_id, (rated_kw, state_topic, set_topic) in groups.items():
+            if state_topic not in last:
+                return False
+            state = last[state_topic].json()
+            # No setpoint yet: the group runs as it started, unarmed.
+            setpoint = last[set_topic].json() if set_topic in last else {"seq": None, "mode": "run"}
+            if not (
+                setpoint["mode"] == "run"
+                and state["seq_applied"] == setpoint["seq"]
+                and state["mode"] == "run"
+                and state["power_kw"] >= rated_kw - 1e-6
+                and setpoint.get("trip_stage") == plan["groups"][group_id]["trip_stage"]
+            ):
+                return False
+        return True
 
-    await until(steady, 30, "every group back at rated, armed as planned", poll_s=0.05)
-    steady_s, journal = time.time(), Path(running.config.journal.path)
+    await observer.wait_state(steady, 30, "every group back at rated, armed as planned")
+    steady_s, journal = time.time(), Path(live.config.journal.path)
     await until(
         lambda: any(t >= steady_s + PERIOD_S for t, *_ in _rows(journal, ("site_power",))[-3:]),
         30,
@@ -239,12 +259,17 @@ async def _steady(running: Running) -> None:
     )
 
 
-async def _met(running: Running, event: GridEvent, target_kw: float) -> None:
+def _site_kw(journal: Path) -> float:
+    """The meter's last sample, as the daemon journaled it."""
+    return float(_rows(journal, ("site_power",))[-1][3]["kw"])
+
+
+async def _met(live: SiteProcesses, event: GridEvent, target_kw: float) -> None:
     """Accepted, a journaled site power sample at or below `target_kw` after the live notice, and held
     a step more: live may reach the target a physics tick early, and replay, which samples on its
     step grid and at each input, must have reached it too when the recall comes."""
-    assert (await running.observer.ack(event.id, 30))["accepted"] is True
-    journal = Path(running.config.journal.path)
+    assert (await live.observer.ack(event.id, 30))["accepted"] is True
+    journal = Path(live.config.journal.path)
     notice_s = next(t for t, e in _live_events(journal) if e["id"] == event.id and e["kind"] == event.kind)
 
     def met_s() -> float | None:
@@ -257,15 +282,14 @@ async def _met(running: Running, event: GridEvent, target_kw: float) -> None:
     await until(lambda: _rows(journal, ("site_power",))[-1][0] >= held_s, 30, f"{what}, held", poll_s=0.1)
 
 
-async def _cancel(running: Running, event_id: str) -> None:
-    seen = len(running.observer.received)
-    await running.observer.send(GridEvent(id=event_id, kind="cancel", source="test"))
-    assert (await running.observer.ack(event_id, 30, since=seen))["accepted"] is True
+async def _cancel(live: SiteProcesses, event_id: str) -> None:
+    seen = len(live.observer.received)
+    await live.observer.send(GridEvent(id=event_id, kind="cancel", source="test"))
+    assert (await live.observer.ack(event_id, 30, since=seen))["accepted"] is True
 
 
-@pytest.mark.parametrize("running", [_fidelity_site], indirect=True)
 async def test_replay_of_a_live_run_curtails_the_same_groups_in_about_the_same_time(
-    running: Running, tmp_path: Path
+    mqtt_broker: Any, tmp_path: Path
 ) -> None:
     """Three grid events live, then the same schedule replayed; per event they must agree on:
 
@@ -286,73 +310,74 @@ async def test_replay_of_a_live_run_curtails_the_same_groups_in_about_the_same_t
       live notice is the journal row). The lower bound is the tight one: the machine's load only ever
       makes live slower.
     """
-    site, config = running.site, running.config
-    journal = Path(config.journal.path)
-    live_start_s = time.time()
-    mining_rated_kw = sum(g.rated_kw for g in config.groups)
-    ai_allowance_kw = sum(t.reserved_kw + t.headroom_kw for t in config.tenants)
-    floor_kw = config.site.safety_margin_kw + config.site.base_load_kw + ai_allowance_kw
-    await _steady(running)
-    full_kw = site.site_power_kw()
+    async with site_processes(mqtt_broker, tmp_path, _fidelity_site) as processes:
+        config = processes.config
+        journal = Path(config.journal.path)
+        live_start_s = time.time()
+        mining_rated_kw = sum(g.rated_kw for g in config.groups)
+        ai_allowance_kw = sum(t.reserved_kw + t.headroom_kw for t in config.tenants)
+        floor_kw = config.site.safety_margin_kw + config.site.base_load_kw + ai_allowance_kw
+        await _steady(processes)
+        full_kw = _site_kw(journal)  # the meter, steady, just before the event
 
-    # L1: a limit that leaves mining 80 % of its rated power, recalled once met.
-    l1 = GridEvent(id="fid-l1", kind="limit", kw=floor_kw + 0.8 * mining_rated_kw, source="test")
-    await running.observer.send(l1)
-    await _met(running, l1, l1.kw or 0.0)
-    await _cancel(running, l1.id)
-    await _steady(running)
+        # L1: a limit that leaves mining 80 % of its rated power, recalled once met.
+        l1 = GridEvent(id="fid-l1", kind="limit", kw=floor_kw + 0.8 * mining_rated_kw, source="test")
+        await processes.observer.send(l1)
+        await _met(processes, l1, l1.kw or 0.0)
+        await _cancel(processes, l1.id)
+        await _steady(processes)
 
-    # R1: an ERS-10 reduce below the meter at acceptance, recalled once met (ERS ends only on recall).
-    r1 = GridEvent(id="fid-r1", kind="reduce", kw=800.0, program="ERS-10", source="test")
-    await running.observer.send(r1)
-    await _met(running, r1, full_kw - 800.0 - 1.0)
-    await _cancel(running, r1.id)
-    await _steady(running)
+        # R1: an ERS-10 reduce below the meter at acceptance, recalled once met (ERS ends only on recall).
+        r1 = GridEvent(id="fid-r1", kind="reduce", kw=800.0, program="ERS-10", source="test")
+        await processes.observer.send(r1)
+        await _met(processes, r1, full_kw - 800.0 - 1.0)
+        await _cancel(processes, r1.id)
+        await _steady(processes)
 
-    # F1: an immediate deployment of armed stage 1 with a limit the trip alone meets; it expires.
-    f1 = GridEvent(
-        id="fid-f1",
-        kind="limit",
-        kw=site.site_power_kw() - 800.0,
-        trip_stage=1,
-        program="FFR",
-        end=time.time() + F1_HOLD_S,
-        source="test",
-    )
-    await running.observer.send(f1)
-    await _met(running, f1, f1.kw or 0.0)
-    await until(
-        lambda: any(s == f1.id for _, _, s, _ in _rows(journal, ("obligation_ended",))),
-        30,
-        "fid-f1 expired in the journal",
-        poll_s=0.1,
-    )
-    live = _live_outcomes(journal)
-    events = _live_events(journal)
+        # F1: an immediate deployment of armed stage 1 with a limit the trip alone meets; it expires.
+        f1 = GridEvent(
+            id="fid-f1",
+            kind="limit",
+            kw=_site_kw(journal) - 800.0,
+            trip_stage=1,
+            program="FFR",
+            end=time.time() + F1_HOLD_S,
+            source="test",
+        )
+        await processes.observer.send(f1)
+        await _met(processes, f1, f1.kw or 0.0)
+        await until(
+            lambda: any(s == f1.id for _, _, s, _ in _rows(journal, ("obligation_ended",))),
+            30,
+            "fid-f1 expired in the journal",
+            poll_s=0.1,
+        )
+        live = _live_outcomes(journal)
+        events = _live_events(journal)
 
-    scenario_path = _write_scenario(tmp_path, events, live_start_s)
-    replay, replayed = _replay_outcomes(config, scenario_path)
+        scenario_path = _write_scenario(tmp_path, events, live_start_s)
+        replay, replayed = _replay_outcomes(config, scenario_path)
 
-    assert set(live) == set(replayed) == {"fid-l1", "fid-r1", "fid-f1"}
-    assert replay.acks == {"accepted": 5, "duplicate": 0, "rejected": 0}
-    step_s, control = replay.step_s, config.control
-    upper_s = (
-        control.period_s
-        + 1.0 / config.simulator.tick_hz
-        + max(1.0 / config.meter.poll_hz, SITE_POWER_EVERY_S)
-        + LOAD_MARGIN_S
-    )
-    lower_s = -(step_s + 1.0 / config.simulator.tick_hz + JOURNAL_WRITE_S)
-    figures = {}
-    for event_id in sorted(live):
-        lv, rp = live[event_id], replayed[event_id]
-        assert lv.obligation == rp.obligation, event_id
-        assert lv.shed == rp.shed and lv.shed, (event_id, lv.shed, rp.shed)
-        assert lv.ended_by == rp.ended_by, event_id
-        if lv.baseline_kw is not None or rp.baseline_kw is not None:
-            assert lv.baseline_kw == pytest.approx(rp.baseline_kw, abs=1.0), event_id
-        assert lv.time_to_target_s is not None and rp.time_to_target_s is not None, (event_id, lv, rp)
-        difference_s = lv.time_to_target_s - rp.time_to_target_s
-        figures[event_id] = (round(lv.time_to_target_s, 3), round(rp.time_to_target_s, 3))
-        assert lower_s <= difference_s <= upper_s, (event_id, lv.time_to_target_s, rp.time_to_target_s)
-    print(f"time to target (live s, replay s): {figures}; bounds {lower_s:g} .. {upper_s:g} s")
+        assert set(live) == set(replayed) == {"fid-l1", "fid-r1", "fid-f1"}
+        assert replay.acks == {"accepted": 5, "duplicate": 0, "rejected": 0}
+        step_s, control = replay.step_s, config.control
+        upper_s = (
+            control.period_s
+            + 1.0 / config.simulator.tick_hz
+            + max(1.0 / config.meter.poll_hz, SITE_POWER_EVERY_S)
+            + LOAD_MARGIN_S
+        )
+        lower_s = -(step_s + 1.0 / config.simulator.tick_hz + JOURNAL_WRITE_S)
+        figures = {}
+        for event_id in sorted(live):
+            lv, rp = live[event_id], replayed[event_id]
+            assert lv.obligation == rp.obligation, event_id
+            assert lv.shed == rp.shed and lv.shed, (event_id, lv.shed, rp.shed)
+            assert lv.ended_by == rp.ended_by, event_id
+            if lv.baseline_kw is not None or rp.baseline_kw is not None:
+                assert lv.baseline_kw == pytest.approx(rp.baseline_kw, abs=1.0), event_id
+            assert lv.time_to_target_s is not None and rp.time_to_target_s is not None, (event_id, lv, rp)
+            difference_s = lv.time_to_target_s - rp.time_to_target_s
+            figures[event_id] = (round(lv.time_to_target_s, 3), round(rp.time_to_target_s, 3))
+            assert lower_s <= difference_s <= upper_s, (event_id, lv.time_to_target_s, rp.time_to_target_s)
+        print(f"time to target (live s, replay s): {figures}; bounds {lower_s:g} .. {upper_s:g} s")
