@@ -7,6 +7,7 @@ test_policy_properties.py; here every rule is shown on a site small enough to ch
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 import pytest
@@ -25,6 +26,7 @@ from mullet.policies.model import (
     TripStage,
 )
 from mullet.policies.plan import compute_plan, merit_order, tenant_allowance_kw
+from mullet.policies.plan_timers import next_change_s
 
 # --------------------------------------------------------------------------------------------------
 # A four-group site: two S21 groups (17.5 J/TH, one at a higher operator priority), an S19 XP-class
@@ -470,6 +472,43 @@ def test_restore_is_staggered_by_the_ramp_10_mw_per_min_brings_30_groups_of_700_
     # Staggered: spread over many plans, never the whole minute's ramp in one go.
     assert len(counts) >= 5
     assert max(n for _, n in counts) * 686 < 10_000.0 - 686
+
+
+def test_between_two_instants_next_change_s_names_the_plan_stays_the_same() -> None:
+    """What lets mulletd replay skip cycles: from a shed through a limit's end, the min off-times and a
+    ramp that lets one 700 kW group back a minute, planning every second changes decisions only at
+    the instants `next_change_s` names."""
+    groups = tuple(GroupSpec(f"g{i:02d}", 700, 17.5, 10, 14, min_on_s=30.0, min_off_s=90.0) for i in range(6))
+    site = _site(
+        groups,
+        (),
+        interconnect_kw=30_000.0,
+        safety_margin_kw=0.0,
+        base_load_kw=0.0,
+        restore_ramp_kw_per_min=1000.0,
+    )
+    event = _limit(500.0, start=100.0, end=130.0)
+    readings = _readings(site)
+    plan = compute_plan(site, readings, [event], now=100.0)
+    assert len(plan.curtailed()) == 6
+
+    def decided(p: Plan) -> list[tuple[str, str, float | None]]:
+        return [(d.group_id, d.mode, d.power_kw) for d in p.decisions]
+
+    restored_at = []
+    now = 100.0
+    while (at := next_change_s(site, plan.memory, [event], {}, now)) is not None:
+        for t in range(int(now) + 1, math.ceil(at)):
+            assert decided(compute_plan(site, readings, [event], float(t), plan.memory)) == decided(plan), t
+        asleep = len(plan.curtailed())
+        now = at
+        plan = compute_plan(site, readings, [event], now, plan.memory)
+        if len(plan.curtailed()) < asleep:
+            restored_at.append(now)
+    assert plan.curtailed() == ()
+    # The limit ends at 130 and the off-times at 190; then one group a minute (686 kW of the 1 MW
+    # ramp: a second would exceed it), each as the one before leaves the ramp's one-minute window.
+    assert restored_at == [190.0, 250.0, 310.0, 370.0, 430.0, 490.0]
 
 
 def test_a_power_target_group_comes_back_partially_with_the_ramp_left_and_finishes_next_minute() -> None:

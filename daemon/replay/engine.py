@@ -5,12 +5,15 @@ path), with the devices replaced by the simulators' physics (`MiningGroup` ramps
 AI tenants drawing min(demand, cap)) and the clock replaced by the scenario's. Nothing reads the wall
 clock, so the same scenario and config give the same result, byte for byte.
 
-Time advances in steps of the control period (`step_s`) while anything moves and jumps to the next
-input when nothing can: the site is quiet when every group sits at its target, no shed awaits
-confirmation, no trip hold is in force, and no command went out for longer than every hold the policy
-keeps (min on/off, the restore stagger and its one-minute ramp window, the shed deadline). A plan
-computed again in a quiet stretch would only repeat the last one, so skipping it changes nothing the
-controller does. The engine also stops at every settlement-interval boundary and every scenario input.
+Time advances in steps of the control period (`step_s`) while anything moves, and otherwise jumps to
+the next instant anything can change: the next scenario input, or the next time rule of the policy
+ending (policies/plan_timers.py: a min on/off time, the restore stagger or ramp window, an obligation's
+start or end, an override's expiry), rounded up to the step grid as the daemon's next cycle would be.
+Moving means: a group ramping, a shed awaiting confirmation, an acknowledgement outstanding, an
+under-frequency hold (released by the frequency, read every step), or the core asking to plan again.
+Between two such instants a plan would only repeat the last one, so skipping the cycles changes no
+decision (tests/test_replay.py compares against a cycle every step). The engine also stops at every
+settlement-interval boundary.
 During a frequency excursion the meter is read every `meter_poll_s`, as the daemon polls it.
 """
 
@@ -45,11 +48,11 @@ from mullet.daemon.replay.physics import FrequencyScript, SitePhysics
 from mullet.daemon.replay.scenario import NOMINAL_HZ, Scenario
 from mullet.drivers.meter import MeterSample
 from mullet.drivers.protocol import GridEvent, GroupState, TenantState
+from mullet.policies.plan_timers import next_change_s
 from mullet.policies.trigger import is_ufr_obligation
 
 MONO0_S = 1_000.0  # the replay's monotonic clock at the scenario's start
 INTERVAL_S = 900.0  # settlement interval (ERCOT: 15 minutes)
-RAMP_WINDOW_S = 60.0  # the restore ramp ledger's window (policies/plan_restore.py)
 
 
 @dataclass
@@ -72,12 +75,6 @@ class Replay:
         self.scenario = scenario
         self.step_s = scenario.step_s or config.control.period_s
         self.meter_poll_s = scenario.meter_poll_s or 1.0 / config.meter.poll_hz
-        control = config.control
-        self.quiet_after_s = (
-            max(control.min_on_s, control.min_off_s, control.restore_stagger_s, RAMP_WINDOW_S)
-            + control.shed_deadline_s
-            + self.step_s
-        )
         self.core = SiteController(config, Metrics(), seq=0, has_pdus=bool(config.pdus))
         self.physics = SitePhysics(config, scenario.physics)
         self.groups, self.tenants = self.physics.groups, self.physics.tenants
@@ -98,7 +95,6 @@ class Replay:
         self.hashprice: float | None = config.economics.hashprice_usd_per_th_day
         self.hz = NOMINAL_HZ
         self.now_s = scenario.start_s
-        self._last_command_s = -math.inf
         self._armed: dict[int, Any] = {}
         self._mode: dict[str, str] = {g: grp.commanded for g, grp in self.groups.items()}
         self._states: dict[str, tuple[tuple[Any, ...], GroupState]] = {}
@@ -189,17 +185,23 @@ class Replay:
         next_input_s = self._queue[0][0] if self._queue else end_s
         if self.frequency.excursion(t_s, self.meter_poll_s):
             candidate = t_s + self.meter_poll_s
-        elif self._busy(t_s):
+        elif self._busy():
             candidate = t_s + self.step_s
         else:
-            candidate = next_input_s
+            core = self.core
+            timer_s = next_change_s(
+                core.site, core.memory, core.book.obligations.values(), core.overrides, t_s
+            )
+            # The daemon would act on it at its first cycle at or after it: the step grid from here.
+            candidate = (
+                end_s if timer_s is None else t_s + math.ceil((timer_s - t_s) / self.step_s) * self.step_s
+            )
         return min(candidate, next_input_s, end_s)
 
-    def _busy(self, t_s: float) -> bool:
+    def _busy(self) -> bool:
+        """Whether the next step could differ from this one with no input and no time rule ending."""
         core = self.core
         if self.always_step or core.wake or core.verifier.pending or core.awaiting_ack:
-            return True
-        if t_s - self._last_command_s < self.quiet_after_s:
             return True
         if any(is_ufr_obligation(i) for i in core.book.obligations):
             return True  # the trip hold is released by the frequency, read every step
@@ -343,7 +345,6 @@ class Replay:
             order.hz,
         )
         self.trips.append((self.now_s, order.stage, order.cause, len(groups)))
-        self._last_command_s = self.now_s
         self.core.trip_fired(record, self.now_s)
         self._carry_out(self.core.take())
 
@@ -364,20 +365,17 @@ class Replay:
                 case SendSetpoints(items, watch):
                     for group_id, setpoint, _reason in items:
                         self.groups[group_id].apply(setpoint)
-                    self._last_command_s = self.now_s
                     core.setpoints_sent([(g, sp, r, True) for g, sp, r in items], mono_s, watch=watch)
                 case SendTenantCaps(caps):
                     for tenant_id, cap, reason in caps:
                         self.tenants[tenant_id].cap_kw = cap.power_cap_kw
                         core.tenant_cap_sent(tenant_id, cap, reason)
-                    self._last_command_s = self.now_s
                 case SendPlan(summary, _payload):
                     core.plan_published(summary, mono_s)
                 case SwitchOutlets(group_id, _outlets, on, _pending):
                     self.groups[group_id].set_powered(on)
                     if not on:
                         self.cuts[group_id] += 1
-                    self._last_command_s = self.now_s
                     core.outlets_switched(command, True, "ok", mono_s, 0.0)
                 case Acknowledge(ack):
                     outcome = (

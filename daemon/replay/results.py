@@ -183,7 +183,6 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
             "hours": _r(hours),
             "control_step_s": replay.step_s,
             "meter_poll_s": replay.meter_poll_s,
-            "quiet_after_s": replay.quiet_after_s,
             "steps": replay.steps,
         },
         "energy_mwh": {
