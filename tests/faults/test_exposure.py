@@ -32,7 +32,7 @@ def test_check_config_refuses_a_site_beyond_the_size_limits_with_one_clear_line(
     example = tomllib.loads(EXAMPLE.read_text())
     group, tenant, pdu = example["groups"][-1], example["tenants"][0], example["pdus"][0]
     cases = {
-        "groups": [{**group, "group_id": f"g{i}", "outlets": []} for i in range(100_000)],
+        "groups": [{**group, "group_id": f"g{i}", "outlets": []} for i in range(10_000)],  # 5x the limit
         "tenants": [{**tenant, "tenant_id": f"t{i}"} for i in range(MAX_TENANTS + 1)],
         "pdus": [{**pdu, "pdu_id": f"p{i}", "port": 6000 + i} for i in range(MAX_PDUS + 1)],
     }

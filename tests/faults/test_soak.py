@@ -1,8 +1,9 @@
-"""Soak: 24 simulated hours in seconds (tests/faults/soak.py), and a real-time soak behind a flag.
+"""Soak: 12 simulated hours in seconds (tests/faults/soak.py), and a real-time soak behind a flag.
 
-Compressed (always runs): MULLET_SOAK_HOURS (default 24) simulated hours of the policy, the grid-event
-book, the trigger, the journal and the mining physics on a simulated clock, with random events, dips,
-price swings, broker restarts and controller dropouts; the invariant tallies are printed.
+Compressed (always runs): MULLET_SOAK_HOURS (default 12; longer ones, e.g. 168, off CI) simulated
+hours of the policy, the grid-event book, the trigger, the journal and the mining physics on a
+simulated clock, with random events, dips, price swings, broker restarts and controller dropouts; the
+invariant tallies are printed.
 
 Real time (off by default): MULLET_SOAK_REAL_S=1800 runs `mulletd run` against the simulated site on
 a mosquitto of its own for that many seconds, with the same kinds of random faults, checking the
@@ -25,7 +26,7 @@ from soak import run_soak
 from mullet.drivers.protocol import GridEvent
 from mullet.simulators.meter import FrequencyScript
 
-SOAK_HOURS = float(os.environ.get("MULLET_SOAK_HOURS", "24"))
+SOAK_HOURS = float(os.environ.get("MULLET_SOAK_HOURS", "12"))
 REAL_S = float(os.environ.get("MULLET_SOAK_REAL_S", "0"))
 
 
