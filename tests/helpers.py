@@ -357,10 +357,17 @@ async def start_daemon(
     config_path: Path, log_path: Path, env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
     """`mulletd run` on `config_path`, logging to `log_path`; `env` adds to the environment."""
+    return await start_mulletd("run", config_path, log_path, env)
+
+
+async def start_mulletd(
+    command: str, config_path: Path, log_path: Path, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """`mulletd <command> --config config_path`, its output appended to `log_path`."""
     with log_path.open("ab") as log_file:
         return await asyncio.create_subprocess_exec(
             str(MULLETD),
-            "run",
+            command,
             "--config",
             str(config_path),
             stdout=log_file,
@@ -477,15 +484,7 @@ async def start_simulator(
     """`mulletd simulate` on `config_path`, logging to `log_path`, returned once its devices are up:
     the meter and every PDU accept a Modbus TCP connection, and `observer` (subscribed under the
     site's root) has seen every group's and every tenant's state. Fails at once if it exits."""
-    with log_path.open("ab") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            str(MULLETD),
-            "simulate",
-            "--config",
-            str(config_path),
-            stdout=log_file,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+    process = await start_mulletd("simulate", config_path, log_path)
     topics = Topics(config.topic_root)
     states = {topics.group_state(g.group_id) for g in config.groups}
     states |= {topics.tenant_state(t.tenant_id) for t in config.tenants}

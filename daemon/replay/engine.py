@@ -212,18 +212,7 @@ class Replay:
         dt_s = t1_s - t0_s
         if dt_s <= 0:
             return
-        step = self.physics.advance(dt_s)
-        self.ledger.add(
-            t0_s,
-            dt_s,
-            self.price,
-            self.hashprice,
-            site_kw=step.site_kw,
-            ai_kw=step.ai_kw,
-            mining_kw=step.mining_kw,
-            curtailed_kw=step.curtailed_kw,
-            hashing_ths=step.hashing_ths,
-        )
+        self.ledger.add(t0_s, dt_s, self.price, self.hashprice, self.physics.advance(dt_s))
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -273,15 +262,8 @@ class Replay:
             key = (group.seq_applied, group.mode, group.power_kw, group.powered)
             cached = self._states.get(group_id)
             if cached is None or cached[0] != key:
-                state = GroupState.model_construct(
-                    seq_applied=group.seq_applied,
-                    mode=group.mode,
-                    power_kw=group.power_kw,
-                    hashrate_ths=group.hashrate_ths,
-                    miners_online=group.miners_online,
-                    ts=t_s,
-                )
-                self._states[group_id] = cached = (key, state)
+                # Built only when it changed: a month at 600 groups reuses most reports.
+                self._states[group_id] = cached = (key, group.state(t_s))
             core.group_state(group_id, cached[1], mono_s)
         for tenant_id, tenant in self.tenants.items():
             power_kw = tenant.power_kw

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from mullet.daemon.replay.physics import Step
+
 KWS_PER_MWH = 3.6e6  # kW x s in a MWh
 S_PER_DAY = 86_400.0
 
@@ -84,25 +86,13 @@ class Ledger:
             row.price_usd_per_mwh = price
         return row
 
-    def add(
-        self,
-        t0_s: float,
-        dt_s: float,
-        price: float | None,
-        hashprice: float | None,
-        *,
-        site_kw: float,
-        ai_kw: float,
-        mining_kw: float,
-        curtailed_kw: float,
-        hashing_ths: float,
-    ) -> None:
-        """One step of `dt_s` from `t0_s`: every power is the step's mean, hashing in TH/s."""
+    def add(self, t0_s: float, dt_s: float, price: float | None, hashprice: float | None, step: Step) -> None:
+        """One step of `dt_s` from `t0_s` (`step`: its mean powers, hashing in TH/s)."""
         if dt_s <= 0:
             return
         row = self.row(t0_s, price)
-        site_kwh, ai_kwh = site_kw * dt_s / 3600.0, ai_kw * dt_s / 3600.0
-        mining_kwh, curtailed_kwh = mining_kw * dt_s / 3600.0, curtailed_kw * dt_s / 3600.0
+        site_kwh, ai_kwh = step.site_kw * dt_s / 3600.0, step.ai_kw * dt_s / 3600.0
+        mining_kwh, curtailed_kwh = step.mining_kw * dt_s / 3600.0, step.curtailed_kw * dt_s / 3600.0
         row.site_kwh += site_kwh
         row.ai_kwh += ai_kwh
         row.mining_kwh += mining_kwh
@@ -115,7 +105,7 @@ class Ledger:
             row.mining_cost_usd += mining_kwh * price / 1000.0
             row.avoided_cost_usd += curtailed_kwh * price / 1000.0
         if hashprice is not None:
-            row.mining_revenue_usd += hashing_ths * hashprice * dt_s / S_PER_DAY
+            row.mining_revenue_usd += step.hashing_ths * hashprice * dt_s / S_PER_DAY
 
     def close(self) -> Totals:
         totals = Totals(unpriced_s=self.totals.unpriced_s)
