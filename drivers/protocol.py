@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_PAYLOAD_BYTES = 16_384
 WIRE_VERSION = 1
@@ -103,7 +103,8 @@ class TenantSetpoint(_Payload):
 
 class GridEvent(_Payload):
     id: EventId
-    kind: Literal["limit", "reduce", "cancel"]
+    # `base_point`: mining consumption follows kw (an ERCOT CLR's SCED base point); a later one replaces it.
+    kind: Literal["limit", "reduce", "base_point", "cancel"]
     kw: Annotated[float, Field(allow_inf_nan=False)] | None = None
     start: Ts | None = None
     end: Ts | None = None
@@ -113,6 +114,15 @@ class GridEvent(_Payload):
     allow_ai_flex: bool = False
     # Immediate deployment (e.g. ERCOT FFR): fire this armed under-frequency stage on the fast path.
     trip_stage: Annotated[int, Field(ge=1, le=16)] | None = None
+
+    @model_validator(mode="after")
+    def _base_point_fields(self) -> GridEvent:
+        # A base point sets the mining budget: it fires no trip stage and never caps AI tenants.
+        if self.kind == "base_point" and self.trip_stage is not None:
+            raise ValueError("a base_point takes no trip_stage")
+        if self.kind == "base_point" and self.allow_ai_flex:
+            raise ValueError("a base_point never allows AI flex")
+        return self
 
 
 class GridEventAck(_Payload):

@@ -19,7 +19,9 @@ def tenant_allowance_kw(tenant: TenantSpec, power_kw: float | None) -> float:
 def site_limit(
     site: SiteSpec, obligations: Sequence[Obligation], now: float
 ) -> tuple[float, str, tuple[Obligation, ...]]:
-    """The tightest import limit in force now, which constraint it is, and the active obligations."""
+    """The tightest import limit in force now, which constraint it is, and the active obligations.
+
+    Base points are active but never bind here: they set the mining budget (policies/plan_budget.py)."""
     limit_kw = site.interconnect_kw
     binding = f"interconnect ({site.interconnect_kw:.0f} kW)"
     active: list[Obligation] = []
@@ -27,6 +29,8 @@ def site_limit(
         if not obligation.active(now):
             continue
         active.append(obligation)
+        if obligation.kind == "base_point":
+            continue
         obligation_kw = obligation.site_limit_kw()
         if obligation_kw < limit_kw:
             limit_kw = obligation_kw

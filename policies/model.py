@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 GroupMode = Literal["run", "curtail"]
-ObligationKind = Literal["limit", "reduce"]
+ObligationKind = Literal["limit", "reduce", "base_point"]
 
 NEVER = float("-inf")  # "since" of a group no plan has switched yet: its min on/off times are satisfied
 
@@ -83,7 +84,9 @@ class SiteSpec:
 
 @dataclass(frozen=True, slots=True)
 class Obligation:
-    """An accepted grid obligation. `limit`: site import <= kw. `reduce`: import <= baseline - kw."""
+    """An accepted grid obligation. `limit`: site import <= kw. `reduce`: import <= baseline - kw.
+    `base_point`: mining consumption follows kw up and down (an ERCOT SCED base point for a Controllable
+    Load Resource); it sets the mining budget, not the site import, and a later one replaces it."""
 
     event_id: str
     kind: ObligationKind
@@ -107,6 +110,10 @@ class Obligation:
         return self.start_s <= now and (self.end_s is None or now < self.end_s)
 
     def site_limit_kw(self) -> float:
+        """The site import this obligation allows; `math.inf` for a base point, which limits mining
+        (the policy's mining budget), not the import."""
+        if self.kind == "base_point":
+            return math.inf
         if self.kind == "limit":
             return self.kw
         # A reduce obligation without a baseline cannot be honoured; the daemon refuses to accept
@@ -189,6 +196,9 @@ class Plan:
     reasons: tuple[str, ...]
     tenants: tuple[TenantDecision, ...] = ()
     memory: PolicyMemory = PolicyMemory()
+    # What mining could draw under the site's own limits, a base point aside (the QSE reports it as
+    # the maximum power consumption); None for plans made before it was kept.
+    mining_max_kw: float | None = None
 
     def modes(self) -> dict[str, GroupMode]:
         return {d.group_id: d.mode for d in self.decisions}

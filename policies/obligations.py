@@ -48,6 +48,7 @@ REJECTION_CODES = (
     "queue_full",
     "timeout",
     "unauthorized",
+    "not_splittable",
 )
 
 # Ended and cancelled events are remembered this long (and at most this many), so that a sender's retry
@@ -64,7 +65,7 @@ class GridRequest(Protocol):
     @property
     def id(self) -> str: ...
     @property
-    def kind(self) -> Literal["limit", "reduce", "cancel"]: ...
+    def kind(self) -> Literal["limit", "reduce", "base_point", "cancel"]: ...
     @property
     def kw(self) -> float | None: ...
     @property
@@ -209,6 +210,14 @@ class ObligationBook(Generic[E]):
             return rejected("duration_exceeds_program", problem)
         actuation = choose_actuation(program, self.firmware_sleep_s)
         fire_stage = event.trip_stage
+        if event.kind == "base_point" and (fire_stage is not None or actuation.path == "fast_path"):
+            # A base point sets the mining budget the control loop follows: it fires no trip stage.
+            return rejected(
+                "no_fast_path",
+                f"a base_point is followed by the control loop; {program.name} needs the fast path"
+                if fire_stage is None
+                else f"a base_point fires no trip stage (got {fire_stage})",
+            )
         if fire_stage is None and actuation.path == "fast_path":
             fire_stage = fast_path_stage(program, self.stages)
             if fire_stage is None:
@@ -234,7 +243,7 @@ class ObligationBook(Generic[E]):
             end_s=event.end,
             baseline_kw=baseline_kw,
             program=event.program,
-            allows_ai_flex=event.allow_ai_flex,
+            allows_ai_flex=event.allow_ai_flex and event.kind != "base_point",  # a base point never caps AI
             deadline_s=program.deadline_s,
             actuation="fast_path" if fire_stage is not None else actuation.path,
             actuation_reason=actuation_reason + (f"; {note}" if note else ""),
@@ -246,19 +255,30 @@ class ObligationBook(Generic[E]):
         """Grid obligations pending or in force (what max_obligations bounds)."""
         return sum(1 for event_id in self.obligations if not is_ufr_obligation(event_id))
 
-    def apply(self, event: E, decision: Decision, now_s: float) -> None:
+    def apply(self, event: E, decision: Decision, now_s: float) -> list[str]:
         """Record an accepted decision (after it is durable, or replayed from the journal) at `now_s`,
-        the time it was journaled."""
+        the time it was journaled. A base point supersedes every other base point held: they end (in
+        the history, as a cancel, but not `cancelled`). Returns the ids it ended that way."""
         if not decision.accepted or decision.duplicate:
-            return
+            return []
         if decision.cancels is not None:
             self.obligations.pop(decision.cancels, None)
             self.cancelled.add(decision.cancels)
             self._ended_at(decision.cancels, now_s)
-            return
-        if decision.obligation is not None:
-            self.obligations[event.id] = decision.obligation
+            return []
+        superseded: list[str] = []
+        obligation = decision.obligation
+        if obligation is not None:
+            if obligation.kind == "base_point":
+                superseded = [
+                    i for i, o in self.obligations.items() if o.kind == "base_point" and i != event.id
+                ]
+                for event_id in superseded:
+                    del self.obligations[event_id]
+                    self._ended_at(event_id, now_s)
+            self.obligations[event.id] = obligation
             self._events[event.id] = event
+        return superseded
 
     def expire(self, now_s: float) -> list[str]:
         """End the obligations whose end has passed; those that wait for a recall (ERS) stay. Also

@@ -6,8 +6,11 @@ Order of rules, each explained in the decision it sets:
 3. Shed to fit: least efficient (J/TH) first, then lowest priority; partial power targets where the
    firmware takes them, so exactly the excess goes; groups inside their minimum on-time go last.
 Operator overrides come first: a held group keeps the mode it was given and no rule below moves it.
-4. Restore (only with no obligation active and every reading known): most efficient first, within
-   the deadband, minimum off-times and the restore ramp (kW per rolling minute).
+4. Restore (only with no obligation but a base point active, and every reading known): most efficient
+   first, within the deadband, minimum off-times and the restore ramp (kW per rolling minute).
+A base point (an ERCOT CLR's SCED dispatch) sets the mining budget below what the site limit leaves:
+mining sheds to it (2.) and restores up to it (4.); economics is suspended while one is in force (SCED
+dispatched on price already), and it never caps AI.
 5. AI flexible shares: capped only once all mining is shed, only under an obligation that allows
    it, and never below a tenant's firm kW.
 6. Arming: under-frequency stages take running groups in merit order until their shed kW is covered.
@@ -59,8 +62,14 @@ def compute_plan(
     budget = make_budget(site, snapshot, obligations, now, memory.caps)
     active = budget.active
     obligation_active = bool(active)
-    reasons = [f"limit {budget.limit_kw:.0f} kW from {budget.binding}"]
+    reasons = [f"limit {budget.limit_kw:.0f} kW from {budget.site_binding}"]
     reasons.extend(actuation_reasons(active, now))
+    point = budget.base_point
+    if point is not None:
+        reasons.append(
+            f"mining follows base point '{point.event_id}' ({point.program}) at {point.kw:.0f} kW"
+            f" (site limit leaves {budget.mining_max_kw:.0f} kW)"
+        )
 
     ranking = cache.ranking(site.groups)
     groups, unknown_groups = enter_groups(ranking[0], memory.groups, snapshot)
@@ -75,8 +84,16 @@ def compute_plan(
     if unknown:
         reasons.append(f"no load increase: {summarise(unknown)} unknown")
 
-    # 2. Economics.
-    views = economics(groups, settings, snapshot.price_usd_per_mwh, now)
+    # 2. Economics, suspended under a base point: curtailing below it would be charged as deviation.
+    if point is not None:
+        views = {}
+        if settings.economics_enabled:
+            reasons.append(
+                f"economics suspended: base point '{point.event_id}' in force (SCED dispatched on price;"
+                " curtailing below it is charged as deviation)"
+            )
+    else:
+        views = economics(groups, settings, snapshot.price_usd_per_mwh, now)
 
     # 3. Shed to fit.
     planned_kw = shed_to_fit(groups, budget.mining_kw, budget.binding, obligation_active, load_kw, now)
@@ -92,14 +109,23 @@ def compute_plan(
     # 5. AI flexible shares.
     tenant_decisions = cap_ai_flex(site, budget, groups, planned_kw)
     budget_kw = budget.mining_kw
-    reasons.append(
-        f"mining budget {budget_kw:.0f} kW = limit - margin {site.safety_margin_kw:.0f}"
-        f" - base {site.base_load_kw:.0f} - AI allowance {budget.ai_allowance_kw:.0f}"
+    budget_text = (
+        f"limit - margin {site.safety_margin_kw:.0f} - base {site.base_load_kw:.0f}"
+        f" - AI allowance {budget.ai_allowance_kw:.0f}"
     )
-    feasible = planned_kw <= budget_kw + EPSILON_KW
+    if budget_kw < budget.mining_max_kw:
+        budget_text = f"base point (below {budget.mining_max_kw:.0f} kW = {budget_text})"
+    reasons.append(f"mining budget {budget_kw:.0f} kW = {budget_text}")
+    # Feasible: within the site's limits. A base point that mining cannot reach is a deviation, said so.
+    feasible = planned_kw <= budget.mining_max_kw + EPSILON_KW
+    if feasible and planned_kw > budget_kw + EPSILON_KW:
+        reasons.append(
+            f"base point not met: mining planned {planned_kw:.0f} kW,"
+            f" {planned_kw - budget_kw:.0f} kW above it (asleep groups' draw, operator holds)"
+        )
     if not feasible:
         reasons.append(
-            f"infeasible: all mining curtailed and still {planned_kw - budget_kw:.0f} kW over;"
+            f"infeasible: all mining curtailed and still {planned_kw - budget.mining_max_kw:.0f} kW over;"
             " firm AI load is never curtailed"
         )
 
@@ -126,4 +152,5 @@ def compute_plan(
         memory=PolicyMemory(
             groups=next_groups(memory.groups, groups, now), restores=ramp.ledger(), caps=budget.caps
         ),
+        mining_max_kw=budget.mining_max_kw,
     )

@@ -58,9 +58,11 @@ def actuation_reasons(active: tuple[Obligation, ...], now: float) -> list[str]:
 
 
 def restore_blocker(active: tuple[Obligation, ...], unknown: list[str]) -> str:
-    """Why nothing may be restored now, or "" when restores may go ahead."""
-    if active:
-        names = summarise([f"'{o.event_id}'" for o in active], MOST_DESCRIBED)
+    """Why nothing may be restored now, or "" when restores may go ahead. A base point does not block:
+    a rising one is followed within the restore ramp (it only sets the mining budget)."""
+    blocking = [o for o in active if o.kind != "base_point"]
+    if blocking:
+        names = summarise([f"'{o.event_id}'" for o in blocking], MOST_DESCRIBED)
         return f"no restore while obligation {names} is active"
     if unknown:
         return f"no restore while {summarise(unknown)} unknown"

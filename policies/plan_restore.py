@@ -78,7 +78,8 @@ def lift_caps(
         if blocker:
             cap_reasons[tenant_id] = f"cap {cap_kw:.0f} kW: held, {blocker}"
             continue
-        room_kw = budget.mining_kw - deadband_kw - planned_kw
+        # Against the site limit's share: a base point sets mining's budget, never the AI tenants'.
+        room_kw = budget.mining_max_kw - deadband_kw - planned_kw
         needed_kw = budget.full_allowances[tenant_id] - cap_kw
         step_kw = ramp.step_kw(room_kw, needed_kw)
         if needed_kw <= step_kw + EPSILON_KW:
@@ -97,7 +98,7 @@ def lift_caps(
             continue
         budget.allowances[tenant_id] += increase_kw
         budget.ai_allowance_kw += increase_kw
-        budget.mining_kw -= increase_kw
+        budget.mining_max_kw -= increase_kw
         ramp.take(increase_kw, now)
 
 

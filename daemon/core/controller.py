@@ -271,7 +271,9 @@ class SiteController:
             if journal_error is not None:
                 decision = rejected("journal_unavailable", f"journal unavailable: {journal_error}")
             else:
-                self.book.apply(event, decision, now_s)
+                for old in self.book.apply(event, decision, now_s):
+                    self._emit(Record("obligation_ended", {"id": old, "superseded_by": event.id}, old))
+                    log.info("obligation ended", event_id=old, superseded_by=event.id)
                 self.wake = True
         if not decision.accepted:
             self._emit(
@@ -660,7 +662,9 @@ class SiteController:
         return total
 
     def obligation_limits_kw(self, now_s: float) -> list[float]:
-        return [o.site_limit_kw() for o in self.book.active(now_s)]
+        """The site import limits of the active obligations; base points (no import limit) left out."""
+        limits = (o.site_limit_kw() for o in self.book.active(now_s))
+        return [kw for kw in limits if math.isfinite(kw)]
 
     # ---- recovery and the active/standby pair ----------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mullet.daemon.core.obligation_book import ObligationBook
@@ -25,6 +26,8 @@ def plan_summary(
         "ai_allowance_kw": round(plan.ai_allowance_kw, 3),
         "mining_budget_kw": round(plan.mining_budget_kw, 3),
         "mining_planned_kw": round(plan.mining_planned_kw, 3),
+        # Mining's budget under the site's own limits, a base point aside.
+        "mining_max_kw": None if plan.mining_max_kw is None else round(plan.mining_max_kw, 3),
         "feasible": plan.feasible,
         "active_obligations": list(plan.active_obligations),
         "obligations": _obligations(plan, book),
@@ -50,9 +53,13 @@ def _obligations(plan: Plan, book: ObligationBook) -> dict[str, Any]:
         obligation = book.obligations.get(event_id)
         if obligation is None:
             continue
+        limit_kw = obligation.site_limit_kw()
         summary[event_id] = {
             "program": obligation.program,
-            "limit_kw": round(obligation.site_limit_kw(), 3),
+            "kind": obligation.kind,
+            # A base point limits mining, not the import: no limit (JSON has no infinity).
+            "limit_kw": round(limit_kw, 3) if math.isfinite(limit_kw) else None,
+            "base_point_kw": obligation.kw if obligation.kind == "base_point" else None,
             "deadline_s": obligation.deadline_s,
             "actuation": obligation.actuation or None,
             "why": obligation.actuation_reason or None,

@@ -304,6 +304,13 @@ class FleetDispatcher:
         reserved = reserved_id(event.id)
         if reserved is not None:
             return reserved.accepted, reserved.code, reserved.reason
+        if event.kind == "base_point":
+            return (
+                False,
+                "not_splittable",
+                "a base point is one resource's SCED dispatch and cannot be split across sites:"
+                " send it to the site it dispatches",
+            )
         if event.kind != "reduce":
             return False, "unsupported_kind", "a portfolio obligation is a reduction: send kind reduce"
         if event.kw is None or not event.kw > 0:

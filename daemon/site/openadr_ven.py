@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 
@@ -24,7 +24,6 @@ from mullet.daemon.metrics import Metrics
 from mullet.drivers.openadr import AdrEvent, AdrSignal, OpenAdrVen, Opt
 from mullet.drivers.protocol import GridEvent, GridEventAck, is_event_id
 from mullet.policies.capacity import required_reduction_kw, sheddable_kw
-from mullet.policies.model import ObligationKind
 
 
 class Daemon(Protocol):
@@ -154,7 +153,7 @@ class GridVen:
                 )
         return events
 
-    def _map(self, signal: AdrSignal, value: float) -> tuple[ObligationKind, float] | None:
+    def _map(self, signal: AdrSignal, value: float) -> tuple[Literal["limit", "reduce"], float] | None:
         if signal.name == "SIMPLE":
             level = round(value)
             if level == 0:
