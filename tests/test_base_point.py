@@ -6,6 +6,7 @@ wire's refusals at the edge. The replay of a base-point sequence is in test_repl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Literal
@@ -14,6 +15,8 @@ import pytest
 
 from mullet.daemon.fleet.config import parse_fleet_config
 from mullet.daemon.fleet.dispatcher import FleetDispatcher
+from mullet.daemon.records.report import EventRecord, compute_report
+from mullet.daemon.records.report_render import render
 from mullet.drivers.protocol import GridEvent, WireError, decode
 from mullet.policies.model import (
     GroupSpec,
@@ -27,6 +30,7 @@ from mullet.policies.model import (
 )
 from mullet.policies.obligations import ObligationBook
 from mullet.policies.plan import compute_plan
+from mullet.policies.scoring import Sample, rule_for
 
 NOW_S = 1_800_000_000.0
 
@@ -230,3 +234,16 @@ def test_the_fleet_dispatcher_refuses_a_portfolio_base_point() -> None:
     accepted, code, reason = fleet._decide(GridEvent(id="pf-bp", kind="base_point", kw=5000.0), NOW_S)
     assert (accepted, code) == (False, "not_splittable") and "cannot be split across sites" in reason
     assert fleet.portfolio is None
+
+
+def test_a_report_on_a_base_point_says_it_is_not_scored_and_gives_no_performance_factor() -> None:
+    obligation = Obligation("bp-1", "base_point", kw=8000.0, start_s=NOW_S, end_s=None, program="CLR")
+    event = {"v": 1, "id": "bp-1", "kind": "base_point", "kw": 8000.0, "program": "CLR"}
+    record = EventRecord(event, dataclasses.asdict(obligation), NOW_S, NOW_S + 300, "superseded")
+    samples = [Sample(NOW_S + t, 14_000.0) for t in range(-1800, 301, 60)]
+    report = compute_report(record, samples, [], rule_for("CLR"), rule_for("CLR").baseline, now_s=NOW_S + 300)
+    assert report.performance_factor is None and report.intervals == []
+    assert "not scored by the ERS baseline method" in report.verdict[0]
+    for fmt in ("json", "csv", "html"):
+        assert "bp-1" in render(report, fmt)  # every rendering copes with the missing figures
+    assert json.loads(render(report, "json"))["performance_factor"] is None

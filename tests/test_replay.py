@@ -6,6 +6,7 @@ under a second. The live-against-replay check is tests/test_replay_fidelity.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from mullet.daemon.cli import main
 from mullet.daemon.config import Config, parse_config
 from mullet.daemon.replay.engine import Replay
 from mullet.daemon.replay.physics import Tenant
+from mullet.daemon.replay.render_text import tracking_lines
 from mullet.daemon.replay.results import interval_table, summarize, to_json
 from mullet.daemon.replay.scenario import ScenarioError, load_scenario
 
@@ -236,3 +238,65 @@ def test_inputs_a_configuration_cannot_use_are_noted_not_dropped_silently(tmp_pa
         "demand trace of tenant 'ai-z': no such tenant in this config, ignored",
         "1 grid event(s) delivered outside the period, not replayed",
     ]
+
+
+@dataclasses.dataclass
+class _CapWatch(Tenant):
+    """A replayed tenant that notes every cap the site sends it."""
+
+    seen: list[float | None] = dataclasses.field(default_factory=list)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "cap_kw" and "seen" in self.__dict__:
+            self.seen.append(value)  # type: ignore[arg-type]
+        super().__setattr__(name, value)
+
+
+def test_base_points_are_followed_down_and_up_and_tracked_per_interval(tmp_path: Path) -> None:
+    """Issue 20's example: ~12 MW of mining given base points 8 -> 5 -> 9 MW over three SCED intervals,
+    each a new event superseding the last. Once the ramp allows, mining tracks within 2 %."""
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["site"]["interconnect_kw"] = 20_000
+    data["groups"] = [
+        {
+            "group_id": f"m{n:02d}",
+            "rated_kw": 1000,
+            "efficiency_j_per_th": 20.0 + n,
+            "priority": 10,
+            "supports_power_target": True,
+            "min_power_kw": 300,
+        }
+        for n in range(1, 13)
+    ]
+    data["pdus"] = []
+    config = parse_config(data)
+    (tmp_path / "events.csv").write_text(
+        "time,id,kind,kw,program\n"
+        f"{iso(300)},bp-1,base_point,8000,CLR\n"
+        f"{iso(600)},bp-2,base_point,5000,CLR\n"
+        f"{iso(900)},bp-3,base_point,9000,CLR\n"
+    )
+    (tmp_path / "scenario.toml").write_text(
+        f'[scenario]\nname = "clr"\nstart = {START.isoformat()}\n'
+        f"end = {(START + timedelta(seconds=1200)).isoformat()}\n"
+        '[hashprice]\nusd_per_th_day = 0.05\n[events]\nfile = "events.csv"\n'
+    )
+    replay = Replay(config, load_scenario(tmp_path / "scenario.toml"))
+    caps: list[float | None] = []
+    for tenant_id, tenant in replay.tenants.items():  # the same dict as the physics'
+        replay.tenants[tenant_id] = _CapWatch(**dataclasses.asdict(tenant), seen=caps)
+    result = summarize(replay.run(), "x")
+    rows = result["base_point_tracking"]
+    print("\n" + "\n".join(tracking_lines(rows)))
+    assert [(r["event_id"], r["base_point_kw"]) for r in rows] == [
+        ("bp-1", 8000.0),
+        ("bp-2", 5000.0),
+        ("bp-3", 9000.0),
+    ]
+    for row in rows:
+        assert row["seconds"] == 300.0
+        assert row["settled_after_s"] is not None and row["settled_mae_pct"] < 2.0
+    assert replay.events["bp-1"].ended_by == "superseded" and replay.events["bp-2"].ended_by == "superseded"
+    assert result["events"] == []  # base points are tracked, not scored as ERS events
+    assert caps and all(cap is None for cap in caps)  # AI tenants told, and never capped
+    assert result["ai_sla"]["violations"] == 0

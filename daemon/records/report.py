@@ -23,6 +23,7 @@ from mullet.policies.scoring import (
     Interval,
     ReportRule,
     Sample,
+    Score,
     rule_for,
     score,
 )
@@ -263,6 +264,31 @@ def build_report(path: str | Path, event_id: str, *, baseline: BaselineMethod | 
 # ---- the report ------------------------------------------------------------------------------
 
 
+def _not_scored(deploy_s: float, end_s: float) -> Score:
+    """A base point: its deviation is settled on SCED intervals, not by the ERS baseline method; no
+    performance factor is given (`mulletd replay` reports its tracking per 5-minute interval)."""
+    return Score(
+        baseline_kw=None,
+        baseline_detail="none: a base point has no baseline",
+        target_kw=None,
+        obligated_kw=None,
+        scored_from_s=deploy_s,
+        scored_until_s=end_s,
+        time_to_target_s=None,
+        met_deadline=None,
+        intervals=[],
+        performance_factor=None,
+        shortfall_kwh=None,
+        max_shortfall_kw=None,
+        passed=False,
+        verdict=[
+            "not scored: base-point deviation is not scored by the ERS baseline method;"
+            " no performance factor is given"
+        ],
+        sample_spacing_s=None,
+    )
+
+
 def compute_report(
     record: EventRecord,
     samples: list[Sample],
@@ -280,19 +306,23 @@ def compute_report(
     in_progress = record.end_s is None
     kind = str(obligation.get("kind", record.event.get("kind")))
     fixed = obligation.get("baseline_kw")
-    result = score(
-        kind=kind,
-        kw=float(obligation["kw"]),
-        fixed_baseline_kw=None if fixed is None else float(fixed),
-        notice_s=record.notice_s,
-        deploy_s=deploy_s,
-        deadline_s=deadline_s,
-        end_s=record.end_s if record.end_s is not None else now_s,
-        in_progress=in_progress,
-        samples=samples,
-        rule=rule,
-        method=method,
-    )
+    end_s = record.end_s if record.end_s is not None else now_s
+    if kind == "base_point":
+        result = _not_scored(deploy_s, end_s)
+    else:
+        result = score(
+            kind=kind,
+            kw=float(obligation["kw"]),
+            fixed_baseline_kw=None if fixed is None else float(fixed),
+            notice_s=record.notice_s,
+            deploy_s=deploy_s,
+            deadline_s=deadline_s,
+            end_s=end_s,
+            in_progress=in_progress,
+            samples=samples,
+            rule=rule,
+            method=method,
+        )
     return Report(
         event_id=str(record.event["id"]),
         program=str(record.event.get("program", "generic")),

@@ -46,8 +46,10 @@ from mullet.daemon.metrics import Metrics
 from mullet.daemon.replay.ledger import Ledger
 from mullet.daemon.replay.physics import FrequencyScript, SitePhysics
 from mullet.daemon.replay.scenario import NOMINAL_HZ, Scenario
+from mullet.daemon.replay.tracking import SCED_INTERVAL_S, Tracker
 from mullet.drivers.meter import MeterSample
 from mullet.drivers.protocol import GridEvent, GroupState, TenantState
+from mullet.policies.plan_budget import base_point_in_force
 from mullet.policies.plan_timers import next_change_s
 from mullet.policies.trigger import is_ufr_obligation
 
@@ -80,6 +82,7 @@ class Replay:
         self.groups, self.tenants = self.physics.groups, self.physics.tenants
         self.frequency = FrequencyScript(scenario.frequency)
         self.ledger = Ledger(INTERVAL_S)
+        self.tracking = Tracker(self.core.site.settings.deadband_kw)
         self.samples_t: list[float] = []  # site power after each step (zero-order hold in between)
         self.samples_kw: list[float] = []
         self.events: dict[str, EventLog] = {}
@@ -150,10 +153,13 @@ class Replay:
         for t, _hz in sc.frequency:
             if sc.start_s <= t < sc.end_s:
                 self._push(t, "frequency", None)
-        boundary = (sc.start_s // INTERVAL_S + 1) * INTERVAL_S
+        # Base points are tracked per SCED interval (5 min): stop at those boundaries too.
+        base_points = any(event.kind == "base_point" for _t, event in sc.events)
+        interval_s = SCED_INTERVAL_S if base_points else INTERVAL_S
+        boundary = (sc.start_s // interval_s + 1) * interval_s
         while boundary < sc.end_s:
             self._push(boundary, "interval", None)
-            boundary += INTERVAL_S
+            boundary += interval_s
 
     # ---- the run -----------------------------------------------------------------------------
 
@@ -212,7 +218,12 @@ class Replay:
         dt_s = t1_s - t0_s
         if dt_s <= 0:
             return
-        self.ledger.add(t0_s, dt_s, self.price, self.hashprice, self.physics.advance(dt_s))
+        point = base_point_in_force(self.core.book.active(t0_s)) if self.core.book.obligations else None
+        m0_kw = self.physics.mining()[0] if point is not None else 0.0
+        step = self.physics.advance(dt_s)
+        self.ledger.add(t0_s, dt_s, self.price, self.hashprice, step)
+        if point is not None:  # the step's mean is the trapezoid of its ends: the end is 2 x mean - start
+            self.tracking.add(t0_s, dt_s, point.event_id, point.kw, m0_kw, 2.0 * step.mining_kw - m0_kw)
 
     # ---- inputs ------------------------------------------------------------------------------
 
@@ -340,7 +351,7 @@ class Replay:
                 case Record(kind, data) | RecordInBackground(kind, data):
                     self.records[kind] = self.records.get(kind, 0) + 1
                     if kind == "obligation_ended":
-                        self._ended(str(data["id"]), "expiry")
+                        self._ended(str(data["id"]), "superseded" if "superseded_by" in data else "expiry")
                 case RecordDurably(items):
                     for kind, _data, _subject in items:
                         self.records[kind] = self.records.get(kind, 0) + 1

@@ -99,4 +99,28 @@ def render_text(results: list[dict[str, Any]]) -> str:
                     f"target in {ttt} (deadline {cell(e['deadline_s'])} s), PF {pf}, "
                     f"shortfall {cell(e['shortfall_kwh'])} kWh, {'pass' if e['passed'] else 'FAIL'}"
                 )
+        tracking = result.get("base_point_tracking")
+        if tracking:
+            lines.append("")
+            lines.append(f"[{result['label']}] base point tracking (5 min; settled: within deadband + 2 %):")
+            lines.extend(f"  {line}" for line in tracking_lines(tracking))
     return "\n".join(lines) + "\n"
+
+
+def tracking_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per base point per 5-minute interval: base point, mean mining, MAE, and the same after
+    mining settled within the band."""
+    lines = []
+    for row in rows:
+        settled = (
+            "never settled"
+            if row["settled_after_s"] is None
+            else f"settled after {row['settled_after_s']:g} s: mining {cell(row['settled_mining_kw'])} kW,"
+            f" MAE {cell(row['settled_mae_kw'])} kW ({cell(row['settled_mae_pct'])} %)"
+        )
+        lines.append(
+            f"{when(row['interval_start_s'])} {row['event_id']} base point {cell(row['base_point_kw'])} kW:"
+            f" mining {cell(row['mining_kw'])} kW, MAE {cell(row['mae_kw'])} kW ({cell(row['mae_pct'])} %);"
+            f" {settled}"
+        )
+    return lines

@@ -150,7 +150,11 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
     sc, totals, config = replay.scenario, replay.ledger.totals, replay.config
     hours = sc.duration_s / 3600.0
     spacing_s = replay.step_s
-    logs = sorted(replay.events.values(), key=lambda log: (log.notice_s, log.event.id))
+    # Base points are not scored as events: their tracking is in `base_point_tracking`.
+    logs = sorted(
+        (log for log in replay.events.values() if log.event.kind != "base_point"),
+        key=lambda log: (log.notice_s, log.event.id),
+    )
     events = [score_event(replay, log, spacing_s) for log in logs[:MAX_EVENTS_LISTED]]
     rates = {p.name.casefold(): p for p in sc.programs}
     capacity_usd = sum(p.committed_kw / 1000.0 * p.capacity_usd_per_mw_h * hours for p in sc.programs)
@@ -172,7 +176,7 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
         t.tenant_id: {"violations": t.violations, "violation_s": _r(t.violation_s)}
         for t in replay.tenants.values()
     }
-    return {
+    summary: dict[str, Any] = {
         "label": label,
         "site_id": config.site.site_id,
         "economics": config.economics.enabled,
@@ -227,6 +231,9 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
             "largest_site_ramp_at_s": _r(replay.ledger.ramp.at_s),
         },
     }
+    if replay.tracking.rows:  # only with base points: other replays' output stays as it was
+        summary["base_point_tracking"] = replay.tracking.summary()
+    return summary
 
 
 def interval_table(replay: Replay) -> list[dict[str, Any]]:
