@@ -28,7 +28,7 @@ from mullet.policies.model import (
     SiteSpec,
     TenantSpec,
 )
-from mullet.policies.obligations import ObligationBook
+from mullet.policies.obligations import Decision, ObligationBook
 from mullet.policies.plan import compute_plan
 from mullet.policies.scoring import Sample, rule_for
 
@@ -247,3 +247,19 @@ def test_a_report_on_a_base_point_says_it_is_not_scored_and_gives_no_performance
     for fmt in ("json", "csv", "html"):
         assert "bp-1" in render(report, fmt)  # every rendering copes with the missing figures
     assert json.loads(render(report, "json"))["performance_factor"] is None
+
+
+def test_replaying_the_journal_rows_through_apply_gives_the_same_book() -> None:
+    """daemon/site/recovery.py applies each journaled grid_event as Decision(True, "recovered", ...)."""
+    live: ObligationBook[Request] = ObligationBook(interconnect_kw=13_000, max_event_kw_factor=2.0)
+    rows = []
+    for n, kw in enumerate((8000.0, 5000.0, 9000.0)):
+        event = Request(f"bp-{n}", kw=kw)
+        decision = live.decide(event, now_s=NOW_S + 300 * n, site_power_kw=None)
+        live.apply(event, decision, NOW_S + 300 * n)
+        rows.append((event, decision.obligation, NOW_S + 300 * n))
+    recovered: ObligationBook[Request] = ObligationBook(interconnect_kw=13_000, max_event_kw_factor=2.0)
+    for event, obligation, wall_s in rows:
+        recovered.apply(event, Decision(True, "recovered", obligation=obligation), wall_s)
+    assert recovered.obligations == live.obligations and list(recovered.obligations) == ["bp-2"]
+    assert recovered.history() == live.history() == 2 and recovered.cancelled == live.cancelled == set()
