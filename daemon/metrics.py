@@ -143,6 +143,7 @@ class Metrics(ListenerSeries):
             ["known"],
             registry=r,
         )
+        self._add_qse_series(r)
         self.setpoints = Counter("mullet_setpoints_published_total", "Group setpoints published.", registry=r)
         self.plan_seconds = Histogram(
             "mullet_plan_compute_seconds", "Time to compute one plan.", buckets=_FAST_BUCKETS_S, registry=r
@@ -248,3 +249,41 @@ class Metrics(ListenerSeries):
     def set_group_mode(self, group_id: str, mode: str) -> None:
         for candidate in GROUP_MODES:
             self.group_mode.labels(group_id=group_id, mode=candidate).set(1.0 if candidate == mode else 0.0)
+
+    def _add_qse_series(self, r: CollectorRegistry) -> None:
+        """The QSE link (docs/qse.md): its alarms, and what its Modbus server answered."""
+        self.qse_link_up = Gauge(
+            "mullet_qse_link_up", "1 while the QSE's heartbeat register is changing (alarm at 0).", registry=r
+        )
+        self.qse_fail_safe = Gauge(
+            "mullet_qse_fail_safe",
+            "1 while the QSE link is lost and its fail-safe applies (qse.fail_safe).",
+            registry=r,
+        )
+        self.qse_link_lost = Counter(
+            "mullet_qse_link_lost_total", "Times the QSE's heartbeat stood still for the timeout.", registry=r
+        )
+        self.qse_heartbeat_age = Gauge(
+            "mullet_qse_heartbeat_age_seconds",
+            "Seconds since the QSE's heartbeat register last changed; NaN before the first.",
+            registry=r,
+        )
+        self.qse_connections = Gauge(
+            "mullet_qse_connections", "Modbus connections open to the QSE link's server.", registry=r
+        )
+        self.qse_reads = Counter(
+            "mullet_qse_reads_total", "Read requests the QSE link answered, by table.", ["table"], registry=r
+        )
+        self.qse_writes = Counter(
+            "mullet_qse_writes_total",
+            "Write requests the QSE link accepted: journaled (a level changed), unchanged (heartbeat or"
+            " a level already in force).",
+            ["result"],
+            registry=r,
+        )
+        self.qse_refusals = Counter(
+            "mullet_qse_refusals_total",
+            "Connections and requests the QSE link refused, by reason (docs/qse.md).",
+            ["reason"],
+            registry=r,
+        )

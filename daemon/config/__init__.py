@@ -61,6 +61,7 @@ from mullet.daemon.config.services import (
     ListenerLimits,
     MetricsSection,
     OpenAdrSection,
+    QseSection,
     SimpleLevelSection,
     SimTenantSection,
     SimulatorSection,
@@ -85,6 +86,7 @@ class Config(Strict):
     programs: list[ProgramSection] = Field(default_factory=list, max_length=MAX_PROGRAMS)
     openadr: OpenAdrSection = OpenAdrSection()
     http_api: HttpApiSection = HttpApiSection()
+    qse: QseSection = QseSection()
     ha: HaSection | None = None  # absent: one daemon, no lease, no epoch on the wire
 
     @model_validator(mode="after")
@@ -212,6 +214,7 @@ __all__ = [
     "PositiveKw",
     "ProgramSection",
     "PublicFile",
+    "QseSection",
     "SecretFile",
     "SimTenantSection",
     "SimpleLevelSection",

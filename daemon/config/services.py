@@ -1,14 +1,23 @@
 """The site config's sections about the daemon's services: its HTTP listeners (`[metrics]`,
-`[http_api]`), the `[journal]`, the OpenADR VEN (`[openadr]`), active/standby (`[ha]`) and the
-simulated site (`[simulator]`). Every field is documented in docs/configuration.md."""
+`[http_api]`), the `[journal]`, the OpenADR VEN (`[openadr]`), the QSE link (`[qse]`), active/standby
+(`[ha]`) and the simulated site (`[simulator]`). Every field is documented in docs/configuration.md."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from mullet.daemon.config.fields import CredentialName, Ident, NonNegativeKw, Port, SecretFile, Strict
+from mullet.daemon.config.fields import (
+    CredentialName,
+    Ident,
+    NonNegativeKw,
+    Port,
+    PositiveKw,
+    SecretFile,
+    Strict,
+)
 
 
 class ListenerLimits(Strict):
@@ -67,6 +76,57 @@ class OpenAdrSection(Strict):
     @model_validator(mode="after")
     def _levels_unique(self) -> OpenAdrSection:
         _unique_ints("simple_levels", "level", [level.level for level in self.simple_levels])
+        return self
+
+
+# The products a QSE deploys over the link (drivers/qse_points.py PRODUCTS; docs/qse.md).
+QSE_PRODUCTS = ("ERS-10", "ERS-30", "ECRS", "Non-Spin", "RRS")
+
+
+def _networks(entries: list[str]) -> list[str]:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"not an address or network: {entry!r}") from None
+    return entries
+
+
+class QseSection(Strict):
+    """The QSE link (docs/qse.md): a Modbus TCP server for the QSE's RTU or SCADA gateway."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    # 502 is Modbus's port; binding it needs CAP_NET_BIND_SERVICE (deploy/systemd grants none).
+    port: Port = 5020
+    device_id: Annotated[int, Field(ge=1, le=247)] = 1
+    # Client addresses or networks allowed to connect; everything else is closed at accept.
+    allow: Annotated[list[str], AfterValidator(_networks), Field(min_length=1, max_length=64)] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"]
+    )
+    allow_writes: bool = False
+    max_connections: Annotated[int, Field(ge=1, le=64)] = 4
+    # The QSE's heartbeat register must change at least this often, or the link counts as lost.
+    heartbeat_timeout_s: Annotated[float, Field(ge=1, le=3600)] = 20.0
+    # On a lost link: "hold" keeps what is deployed (and nothing that adds load is applied until the
+    # link is back); "limit" also holds site import under fail_safe_limit_kw until it is back.
+    fail_safe: Literal["hold", "limit"] = "hold"
+    fail_safe_limit_kw: NonNegativeKw | None = None
+    # The reduction a product deploys when the QSE asserts it with 0 MW in its amount register.
+    deploy_kw: dict[str, PositiveKw] = Field(default_factory=dict)
+
+    @field_validator("deploy_kw")
+    @classmethod
+    def _products(cls, amounts: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(amounts) - set(QSE_PRODUCTS))
+        if unknown:
+            raise ValueError(f"unknown product {unknown[0]!r}; the products are {', '.join(QSE_PRODUCTS)}")
+        return amounts
+
+    @model_validator(mode="after")
+    def _fail_safe_level(self) -> QseSection:
+        if self.fail_safe == "limit" and self.fail_safe_limit_kw is None:
+            raise ValueError('fail_safe_limit_kw: required when fail_safe = "limit"')
         return self
 
 

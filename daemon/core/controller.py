@@ -110,6 +110,12 @@ class SiteController:
         self.awaiting_ack: dict[str, tuple[int, float]] = {}
         self.published_plan: dict[str, Any] | None = None
         self.armed: dict[int, ArmedStage] = {}  # per stage, what a trip touches (from the last plan)
+        # Per stage, the groups its last frequency trip shed: while held (tripped), then once released,
+        # until the restore brings them back (the QSE link's relay state, daemon/core/qse_telemetry.py).
+        self.tripped_groups: dict[int, tuple[str, ...]] = {}
+        self.released_groups: dict[int, tuple[str, ...]] = {}
+        self.sleep_kw = {g.group_id: g.sleep_kw for g in self.site.groups}
+        self.cycles = 0  # control cycles that planned: the QSE link's heartbeat counter
         self.wake = False  # an input changed something the next cycle should see at once
         self._outbox: list[Command] = []
         self._plan_published_mono_s = -math.inf
@@ -145,6 +151,7 @@ class SiteController:
         """Take on what a SIGHUP may change (daemon/site/reload.py decided it is only that)."""
         self.config = config
         self.site = config.site_spec()
+        self.sleep_kw = {g.group_id: g.sleep_kw for g in self.site.groups}
         self.book.max_kw = config.site.interconnect_kw * config.control.max_event_kw_factor
         self.book.programs = config.program_catalogue()
         self.book.firmware_sleep_s = config.control.firmware_sleep_s
@@ -355,6 +362,7 @@ class SiteController:
             self.site, snapshot, obligations, now_s, self.memory, self.overrides, cache=self.plan_cache
         )
         self.plan = plan
+        self.cycles += 1
         for restore in set(plan.memory.restores) - set(self.memory.restores):
             # The ramp ledger must survive a restart, or a restarted daemon could restore a second
             # minute's worth of load inside the same minute.
@@ -586,6 +594,7 @@ class SiteController:
             else:
                 self.verifier.expect(group_id, record.sample_mono_s, "trip")
         if record.cause == "frequency":
+            self.tripped_groups[record.stage] = record.groups
             # Restores wait for the frequency to recover (the trigger's release), like an obligation.
             hold = trip_hold(record.seq, record.stage, self.site.interconnect_kw, now_s)
             self.book.obligations[hold.event_id] = hold
@@ -614,6 +623,8 @@ class SiteController:
         self.wake = True
 
     def _trip_released(self) -> None:
+        self.released_groups.update(self.tripped_groups)
+        self.tripped_groups.clear()
         released = [event_id for event_id in self.book.obligations if is_ufr_obligation(event_id)]
         for event_id in released:
             del self.book.obligations[event_id]

@@ -154,8 +154,8 @@ class Journal:
             log.exception("journal retention failed")
 
     async def prune(self, before_wall_s: float) -> int:
-        """Delete entries older than `before_wall_s`, in short transactions, except the recovery kinds
-        and each group's newest setpoint; returns how many went."""
+        """Delete entries older than `before_wall_s`, in short transactions, except the recovery kinds,
+        each group's newest setpoint and the QSE link's newest levels; returns how many went."""
         deleted = 0
         while True:
             count = await _finish(asyncio.ensure_future(asyncio.to_thread(self._prune_batch, before_wall_s)))
@@ -174,7 +174,8 @@ class Journal:
             cursor = self._db.execute(
                 "DELETE FROM journal WHERE id IN (SELECT id FROM journal"
                 f" WHERE wall_s < ? AND kind NOT IN ({keep})"
-                " AND id NOT IN (SELECT MAX(id) FROM journal WHERE kind = 'setpoint' GROUP BY subject)"
+                " AND id NOT IN (SELECT MAX(id) FROM journal WHERE kind IN ('setpoint', 'qse_write')"
+                " GROUP BY kind, subject)"
                 f" ORDER BY id LIMIT {_PRUNE_BATCH})",
                 (before_wall_s, *RECOVERY_KINDS),
             )
@@ -248,6 +249,16 @@ class Journal:
             ).fetchone()
         )
         return int(row[0]) if row and row[0] is not None else 0
+
+    def last(self, kind: str) -> tuple[float, str, str | None, dict[str, Any]] | None:
+        """The newest entry of `kind` (wall_s, kind, subject, data), or None."""
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT wall_s, kind, subject, data FROM journal WHERE kind = ? ORDER BY id DESC LIMIT 1",
+                (kind,),
+            ).fetchone()
+        )
+        return None if row is None else (row[0], row[1], row[2], json.loads(row[3]))
 
     def last_setpoints(self) -> dict[str, dict[str, Any]]:
         """The newest journaled setpoint per group."""

@@ -25,6 +25,7 @@ from mullet.daemon.site.http_api import serve_http_api
 from mullet.daemon.site.intake import Intake
 from mullet.daemon.site.openadr_ven import run_ven
 from mullet.daemon.site.pdu_metrics import PduCollector
+from mullet.daemon.site.qse import QseService
 from mullet.daemon.site.reload import ReloadRefused, reread
 from mullet.daemon.site.status import lifecycle_status, listener_status, site_status
 from mullet.daemon.site.supervisor import Supervisor
@@ -135,6 +136,13 @@ class Daemon:
         self.http_port: int | None = None  # set by the HTTP API once it listens
         self.last_reload = "none"
         recovery.recover(self.journal, self.core, time.time())
+        # The QSE link ([qse], docs/qse.md): its levels and obligations come back from the journal.
+        self.qse: QseService | None = None
+        if config.qse.enabled:
+            self.qse = QseService(
+                config.qse, self.core, self.intake, self.journal, self.metrics, start_mono_s=time.monotonic()
+            )
+            recovery.recover_qse(self.journal, self.core, self.qse.link)
 
     # ---- what other parts of the daemon read ------------------------------------------------
 
@@ -178,6 +186,8 @@ class Daemon:
                     tg.create_task(serve_http_api(self, self.config.http_api, caps.api), name="http-api")
                 if self.config.openadr.enabled:
                     tg.create_task(run_ven(self, self.config.openadr), name="openadr")
+                if self.qse is not None:
+                    tg.create_task(self.qse.run(), name="qse")
                 tg.create_task(self.supervisor.run(), name="supervisor")
                 if self.ha is not None:
                     tg.create_task(self.ha.run(self), name="ha")

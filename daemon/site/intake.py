@@ -15,6 +15,7 @@ from collections.abc import Callable
 import structlog
 
 from mullet.daemon.core.controller import SiteController
+from mullet.daemon.core.qse import ID_PREFIX as QSE_ID_PREFIX
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.records.journal import Journal
 from mullet.daemon.site.executor import CommandRunner
@@ -38,6 +39,13 @@ from mullet.drivers.protocol import (
 log = structlog.get_logger("mullet.daemon")
 
 GRID_QUEUE_SIZE = 1000
+
+
+def _not_qse(event_id: str) -> None:
+    """The QSE link's ids are its own: another transport may neither create nor cancel them (its
+    deployments are level-held: only the QSE's registers end them)."""
+    if event_id.startswith(QSE_ID_PREFIX):
+        raise WireError("reserved_id", f"ids starting with {QSE_ID_PREFIX!r} are the QSE link's")
 
 
 class RejectedEvent:
@@ -139,6 +147,7 @@ class Intake:
         once it is journaled (or refused). None: no id could be read, so nothing can be acked."""
         try:
             event = decode(GridEvent, raw)
+            _not_qse(event.id)
         except WireError as exc:
             self.reject(exc.reason, source, exc.detail)
             self.metrics.grid_events.labels(outcome="rejected").inc()
@@ -152,6 +161,14 @@ class Intake:
     def submit_grid_event(self, event: GridEvent) -> asyncio.Future[GridEventAck]:
         """Queue a validated event (the OpenADR VEN, a takeover); resolves with its ack after the
         journal write."""
+        try:
+            _not_qse(event.id)
+        except WireError as exc:
+            return self._queue(RejectedEvent(event.id, exc.detail, exc.reason))
+        return self._queue(event)
+
+    def submit_qse_event(self, event: GridEvent) -> asyncio.Future[GridEventAck]:
+        """Queue an event of the QSE link (daemon/site/qse.py), the one source of `qse:` ids."""
         return self._queue(event)
 
     def _queue(self, item: GridEvent | RejectedEvent) -> asyncio.Future[GridEventAck]:

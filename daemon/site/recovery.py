@@ -17,6 +17,7 @@ import structlog
 
 from mullet.daemon.core.controller import SiteController
 from mullet.daemon.core.obligation_book import Decision, ObligationBook
+from mullet.daemon.core.qse import Held, QseLink, Want, slot_of_event
 from mullet.daemon.records.journal import Journal
 from mullet.drivers.protocol import GridEvent, GroupSetpoint
 from mullet.policies.model import GroupMemory, GroupMode, Obligation, Override, PolicyMemory
@@ -128,6 +129,24 @@ def overrides(journal: Journal, group_ids: Collection[str], now_s: float) -> dic
         else:
             held.pop(group_id, None)
     return held
+
+
+def recover_qse(journal: Journal, core: SiteController, link: QseLink) -> None:
+    """The QSE link's levels as last journaled, and the obligations it holds in the recovered book:
+    a restart must not read as a recall (the QSE's registers live in this process)."""
+    last = journal.last("qse_write")
+    levels = last[3].get("levels", {}) if last is not None else {}
+    held = {}
+    for event_id, obligation in core.book.obligations.items():
+        slot = slot_of_event(event_id)
+        if slot is not None and obligation.kind in ("limit", "reduce", "base_point"):
+            kind = obligation.kind
+            held[slot] = Held(event_id, Want(kind, obligation.kw, obligation.program))
+    link.adopt(levels, held)
+    if levels or held:
+        log.info(
+            "recovered qse link", levels=len(levels), obligations=sorted(h.event_id for h in held.values())
+        )
 
 
 def recover(journal: Journal, core: SiteController, now_s: float) -> None:
