@@ -1,7 +1,7 @@
 """The QSE point list: every Modbus register the site exposes to its QSE's RTU or SCADA gateway.
 
 One table is the source of truth: the server (drivers/qse_server.py) serves it, the daemon fills it
-(daemon/site/qse.py) and docs/qse.md is generated from it (`python -m mullet.drivers.qse_points`), so
+(daemon/site/qse.py) and docs/qse.md's tables are generated from it (`docs/qse_points.py --write`), so
 the published list cannot drift from what is on the wire.
 
 Conventions, as gateways expect them: 0-based register addresses (Modicon references are 30001 + the
