@@ -1,4 +1,4 @@
-"""The plan and replay benches still run and print their same-run reference and ratio verdicts (no
+"""The plan, replay and QSE benches still run and print their same-run reference and ratio verdicts (no
 timing here: the ratio limits are set out of reach, and what is checked is the output's shape and the
 reference loop's decisions)."""
 
@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 @pytest.fixture
 def bench_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(BENCH))
-    for name in ("_common", "_reference", "plan_compute", "policy_bench", "replay_bench"):
+    for name in ("_common", "_reference", "plan_compute", "policy_bench", "replay_bench", "qse_bench"):
         monkeypatch.delitem(sys.modules, name, raising=False)
 
 
@@ -62,3 +62,22 @@ def test_replay_bench_prints_its_reference_and_the_real_time_verdict(
     assert out.count("PASS: 12 groups") == 2  # the 40-group site has no goal: no verdict
     config = replay_bench.with_economics(replay_bench.large_site(600, 19), True)
     assert len(config.groups) == 600 and len(config.tenants) == 30
+
+
+def test_qse_bench_prints_freshness_against_its_floors_and_tracking_per_base_point(
+    bench_path: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mulletd run` with [qse] and `mulletd simulate`, seconds instead of minutes: the ages beside their
+    floors, the round trip beside the bare meter read, a row per base point in both tracking tables."""
+    import qse_bench
+
+    assert qse_bench.main(["--freshness-s", "1", "--interval-s", "2", "--log-level", "warning"]) == 0
+    out = capsys.readouterr().out
+    for rate in ("1", "10"):
+        assert f"{rate} Hz site_mw_age_ms" in out and f"{rate} Hz mining_mw_age_ms" in out
+        assert f"{rate} Hz ref: bare meter read (simulator)" in out and f"{rate} Hz ratio QSE / ref" in out
+    tables = out.split("2. base points 6 -> 4 -> 7 MW", 1)[1]
+    for base_point in ("6", "4", "7"):
+        rows = [line for line in tables.splitlines() if line.split()[:1] == [base_point]]
+        assert len(rows) == 2, rows  # whole interval, and once settled
+    assert "refused writes: 0" in out and "problem:" not in out
