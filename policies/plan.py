@@ -9,8 +9,9 @@ Operator overrides come first: a held group keeps the mode it was given and no r
 4. Restore (only with no obligation but a base point active, and every reading known): most efficient
    first, within the deadband, minimum off-times and the restore ramp (kW per rolling minute).
 A base point (an ERCOT CLR's SCED dispatch) sets the mining budget below what the site limit leaves:
-mining sheds to it (2.) and restores up to it (4.); economics is suspended while one is in force (SCED
-dispatched on price already), and it never caps AI.
+mining sheds to it (3.) and restores up to it (4.), trimming partial power targets where whole groups
+would miss it (plan_trim); economics is suspended while one is in force (SCED dispatched on price
+already), and it never caps AI.
 5. AI flexible shares: capped only once all mining is shed, only under an obligation that allows
    it, and never below a tenant's firm kW.
 6. Arming: under-frequency stages take running groups in merit order until their shed kW is covered.
@@ -96,14 +97,24 @@ def compute_plan(
         views = economics(groups, settings, snapshot.price_usd_per_mwh, now)
 
     # 3. Shed to fit.
-    planned_kw = shed_to_fit(groups, budget.mining_kw, budget.binding, obligation_active, load_kw, now)
+    # Under a base point, exactness is worth a partial trim (deviation is charged); else merit order.
+    exact = point is not None and budget.mining_kw < budget.mining_max_kw
+    planned_kw = shed_to_fit(
+        groups,
+        budget.mining_kw,
+        budget.binding,
+        obligation_active,
+        load_kw,
+        now,
+        exact_kw=settings.deadband_kw if exact else None,
+    )
 
     # 4. Restore: AI caps first, then groups, within one ramp.
     ramp = RestoreRamp.at(settings, memory.restores, now)
     blocker = restore_blocker(active, unknown)
     lift_caps(site, budget, ramp, blocker, planned_kw, now)
     planned_kw = restore_groups(
-        groups, settings, budget.mining_kw, planned_kw, ramp, views, blocker, load_kw, now
+        groups, settings, budget.mining_kw, planned_kw, ramp, views, blocker, load_kw, now, exact=exact
     )
 
     # 5. AI flexible shares.

@@ -13,6 +13,7 @@ from mullet.policies.economics import EconomicView
 from mullet.policies.model import PolicySettings, SiteSpec
 from mullet.policies.plan_budget import Budget
 from mullet.policies.plan_groups import EPSILON_KW, LoadFn, WorkingGroup, until
+from mullet.policies.plan_trim import trim, trimmable_kw
 
 __all__ = ["RAMP_WINDOW_S", "RestoreRamp", "lift_caps", "restore_groups"]
 
@@ -112,9 +113,13 @@ def restore_groups(
     blocker: str,
     load_kw: LoadFn,
     now: float,
+    *,
+    exact: bool = False,
 ) -> float:
     """Bring groups the earlier phases left alone back towards full power, most efficient first, or
-    say why each waits; return the planned mining kW."""
+    say why each waits; return the planned mining kW. `exact` (a base point binds): a whole group the
+    room cannot take is restored anyway when trimming the partial groups makes it fit, as long as
+    mining is more than twice the deadband under the budget (policies/plan_trim.py)."""
     count = len(groups)
     deadband_kw = settings.deadband_kw
     for group in reversed(groups):  # most efficient first
@@ -145,6 +150,12 @@ def restore_groups(
         elif partial_ok and math.floor(current_kw + step_kw) >= group.spec.min_power_kw:
             new_power = float(math.floor(current_kw + step_kw))
             increase_kw = new_power - current_kw
+        elif exact and _fits_trimmed(
+            groups, group, room_kw, needed_kw, budget_kw - planned_kw, ramp, settings, load_kw
+        ):
+            why = f"to restore {group.spec.group_id} within mining budget {budget_kw:.0f} kW"
+            trimmed_kw = trim(groups, needed_kw - room_kw, load_kw, group, False, why)
+            new_power, increase_kw = None, needed_kw - trimmed_kw
         else:
             group.reason = (
                 f"{label}: restore waits, needs {needed_kw:.0f} kW: room {max(room_kw, 0):.0f} kW"
@@ -161,3 +172,21 @@ def restore_groups(
             f" with deadband {deadband_kw:.0f} kW"
         )
     return planned_kw
+
+
+def _fits_trimmed(
+    groups: list[WorkingGroup],
+    group: WorkingGroup,
+    room_kw: float,
+    needed_kw: float,
+    gap_kw: float,
+    ramp: RestoreRamp,
+    settings: PolicySettings,
+    load_kw: LoadFn,
+) -> bool:
+    """Whether `group` can come back whole with the partial groups trimmed by what the room lacks:
+    only while mining is more than twice the deadband under the budget (else a swap every cycle),
+    and the net increase (the room) within the ramp."""
+    if room_kw <= 0 or gap_kw <= 2 * settings.deadband_kw or room_kw > ramp.step_kw(math.inf, needed_kw):
+        return False
+    return trimmable_kw(groups, load_kw, group, changed_ok=False) >= needed_kw - room_kw

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from mullet.policies.economics import EconomicView, economic_view
 from mullet.policies.model import Override, PolicySettings
 from mullet.policies.plan_groups import EPSILON_KW, LoadFn, WorkingGroup, until
+from mullet.policies.plan_trim import trim, trimmable_kw
 
 __all__ = ["economics", "hold", "shed_to_fit"]
 
@@ -60,9 +61,13 @@ def shed_to_fit(
     obligation_active: bool,
     load_kw: LoadFn,
     now: float,
+    *,
+    exact_kw: float | None = None,
 ) -> float:
     """Shed running groups in merit order until the plan fits `budget_kw`, those inside their minimum
-    on-time only if nothing else fits; return the planned mining kW."""
+    on-time only if nothing else fits; return the planned mining kW. `exact_kw` (a base point binds):
+    a whole group that would overshoot the budget by more than this is left running and the partial
+    groups are trimmed instead, when they can give enough (policies/plan_trim.py)."""
     planned_kw = sum(load_kw(g, g.mode, g.power_kw) for g in groups)
     if planned_kw <= budget_kw + EPSILON_KW:
         return planned_kw
@@ -76,7 +81,13 @@ def shed_to_fit(
             protected = now - group.since_s < group.spec.min_on_s
             if protected and not forced:
                 continue
-            shed_kw, slept = _shed(group, planned_kw - budget_kw, load_kw)
+            over_kw = planned_kw - budget_kw
+            if exact_kw is not None and _overshoots(group, over_kw, exact_kw, load_kw):
+                if trimmable_kw(groups, load_kw, group, changed_ok=True) >= over_kw:
+                    why = f"to meet {binding} exactly (mining budget {budget_kw:.0f} kW)"
+                    planned_kw -= trim(groups, over_kw, load_kw, group, True, why)
+                    break
+            shed_kw, slept = _shed(group, over_kw, load_kw)
             planned_kw -= shed_kw
             where = f"merit order {group.rank}/{count} under {binding} (mining budget {budget_kw:.0f} kW)"
             if not group.known and obligation_active:
@@ -86,6 +97,15 @@ def shed_to_fit(
             partial = f"run at {group.power_kw or 0:.0f} kW: partial"
             group.reason = f"curtail: {where}" if slept else f"{partial}, {where}"
     return planned_kw
+
+
+def _overshoots(group: WorkingGroup, over_kw: float, tolerance_kw: float, load_kw: LoadFn) -> bool:
+    """Whether putting `group` to sleep (it takes no power target) would shed more than `over_kw` by
+    more than `tolerance_kw`."""
+    if group.spec.supports_power_target and group.known:
+        return False
+    whole_kw = load_kw(group, "run", group.power_kw) - load_kw(group, "curtail", None)
+    return whole_kw - over_kw > tolerance_kw
 
 
 def _shed(group: WorkingGroup, over_kw: float, load_kw: LoadFn) -> tuple[float, bool]:

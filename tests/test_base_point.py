@@ -263,3 +263,62 @@ def test_replaying_the_journal_rows_through_apply_gives_the_same_book() -> None:
         recovered.apply(event, Decision(True, "recovered", obligation=obligation), wall_s)
     assert recovered.obligations == live.obligations and list(recovered.obligations) == ["bp-2"]
     assert recovered.history() == live.history() == 2 and recovered.cancelled == live.cancelled == set()
+
+
+def _mixed_site() -> SiteSpec:
+    """Two whole groups (no power target, 600 kW) shed first, two partial ones (1000 kW, down to 300
+    kW) shed last and restored first: the layout where merit order alone misses a base point by up to a
+    whole group's draw."""
+    whole = tuple(
+        GroupSpec(f"w{i}", rated_kw=600, efficiency_j_per_th=30.0 - i, priority=10, sleep_kw=10)
+        for i in (1, 2)
+    )
+    partial = tuple(
+        GroupSpec(
+            f"p{i}",
+            rated_kw=1000,
+            efficiency_j_per_th=20.0 - i,
+            priority=10,
+            sleep_kw=20,
+            supports_power_target=True,
+            min_power_kw=300,
+        )
+        for i in (1, 2)
+    )
+    return SiteSpec(
+        interconnect_kw=10_000,
+        safety_margin_kw=0,
+        base_load_kw=0,
+        groups=whole + partial,
+        tenants=(TenantSpec("ai", reserved_kw=2000, headroom_kw=0),),
+        settings=PolicySettings(deadband_kw=50.0, restore_ramp_kw_per_min=60_000.0, restore_stagger_s=1.0),
+    )
+
+
+def _mining_kw(site: SiteSpec, plan: Plan) -> float:
+    by_id = {g.group_id: g for g in site.groups}
+    return sum(
+        by_id[d.group_id].sleep_kw if d.mode == "curtail" else d.power_kw or by_id[d.group_id].rated_kw
+        for d in plan.decisions
+    )
+
+
+def test_a_base_point_between_whole_groups_is_met_by_trimming_the_partial_ones() -> None:
+    """3200 kW of mining, base point 2900: sleeping w1 would shed 590 kW for 300 asked; the partial
+    groups are trimmed by 300 instead. Then base point 2300 and back up to 3000: within the deadband of
+    it each time, never a whole group's draw away."""
+    site = _mixed_site()
+    snapshot = SiteSnapshot(5200.0, {"ai": 2000.0}, dict.fromkeys(("w1", "w2", "p1", "p2"), 800.0))
+    memory = PolicyMemory()
+    for step, (kw, slept) in enumerate(((2900.0, set()), (2300.0, {"w1"}), (3000.0, set()))):
+        plan, trimmed = None, False
+        for second in range(0, 120, 5):  # restores take a few plans (min off-times, the ramp)
+            now = NOW_S + 1000 * step + second
+            plan = compute_plan(site, snapshot, [_point(kw, f"bp-{step}", NOW_S)], now, memory)
+            memory = plan.memory
+            trimmed |= any("partial, trimmed" in d.reason for d in plan.decisions)
+        assert plan is not None
+        mining_kw = _mining_kw(site, plan)
+        assert kw - 2 * 50.0 <= mining_kw <= kw, (kw, mining_kw, plan.decisions)
+        assert set(plan.curtailed()) == slept, plan.decisions
+        assert trimmed
