@@ -69,6 +69,8 @@ async def test_retention_keeps_what_recovery_needs(tmp_path: Path) -> None:
         (new, "setpoint", "c02", {"seq": 4}),  # c02's newest is recent: its old one goes
         (old, "plan", None, {}),
         (new, "plan", None, {}),
+        (old, "qse_write", "qse", {"n": 1}),
+        (old + 2, "qse_write", "qse", {"n": 2}),  # the QSE link's newest levels: kept though old
     ]
     rows += [(old, kind, "x", {}) for kind in RECOVERY_KINDS]
     _insert(path, rows)
@@ -79,13 +81,14 @@ async def test_retention_keeps_what_recovery_needs(tmp_path: Path) -> None:
     writer.cancel()
     await asyncio.gather(writer, return_exceptions=True)
     # Everything older than now - 3000 s went, in batches of 5000, except:
-    assert journal.pruned == 7000 + 2 + 1  # site power, c01 seq 1, c02 seq 3, the old plan
+    assert journal.pruned == 7000 + 2 + 1 + 1  # site power, c01 seq 1, c02 seq 3, the old plan and levels
     left = {(kind, subject, json.dumps(data)) for _w, kind, subject, data in journal.entries()}
     journal.close()
     assert left == {
         ("setpoint", "c01", '{"seq": 2}'),
         ("setpoint", "c02", '{"seq": 4}'),
         ("plan", None, "{}"),
+        ("qse_write", "qse", '{"n": 2}'),
         ("grid_event", "after", '{"id": "after"}'),
         *((kind, "x", "{}") for kind in RECOVERY_KINDS),
     }
