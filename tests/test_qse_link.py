@@ -47,9 +47,7 @@ class Harness:
         self.link.tick(self.mono_s)
         done = []
         for _ in range(limit):
-            action = self.link.next_action(
-                self.book.obligations.__contains__, NOW_S + self.mono_s, self.mono_s
-            )
+            action = self.link.next_action(self.book.obligations, NOW_S + self.mono_s, self.mono_s)
             if action is None:
                 return done
             decision = self.book.decide(action.event, now_s=NOW_S + self.mono_s, site_power_kw=self.site_kw)
@@ -106,7 +104,7 @@ def test_a_new_base_point_is_added_before_the_old_one_goes() -> None:
     h.settle()
     first = next(iter(h.book.obligations))
     h.write(base_point_set_mw=5.0)
-    action = h.link.next_action(h.book.obligations.__contains__, NOW_S + 1, 1.0)
+    action = h.link.next_action(h.book.obligations, NOW_S + 1, 1.0)
     assert action is not None and action.event.kind == "base_point" and action.replaces == first
     h.mono_s += 1.0
     h.settle()
@@ -231,5 +229,27 @@ def test_a_restart_takes_back_the_levels_and_the_deployments(tmp_path: Path) -> 
     recover_qse(journal, core, link)
     journal.close()
     assert link.levels["ers10_deploy"] == 1.0 and link.held["ERS-10"].event_id == event["id"]
-    assert link.next_action(core.book.obligations.__contains__, NOW_S + 61, 1.0) is None
+    assert link.next_action(core.book.obligations, NOW_S + 61, 1.0) is None
     assert link.slot_state("ERS-10") == "deployed"
+
+
+def test_a_takeover_book_is_adopted_as_asserted_never_recalled() -> None:
+    """A standby that takes over holds the leader's QSE obligations but none of its registers: it
+    takes them as asserted (levels set to match) until the QSE writes otherwise."""
+    leader = Harness(heartbeat_timeout_s=10.0, fail_safe="limit", fail_safe_limit_kw=9000.0)
+    leader.beat()
+    leader.write(ers10_deploy_mw=2.0, ers10_deploy=1.0)
+    leader.settle()
+    leader.mono_s = 11.0
+    leader.settle()  # lost: the fail-safe limit joins the book
+    new = Harness(heartbeat_timeout_s=10.0, fail_safe="limit", fail_safe_limit_kw=9000.0)
+    new.book = leader.book
+    assert new.settle() == []
+    assert new.link.levels["ers10_deploy"] == 1.0 and new.link.slot_state("ERS-10") == "deployed"
+    assert set(new.held()) == {"ERS-10", "fail_safe"}  # the fail-safe waits for the link to be seen up
+    new.beat()
+    new.mono_s = 1.0
+    assert [a.event.kind for a in new.settle()] == ["cancel"] and set(new.held()) == {"ERS-10"}
+    new.write(ers10_deploy=0.0)
+    new.settle()
+    assert new.held() == {}

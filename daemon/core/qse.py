@@ -17,13 +17,14 @@ Pure: no clock, no I/O; the shell (daemon/site/qse.py) feeds it times and carrie
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from mullet.daemon.config import QseSection
 from mullet.drivers.protocol import GridEvent
 from mullet.drivers.qse_points import HOLDING_POINTS, POINTS, PRODUCTS, slug
+from mullet.policies.model import Obligation
 
 ID_PREFIX = "qse:"
 # What a product deploys: ERCOT's products to the catalogue's programs (policies/programs.py). A
@@ -76,6 +77,7 @@ class Action:
     event: GridEvent
     want: Want | None
     replaces: str | None = None
+    orphan: bool = False  # the cancel of a second obligation for a held slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +201,8 @@ class QseLink:
         asked = self.asked(slot)
         held = self.held.get(slot)
         if slot == "fail_safe":
-            return asked
+            # Held until the link is seen up: a takeover or restart starts "waiting", not "up".
+            return held.want if held is not None and self.state == "waiting" else asked
         if self.levels["test_mode"] == 1.0 and asked is not None:
             return held.want if held is not None else None
         if self.state == "lost" and held is not None and _adds_load(asked, held.want):
@@ -225,14 +228,16 @@ class QseLink:
 
     # ---- closing the gap ---------------------------------------------------------------------
 
-    def next_action(self, holds: Callable[[str], bool], now_s: float, now_mono_s: float) -> Action | None:
-        """The next grid event that brings the book to what the link wants, or None when it is there.
-        `holds(event_id)`: whether the book still holds that obligation (it may have been superseded
-        or recovered otherwise)."""
+    def next_action(self, book: Mapping[str, Obligation], now_s: float, now_mono_s: float) -> Action | None:
+        """The next grid event that brings `book` (the obligations by id) to what the link wants, or
+        None when it is there."""
+        orphan = self._orphans(book)
+        if orphan is not None:
+            return orphan
         for slot in SLOTS:
             held = self.held.get(slot)
-            if held is not None and not holds(held.event_id):
-                del self.held[slot]
+            if held is not None and held.event_id not in book:
+                del self.held[slot]  # superseded, or ended otherwise
                 held = None
             want = self.want(slot)
             if want is None:
@@ -256,8 +261,39 @@ class QseLink:
             return Action(slot, event, want, held.event_id if held is not None else None)
         return None
 
+    def _orphans(self, book: Mapping[str, Obligation]) -> Action | None:
+        """QSE obligations in the book the link does not hold (a takeover's book, a journal without
+        the levels) are taken as asserted, never read as a recall; a second one for a held slot (a
+        replacement whose cancel failed) is cancelled."""
+        held_ids = {h.event_id for h in self.held.values()}
+        for event_id, obligation in book.items():
+            slot = slot_of_event(event_id)
+            if (
+                slot is None
+                or event_id in held_ids
+                or obligation.kind not in ("limit", "reduce", "base_point")
+            ):
+                continue
+            if slot in self.held:
+                return Action(slot, GridEvent(id=event_id, kind="cancel", source="qse"), None, orphan=True)
+            want = Want(obligation.kind, obligation.kw, obligation.program)
+            self.held[slot] = Held(event_id, want)
+            self._assert(slot, want)
+        return None
+
+    def _assert(self, slot: str, want: Want) -> None:
+        """Set the levels that ask for `want` (an adopted obligation)."""
+        if slot in PRODUCTS:
+            self.levels[f"{slug(slot)}_deploy"] = 1.0
+            self.levels[f"{slug(slot)}_deploy_mw"] = want.kw / 1000.0
+        elif slot in ("base_point", "import_limit"):
+            self.levels[f"{slot}_set_mw"] = want.kw / 1000.0
+            self.levels[f"{slot}_on"] = 1.0
+
     def outcome(self, action: Action, accepted: bool, code: str, now_mono_s: float) -> None:
         """The book's answer to `action`'s event."""
+        if action.orphan:
+            return
         slot = action.slot
         if self.command.slot == slot and self.command.result == 1:
             result = 2 if accepted else 3

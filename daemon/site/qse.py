@@ -145,7 +145,7 @@ class QseService:
         book = self.core.book
         # Each slot needs at most a new event and a cancel; a refusal that repeats waits for the next tick.
         for _ in range(2 * len(SLOTS)):
-            action = self.link.next_action(book.obligations.__contains__, time.time(), time.monotonic())
+            action = self.link.next_action(book.obligations, time.time(), time.monotonic())
             if action is None:
                 return
             accepted, code = await self._submit(action.event)
