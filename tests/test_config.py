@@ -97,6 +97,16 @@ def test_check_config_names_a_negative_rated_kw(tmp_path: Path) -> None:
             "pdus[0]: stale_after_s (1.5) must exceed keepalive_s (2.0)",
         ),
         (lambda d: d["pdus"][1].update(timeout_s=0), "pdus[1].timeout_s: must be > 0, got 0"),
+        (
+            lambda d: d.update(qse={"fail_safe": "limit"}),
+            'qse.fail_safe_limit_kw: required when fail_safe = "limit"',
+        ),
+        (lambda d: d.update(qse={"deploy_kw": {"RRS-UFR": 1.0}}), "qse.deploy_kw: unknown product 'RRS-UFR'"),
+        (lambda d: d.update(qse={"allow": ["gateway"]}), "qse.allow: not an address or network: 'gateway'"),
+        (
+            lambda d: d.update(qse={"fail_safe": "limit", "fail_safe_limit_kw": 20_000.0}),
+            "qse.fail_safe_limit_kw: 20000 kW is above the interconnect",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(mutate, expected: str) -> None:

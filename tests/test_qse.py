@@ -13,10 +13,11 @@ import json
 import math
 import sqlite3
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import Running, running_site
+from helpers import Running, running_site, with_http_api
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ExceptionResponse
@@ -80,6 +81,11 @@ class Qse:
     async def heartbeat(self) -> None:
         self.beat = (self.beat + 1) % 65536
         assert await self.write(qse_heartbeat=self.beat) is None
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return bytes(response.read())
 
 
 def journal_rows(running: Running, kind: str) -> list[dict]:
@@ -157,7 +163,11 @@ async def test_level_held_deployment_and_heartbeat_fail_safe(mqtt_broker, tmp_pa
 
 
 async def test_refusals_are_modbus_exceptions_and_counted(mqtt_broker, tmp_path: Path) -> None:
-    site = running_site(mqtt_broker, tmp_path, with_qse())
+    def mutate(data: dict) -> None:
+        with_qse()(data)
+        with_http_api(data)
+
+    site = running_site(mqtt_broker, tmp_path, mutate)
     async with site as running, Qse(running.config.qse.port) as qse:
         nan_words = encode(POINTS["base_point_set_mw"], math.nan)
         refused = await qse.client.write_registers(2, nan_words, device_id=DEVICE_ID)
@@ -182,6 +192,15 @@ async def test_refusals_are_modbus_exceptions_and_counted(mqtt_broker, tmp_path:
             assert metrics.value(f'mullet_qse_refusals_total{{reason="{reason}"}}', 0) == count, reason
         assert journal_rows(running, "qse_write") == []
         assert running.metric('mullet_grid_events_total{outcome="accepted"}', 0) == 0
+        # GET /v1/status carries the link, bounded: one entry per slot.
+        url = f"http://127.0.0.1:{running.config.http_api.port}/v1/status"
+        status = json.loads(await asyncio.to_thread(_get, url))["qse"]
+        assert status["writes"] is True and status["connections"] == 1
+        assert len(status["slots"]) == 7 and status["slots"]["ECRS"] == {
+            "state": "clear",
+            "kw": None,
+            "refusal": None,
+        }
 
 
 async def until_metric_async(running: Running, key: str, value: float) -> None:

@@ -127,6 +127,12 @@ class Config(Strict):
                     f" has no break_even_usd_per_mwh (groups[{blind[0]}] has none)"
                 )
         unique("programs", "name", [p.name.casefold() for p in self.programs])
+        qse = self.qse
+        if qse.fail_safe_limit_kw is not None and qse.fail_safe_limit_kw > self.site.interconnect_kw:
+            raise ValueError(
+                f"qse.fail_safe_limit_kw: {qse.fail_safe_limit_kw:g} kW is above the interconnect"
+                f" ({self.site.interconnect_kw:g} kW): it would limit nothing"
+            )
         tenant_ids = {t.tenant_id for t in self.tenants}
         for si, sim in enumerate(self.simulator.tenants):
             if sim.tenant_id not in tenant_ids:
@@ -174,7 +180,14 @@ class Config(Strict):
             f"{len(self.groups)} mining groups ({mining_kw:g} kW rated), "
             f"{len(self.tenants)} AI tenants ({ai_kw:g} kW reserved), {len(self.pdus)} PDUs, "
             f"meter {self.meter.profile} at {self.meter.host}:{self.meter.port}, broker {self.mqtt.url}"
+            + self._qse_summary()
         )
+
+    def _qse_summary(self) -> str:
+        if not self.qse.enabled:
+            return ""
+        access = "read-write" if self.qse.allow_writes else "read-only"
+        return f", QSE link on {self.qse.host}:{self.qse.port} ({access})"
 
 
 def parse_config(data: dict[str, Any]) -> Config:

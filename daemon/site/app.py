@@ -230,7 +230,11 @@ class Daemon:
     # ---- operators: status, overrides, reload ----------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return site_status(self.core, self.journal, self.link.connected.is_set(), time.monotonic())
+        now_mono_s = time.monotonic()
+        document = site_status(self.core, self.journal, self.link.connected.is_set(), now_mono_s)
+        if self.qse is not None:
+            document["qse"] = self.qse.status(now_mono_s)
+        return document
 
     def lifecycle_status(self) -> dict[str, Any]:
         """Service health for GET /v1/status: started, ready, cycling, what operators hold."""

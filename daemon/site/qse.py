@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import structlog
 from pymodbus.constants import ExcCodes
@@ -72,6 +73,26 @@ class QseService:
         self._outcomes_logged: dict[str, str] = {}  # slot -> the last outcome logged
         metrics.qse_link_up.set(0)
         metrics.qse_fail_safe.set(0)
+
+    def status(self, now_mono_s: float) -> dict[str, Any]:
+        """The link for GET /v1/status: bounded (one entry per slot)."""
+        link = self.link
+        slots = {}
+        for slot in SLOTS[:-1]:
+            held = link.held.get(slot)
+            slots[slot] = {
+                "state": link.slot_state(slot),
+                "kw": None if held is None else held.want.kw,
+                "refusal": link.refusal(slot),
+            }
+        return {
+            "link": link.state,
+            "heartbeat_age_s": link.heartbeat_age_s(now_mono_s),
+            "writes": self.section.allow_writes,
+            "connections": self.server.connections,
+            "test_mode": link.levels["test_mode"] == 1.0,
+            "slots": slots,
+        }
 
     # ---- the server's hooks --------------------------------------------------------------------
 
