@@ -192,6 +192,25 @@ async def test_refusals_are_modbus_exceptions_and_counted(mqtt_broker, tmp_path:
             assert metrics.value(f'mullet_qse_refusals_total{{reason="{reason}"}}', 0) == count, reason
         assert journal_rows(running, "qse_write") == []
         assert running.metric('mullet_grid_events_total{outcome="accepted"}', 0) == 0
+        # A flood of valid writes: every change journaled, the book following the last level only.
+        assert await qse.write(qse_heartbeat=1) is None
+        values = [4.0 + (i % 7) * 0.25 for i in range(200)] + [5.5]
+        for value in values:
+            assert await qse.write(base_point_set_mw=value, base_point_on=1) is None
+        final = await until_telemetry(qse, lambda t: t["base_point_mw"] == 5.5, 30, "the last base point")
+        assert final["base_point_state"] == 2
+        held = [
+            e for e in journal_rows(running, "grid_event") if e["event"]["id"].startswith("qse:basepoint:")
+        ]
+        in_force = (
+            {e["event"]["id"] for e in held}
+            - {r["id"] for r in journal_rows(running, "obligation_ended")}
+            - {e["cancels"] for e in journal_rows(running, "grid_event") if e["cancels"]}
+        )
+        assert len(in_force) == 1 and len(held) <= len(values)
+        assert len(journal_rows(running, "qse_write")) == len(
+            values
+        )  # each changed a level; the heartbeat not
         # GET /v1/status carries the link, bounded: one entry per slot.
         url = f"http://127.0.0.1:{running.config.http_api.port}/v1/status"
         status = json.loads(await asyncio.to_thread(_get, url))["qse"]
