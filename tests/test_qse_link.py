@@ -253,3 +253,33 @@ def test_a_takeover_book_is_adopted_as_asserted_never_recalled() -> None:
     new.write(ers10_deploy=0.0)
     new.settle()
     assert new.held() == {}
+
+
+def test_the_stage_points_follow_a_trip_from_armed_to_tripped_released_and_armed(tmp_path: Path) -> None:
+    """The under-frequency slots as the QSE reads them (daemon/core/qse_telemetry.py), on the controller
+    core driven through a trip on a fake clock (test_controller's shell)."""
+    from test_controller import POLL, Shell
+
+    from mullet.daemon.core.qse_telemetry import input_values
+
+    shell = Shell(tmp_path)
+    shell.start()
+    shell.run_for(5, meter_reads=POLL)
+    link = QseLink(QseSection(enabled=True), started_mono_s=0.0)
+
+    def points() -> dict[str, float]:
+        return input_values(shell.core, link, shell.now_mono_s)
+
+    armed = points()
+    assert (armed["stage1_number"], armed["stage1_relay"]) == (1.0, 1.0) and armed["stage1_armed_mw"] > 0.5
+    assert armed["stage2_number"] == 2.0 and armed["stage3_number"] == 0.0
+    assert armed["mining_mw"] > armed["lpc_fast_mw"] >= armed["lpc_10min_mw"] >= 0.0
+    shell.hz = 59.80  # below stage 1, above stage 2
+    shell.run_for(5, meter_reads=POLL)
+    tripped = points()
+    assert tripped["stage1_relay"] == 2.0 and tripped["stage2_relay"] == 1.0
+    shell.hz = 60.0
+    shell.run_for(shell.core.trigger.settings.release_after_s + 1.0, meter_reads=POLL)
+    assert points()["stage1_relay"] == 3.0  # released; its groups restoring through the ramp
+    shell.run_for(120, meter_reads=POLL)
+    assert points()["stage1_relay"] == 1.0
