@@ -349,3 +349,27 @@ def test_the_module_imports_without_the_extra_and_start_names_it() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "mullet[dnp3]" in done.stdout
+
+
+async def test_the_daemon_serves_its_live_points_over_dnp3(mqtt_broker, tmp_path) -> None:
+    """`[qse] dnp3 = true`: mulletd's own outstation, beside its Modbus server, with the simulated
+    site's live values."""
+    from helpers import running_site
+    from test_qse import with_qse
+
+    from mullet.simulators.ports import free_port
+
+    dnp3_port = free_port()
+    mutate = with_qse(dnp3=True, dnp3_port=dnp3_port, heartbeat_timeout_s=600.0)
+    async with running_site(mqtt_broker, tmp_path, mutate):
+        master = _Master(dnp3_port, asyncio.get_running_loop())
+        try:
+            analogs, binaries = await asyncio.wait_for(master.startup.ended.get(), WAIT_S * 3)
+        finally:
+            await master.close()
+    site_mw, flags = analogs[ANALOG_INDEX["site_mw"]]
+    assert site_mw > 5.0 and flags & ONLINE
+    mining_mw, flags = analogs[ANALOG_INDEX["mining_mw"]]
+    assert 5.0 < mining_mw < site_mw and flags & ONLINE
+    assert analogs[ANALOG_INDEX["heartbeat"]][0] >= 1.0
+    assert binaries[0] == (True, ONLINE | STATE)  # controlling

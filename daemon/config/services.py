@@ -18,6 +18,7 @@ from mullet.daemon.config.fields import (
     SecretFile,
     Strict,
 )
+from mullet.drivers.qse_dnp3 import EXTRA_HINT, dnp3_available
 
 
 class ListenerLimits(Strict):
@@ -114,6 +115,12 @@ class QseSection(Strict):
     fail_safe_limit_kw: NonNegativeKw | None = None
     # The reduction a product deploys when the QSE asserts it with 0 MW in its amount register.
     deploy_kw: dict[str, PositiveKw] = Field(default_factory=dict)
+    # The same point list read-only over DNP3 (docs/qse.md section 7), on `host`, to `allow`: needs the
+    # optional extra (pip install 'mullet[dnp3]').
+    dnp3: bool = False
+    dnp3_port: Port = 20000
+    dnp3_outstation_address: Annotated[int, Field(ge=0, le=0xFFEF)] = 1024
+    dnp3_master_address: Annotated[int, Field(ge=0, le=0xFFEF)] = 1
 
     @field_validator("deploy_kw")
     @classmethod
@@ -127,6 +134,10 @@ class QseSection(Strict):
     def _fail_safe_level(self) -> QseSection:
         if self.fail_safe == "limit" and self.fail_safe_limit_kw is None:
             raise ValueError('fail_safe_limit_kw: required when fail_safe = "limit"')
+        if self.dnp3 and self.dnp3_outstation_address == self.dnp3_master_address:
+            raise ValueError("dnp3_master_address: must differ from dnp3_outstation_address")
+        if self.enabled and self.dnp3 and not dnp3_available():
+            raise ValueError(f"dnp3: {EXTRA_HINT}")
         return self
 
 

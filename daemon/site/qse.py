@@ -27,6 +27,7 @@ from mullet.daemon.metrics import Metrics
 from mullet.daemon.records.journal import Journal
 from mullet.daemon.site.intake import Intake
 from mullet.drivers.protocol import GridEvent
+from mullet.drivers.qse_dnp3 import QseDnp3Outstation
 from mullet.drivers.qse_points import Table
 from mullet.drivers.qse_server import QseServer, parse_allowlist
 
@@ -68,6 +69,18 @@ class QseService:
             write=self.write,
             refused=self.refused,
         )
+        # The same points read-only over DNP3, with its own refusal labels (docs/qse.md section 7).
+        self.dnp3: QseDnp3Outstation | None = None
+        if section.dnp3:
+            self.dnp3 = QseDnp3Outstation(
+                host=section.host,
+                port=section.dnp3_port,
+                outstation_address=section.dnp3_outstation_address,
+                master_address=section.dnp3_master_address,
+                allow=parse_allowlist(section.allow),
+                read=self.read,
+                refused=lambda reason, peer: self.refused(f"dnp3_{reason}", peer),
+            )
         self._wake = asyncio.Event()
         self._refusal_log = RateLimiter(REFUSAL_LOG_EVERY_S)
         self._outcomes_logged: dict[str, str] = {}  # slot -> the last outcome logged
@@ -145,6 +158,9 @@ class QseService:
 
     async def run(self) -> None:
         await self.server.start()
+        if self.dnp3 is not None:
+            await self.dnp3.start()
+            log.info("qse dnp3 outstation listening", host=self.section.host, port=self.dnp3.port)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -154,6 +170,8 @@ class QseService:
                 await self.step()
         finally:
             await self.server.stop()
+            if self.dnp3 is not None:
+                await self.dnp3.stop()
 
     async def step(self) -> None:
         """Look at the heartbeat, then close the gap between the levels and the book."""
