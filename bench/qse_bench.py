@@ -21,8 +21,10 @@ process is only the QSE's gateway: pymodbus clients on loopback.
    `base_point_on` = 1 in one FC 16 request at the interval's start; `mining_mw` is sampled from the
    link at 1 Hz. Per interval: mean mining MW, MAE MW and % of the base point over the whole interval
    and over the part after mining first came within the deadband + 2 % of the base point (the replay's
-   "settled" band, daemon/replay/tracking.py), and when that was (1 s resolution). Means are over the
-   1 Hz samples (the replay integrates its physics exactly; this sees what a QSE sees).
+   "settled" band), and when that was. The figures are the replay's own (daemon/replay/tracking.py's
+   TrackingRow), mining taken linear between the 1 Hz samples: a ramp that passes through the band
+   settles the interval, as in the replay. Beside them, the mean `mining_budget_mw` (what the plan
+   left mining), which tells the plan's granularity from the tracking.
 
 No verdict: the ratios and the tracking figures are printed. Exit status 1 when the link refused a
 write, lost its heartbeat, or a process did not stop cleanly.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import math
 import secrets
 import signal
@@ -50,6 +53,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from mullet.daemon.config import Config, parse_config
 from mullet.daemon.logs import configure_logging
+from mullet.daemon.replay.tracking import SETTLE_FRACTION, TrackingRow
 from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.qse_points import INPUT_POINTS, POINTS, decode, encode
 from mullet.simulators.broker import EmbeddedBroker, MosquittoBroker, make_broker
@@ -208,27 +212,41 @@ class Interval:
     base_point_mw: float
     band_mw: float
     samples: list[tuple[float, float]] = field(default_factory=list)  # (s since the write, mining MW)
+    budget_mw: list[float] = field(default_factory=list)  # mining_budget_mw: what the plan left mining
     unknown: int = 0
     deployed_after_s: float | None = None  # first sample with base_point_state 2 and the value in force
 
+    def tracked(self) -> TrackingRow:
+        """The replay's tracking row (same band, same exact integration), mining linear between samples."""
+        row = TrackingRow(0.0, "qse", self.base_point_mw * 1000.0, self.band_mw * 1000.0)
+        for (t0_s, m0_mw), (t1_s, m1_mw) in itertools.pairwise(self.samples):
+            row.add(t0_s, t1_s - t0_s, m0_mw * 1000.0, m1_mw * 1000.0)
+        return row
+
     def rows(self) -> tuple[list[object], list[object]]:
-        bp = self.base_point_mw
-        mining = [m for _, m in self.samples]
-        settled_at = next((t for t, m in self.samples if abs(m - bp) <= self.band_mw), None)
-        after = [m for t, m in self.samples if settled_at is not None and t >= settled_at]
+        bp_kw = self.base_point_mw * 1000.0
+        row = self.tracked()
 
-        def figures(values: list[float]) -> list[object]:
-            if not values:
-                return [0, math.nan, math.nan, math.nan]
-            mae = sum(abs(m - bp) for m in values) / len(values)
-            return [len(values), sum(values) / len(values), mae, 100.0 * mae / bp if bp > 0 else math.nan]
+        def figures(seconds: float, mining_kws: float, error_kws: float) -> list[object]:
+            if seconds <= 0:
+                return [math.nan, math.nan, math.nan]
+            mae_kw = error_kws / seconds
+            return [mining_kws / seconds / 1000.0, mae_kw / 1000.0, 100.0 * mae_kw / bp_kw]
 
-        whole = [f"{bp:g}", *figures(mining), self.unknown]
+        budget = sum(self.budget_mw) / len(self.budget_mw) if self.budget_mw else math.nan
+        whole = [
+            f"{self.base_point_mw:g}",
+            len(self.samples),
+            *figures(row.seconds, row.mining_kws, row.error_kws),
+            budget,
+            self.unknown,
+        ]
         settled = [
-            f"{bp:g}",
+            f"{self.base_point_mw:g}",
             f"{self.band_mw:.3f}",
-            "not settled" if settled_at is None else f"{settled_at:.0f}",
-            *figures(after),
+            "not settled" if row.settled_at_s is None else f"{row.settled_at_s:.1f}",
+            row.settled_s,
+            *figures(row.settled_s, row.settled_mining_kws, row.settled_error_kws),
             "n/a" if self.deployed_after_s is None else f"{self.deployed_after_s:.0f}",
         ]
         return whole, settled
@@ -236,7 +254,7 @@ class Interval:
 
 async def follow(gateway: Gateway, base_point_mw: float, seconds: float, deadband_mw: float) -> Interval:
     """Write the base point at the interval's start, then sample the link at 1 Hz to its end."""
-    out = Interval(base_point_mw, deadband_mw + 0.02 * base_point_mw)
+    out = Interval(base_point_mw, deadband_mw + SETTLE_FRACTION * base_point_mw)
     start_s = time.monotonic()
     if not await gateway.write(base_point_set_mw=base_point_mw, base_point_on=1):
         raise RuntimeError(f"base point {base_point_mw} MW refused: {gateway.refused[-1]}")
@@ -250,6 +268,8 @@ async def follow(gateway: Gateway, base_point_mw: float, seconds: float, deadban
         )
         if in_force and out.deployed_after_s is None:
             out.deployed_after_s = since_s
+        if not math.isnan(values["mining_budget_mw"]):
+            out.budget_mw.append(values["mining_budget_mw"])
         if math.isnan(values["mining_mw"]):
             out.unknown += 1
         else:
@@ -501,15 +521,15 @@ async def amain(args: argparse.Namespace) -> int:
         f" (mining {out['mining_before_mw']:.2f} MW before the first); heartbeat every {args.heartbeat_s:g} s"
     )
     whole_rows, settled_rows = zip(*(i.rows() for i in intervals), strict=True)
-    print_table(["base point MW", "n", "mean MW", "MAE MW", "MAE %", "unknown"], whole_rows)
+    print_table(["base point MW", "n", "mean MW", "MAE MW", "MAE %", "budget MW", "unknown"], whole_rows)
     print()
-    print("once the ramp allows: from the first sample within deadband + 2 % of the base point")
+    print("once the ramp allows: from when mining first came within deadband + 2 % of the base point")
     print_table(
         [
             "base point MW",
             "band MW",
             "settled after s",
-            "n",
+            "for s",
             "mean MW",
             "MAE MW",
             "MAE %",
@@ -518,9 +538,11 @@ async def amain(args: argparse.Namespace) -> int:
         settled_rows,
     )
     print(
-        f"band = control.deadband_kw ({config.control.deadband_kw:g} kW) + 2 % of the base point, as"
-        " mulletd replay's tracking; times from the base point's write, to the 1 Hz sample;"
-        " 'in force after s' = first sample showing base_point_state 2 with the value written"
+        f"band = control.deadband_kw ({config.control.deadband_kw:g} kW) + 2 % of the base point; mining is"
+        " taken linear between the 1 Hz samples and integrated as mulletd replay does (its TrackingRow),"
+        " so a ramp passing through the band settles it; times from the base point's write;"
+        " budget = mean mining_budget_mw (what the plan left mining); 'in force after s' = first"
+        " sample showing base_point_state 2 with the value written"
     )
     print()
     problems = list(out["refused"])
