@@ -49,7 +49,7 @@ def _promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProce
 def test_alert_rules_check_and_unit_tests() -> None:
     checked = _promtool("check", "rules", "alerts.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 11 rules found" in checked.stdout
+    assert "SUCCESS: 12 rules found" in checked.stdout
     tested = _promtool("test", "rules", "alerts_test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     config = _promtool("check", "config", "prometheus.yml")
