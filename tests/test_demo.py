@@ -1,4 +1,5 @@
-"""`mulletd demo --duration 40`: the README's first command, on its embedded broker (amqtt)."""
+"""`mulletd demo --duration 40`: the README's first command, on its embedded broker (amqtt); it ends
+once its script has restored the site."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ async def test_demo_meets_the_limit_and_leaves_ai_untouched() -> None:
     assert returncode == 0, output
     assert any(line.startswith("metrics at http://127.0.0.1:") for line in lines[:3]), lines[:3]
     status = [line for line in lines if line.startswith("t=")]
-    assert len(status) >= 30, "a status line every second"
+    assert len(status) >= 15, "a status line every second, from ready to the restore"
     assert all(k in status[0] for k in ("site", "AI", "mining", "budget", "curtailed"))
     summary = lines[-1]
     match = re.fullmatch(r"demo: event (\S+) limit (\d+) kW met in ([\d.]+) s; ai untouched: yes", summary)

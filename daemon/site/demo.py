@@ -189,7 +189,9 @@ async def run_demo(
         stack.push_async_callback(_cancel, status, script)
         ending: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
         if duration_s is not None:
+            # A timed run (CI, a smoke test) ends at its duration, or once the script has told its story.
             ending.append(asyncio.ensure_future(asyncio.sleep(duration_s)))
+            ending.append(asyncio.ensure_future(_after(script, 1.0)))
         stack.push_async_callback(_cancel, *ending)
         await asyncio.wait([*ending, site_task, daemon_task], return_when=asyncio.FIRST_COMPLETED)
         if script.done() and not script.cancelled() and script.exception() is not None:
@@ -208,6 +210,12 @@ async def run_demo(
     if duration_s is None:
         return 0
     return 0 if outcome.met_after_s is not None and ai_untouched else 1
+
+
+async def _after(task: asyncio.Task[None], pause_s: float) -> None:
+    """`task`'s end (however it ended), then a pause for the last status line."""
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(pause_s)
 
 
 async def _cancel(*tasks: asyncio.Future[Any]) -> None:
