@@ -26,6 +26,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from mullet.drivers.modbus_listener import ModbusListener
 from mullet.drivers.qse_points import (
     HOLDING_SIZE,
     INPUT_SIZE,
@@ -78,7 +79,7 @@ def allowed(peer_host: str, allow: tuple[Network, ...]) -> bool:
     return any(address in network for network in allow)
 
 
-class QseServer:
+class QseServer(ModbusListener):
     def __init__(
         self,
         *,
@@ -92,7 +93,7 @@ class QseServer:
         write: WriteFn,
         refused: RefusedFn,
     ) -> None:
-        self.host = host
+        super().__init__(host=host, port=port)
         self.device_id = device_id
         self.allow = allow
         self.max_connections = max_connections
@@ -100,19 +101,10 @@ class QseServer:
         self._read = read
         self._write = write
         self._refused = refused
-        self._port = port
-        self._server: _Server | None = None
         self._write_lock = asyncio.Lock()
         self.connections = 0
 
-    @property
-    def port(self) -> int:
-        """The bound port once started (port 0 binds a free one)."""
-        return self._port
-
-    async def start(self) -> None:
-        if self._server is not None:
-            return
+    def _build(self) -> ModbusTcpServer:
         blocks = (
             [SimData(0, count=16, values=False, datatype=DataType.BITS)],
             [SimData(0, count=16, values=False, datatype=DataType.BITS)],
@@ -120,25 +112,13 @@ class QseServer:
             [SimData(0, count=INPUT_SIZE, values=0, datatype=DataType.REGISTERS)],
         )
         device = SimDevice(self.device_id, simdata=blocks, action=self._action)
-        server = _Server(self, device, address=(self.host, self._port))
-        await server.serve_forever(background=True)
-        sockets = getattr(server.transport, "sockets", None) or []
-        if sockets:
-            self._port = int(sockets[0].getsockname()[1])
-        self._server = server
+        return _Server(self, device, address=(self.host, self._port))
+
+    def _started(self) -> None:
         log.info("qse modbus server listening", host=self.host, port=self._port, writes=self.writes_allowed)
 
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            await server.shutdown()  # type: ignore[no-untyped-call]  # untyped in pymodbus 3.16
-
-    async def serve(self) -> None:
-        await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
+    def _stopped(self) -> None:
+        log.info("qse modbus server stopped", port=self._port)
 
     # ---- connections ---------------------------------------------------------------------------
 

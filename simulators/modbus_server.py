@@ -14,12 +14,13 @@ Modbus exception (DEVICE_FAILURE), like a device whose application has failed be
 from __future__ import annotations
 
 import abc
-import asyncio
 
 import structlog
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from mullet.drivers.modbus_listener import ModbusListener
 
 _log = structlog.get_logger()
 
@@ -41,27 +42,16 @@ def unused_registers() -> list[SimData]:
     return [SimData(0, datatype=DataType.INVALID)]
 
 
-class ModbusDeviceServer(abc.ABC):
+class ModbusDeviceServer(ModbusListener):
     """One simulated Modbus/TCP device on its own port (port 0 binds a free one; see `port`)."""
 
     def __init__(self, *, name: str, host: str, port: int, device_id: int) -> None:
+        super().__init__(host=host, port=port)
         self.name = name
-        self.host = host
         self.device_id = device_id
         self.responding = True
         self.exceptions = False
         self.requests = 0
-        self._port = port
-        self._server: ModbusTcpServer | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port once started (the configured one before)."""
-        return self._port
-
-    @property
-    def listening(self) -> bool:
-        return self._server is not None
 
     @abc.abstractmethod
     def _blocks(self) -> Blocks:
@@ -81,33 +71,15 @@ class ModbusDeviceServer(abc.ABC):
         `block_start` is the table's first address; for bit tables it is counted in 16-bit
         registers, with bit `b` at register `b // 16 - block_start`, bit position `b % 16`."""
 
-    async def start(self) -> None:
-        """Listen (again) on host:port; after the first start the port is fixed, even if it was 0."""
-        if self._server is not None:
-            return
+    def _build(self) -> ModbusTcpServer:
         device = SimDevice(self.device_id, simdata=self._blocks(), action=self._action)
-        server = ModbusTcpServer(device, address=(self.host, self._port), trace_packet=self._trace_packet)
-        await server.serve_forever(background=True)
-        sockets = getattr(server.transport, "sockets", None) or []
-        if sockets:
-            self._port = int(sockets[0].getsockname()[1])
-        self._server = server
+        return ModbusTcpServer(device, address=(self.host, self._port), trace_packet=self._trace_packet)
+
+    def _started(self) -> None:
         _log.debug("modbus sim listening", device=self.name, host=self.host, port=self._port)
 
-    async def stop(self) -> None:
-        """Close the listener and every open connection."""
-        server, self._server = self._server, None
-        if server is not None:
-            await server.shutdown()  # type: ignore[no-untyped-call]  # untyped in pymodbus 3.16
-            _log.debug("modbus sim stopped", device=self.name, port=self._port)
-
-    async def serve(self) -> None:
-        """Start, then serve until cancelled."""
-        await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
+    def _stopped(self) -> None:
+        _log.debug("modbus sim stopped", device=self.name, port=self._port)
 
     async def _action(
         self,
