@@ -18,7 +18,6 @@ from mullet.daemon.config.fields import (
     SecretFile,
     Strict,
 )
-from mullet.drivers.qse_dnp3 import EXTRA_HINT, dnp3_available
 
 
 class ListenerLimits(Strict):
@@ -136,8 +135,12 @@ class QseSection(Strict):
             raise ValueError('fail_safe_limit_kw: required when fail_safe = "limit"')
         if self.dnp3 and self.dnp3_outstation_address == self.dnp3_master_address:
             raise ValueError("dnp3_master_address: must differ from dnp3_outstation_address")
-        if self.enabled and self.dnp3 and not dnp3_available():
-            raise ValueError(f"dnp3: {EXTRA_HINT}")
+        if self.enabled and self.dnp3:
+            # Only then: the outstation's module pulls in pymodbus' server stack.
+            from mullet.drivers.qse_dnp3 import EXTRA_HINT, dnp3_available
+
+            if not dnp3_available():
+                raise ValueError(f"dnp3: {EXTRA_HINT}")
         return self
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,9 +23,7 @@ from mullet.daemon.site.executor import CommandRunner
 from mullet.daemon.site.fastpath import FastPath, TripSettled
 from mullet.daemon.site.http_api import serve_http_api
 from mullet.daemon.site.intake import Intake
-from mullet.daemon.site.openadr_ven import run_ven
 from mullet.daemon.site.pdu_metrics import PduCollector
-from mullet.daemon.site.qse import QseService
 from mullet.daemon.site.reload import ReloadRefused, reread
 from mullet.daemon.site.status import lifecycle_status, listener_status, site_status
 from mullet.daemon.site.supervisor import Supervisor
@@ -33,6 +31,9 @@ from mullet.daemon.site.trip_records import record_settled
 from mullet.daemon.site.wiring import site_journal, site_link, site_meter
 from mullet.drivers.pdu import PduPool
 from mullet.drivers.protocol import GridEvent, GridEventAck, Topics
+
+if TYPE_CHECKING:
+    from mullet.daemon.site.qse import QseService
 
 log = structlog.get_logger("mullet.daemon")
 
@@ -139,6 +140,9 @@ class Daemon:
         # The QSE link ([qse], docs/qse.md): its levels and obligations come back from the journal.
         self.qse: QseService | None = None
         if config.qse.enabled:
+            # Imported only when configured: pymodbus' server stack costs every start ~0.25 s.
+            from mullet.daemon.site.qse import QseService
+
             self.qse = QseService(
                 config.qse, self.core, self.intake, self.journal, self.metrics, start_mono_s=time.monotonic()
             )
@@ -185,6 +189,9 @@ class Daemon:
                 if self.config.http_api.enabled:
                     tg.create_task(serve_http_api(self, self.config.http_api, caps.api), name="http-api")
                 if self.config.openadr.enabled:
+                    # Imported only when configured: openleadr (and its aiohttp client) cost ~0.2 s.
+                    from mullet.daemon.site.openadr_ven import run_ven
+
                     tg.create_task(run_ven(self, self.config.openadr), name="openadr")
                 if self.qse is not None:
                     tg.create_task(self.qse.run(), name="qse")
