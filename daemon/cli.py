@@ -1,4 +1,5 @@
-"""`mulletd`: the site daemon, check-config, simulate, demo, report, status, edge agents and the fleet."""
+"""`mulletd`: the site daemon, check-config, simulate, demo, report, export, replay, status, edge agents
+and the fleet."""
 
 from __future__ import annotations
 
@@ -243,6 +244,48 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from mullet.daemon.records.export import DEFAULT_MAX_GAP_S, intervals, journal_samples, write_csv
+    from mullet.daemon.records.report import ReportError, open_journal
+    from mullet.daemon.replay.scenario import parse_time
+
+    config = _load_or_exit(args.config) if args.config else None
+    journal_path = args.journal or (config.journal.path if config is not None else None)
+    if journal_path is None:
+        print("mulletd export: give --config FILE or --journal PATH", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        from_s, to_s = parse_time(args.from_), parse_time(args.to)
+    except ValueError as exc:
+        print(f"mulletd export: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    interval_s = {"15m": 900.0, "1m": 60.0}[args.interval]
+    if to_s <= from_s:
+        print("mulletd export: --to must be after --from", file=sys.stderr)
+        return EXIT_CONFIG
+    # A sample holds until the next; a silence longer than this is a gap (the journal writes one a
+    # journal.site_power_every_s, 1 s by default).
+    max_gap_s = (
+        max(DEFAULT_MAX_GAP_S, 2.5 * config.journal.site_power_every_s) if config else DEFAULT_MAX_GAP_S
+    )
+    try:
+        db = open_journal(journal_path)
+    except ReportError as exc:
+        print(f"mulletd export: {exc}", file=sys.stderr)
+        return 1
+    try:
+        rows = intervals(journal_samples(db, from_s, to_s, max_gap_s), from_s, to_s, interval_s, max_gap_s)
+        if args.output:
+            with open(args.output, "w", newline="") as out:
+                count = write_csv(rows, out)
+            print(f"{args.output}: {count} intervals of {args.interval}, interval ending, UTC")
+        else:
+            write_csv(rows, sys.stdout)
+    finally:
+        db.close()
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from mullet.daemon.replay.command import run
 
@@ -341,6 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--output", "-o", default=None, help="write here instead of stdout")
     report.set_defaults(func=cmd_report)
+
+    export = sub.add_parser(
+        "export", help="interval data (kWh, mean kW) of site, mining and AI as CSV, from the journal"
+    )
+    export.add_argument("--config", default=None, help="site config (for the journal path)")
+    export.add_argument("--journal", default=None, help="journal file (instead of --config)")
+    export.add_argument("--from", dest="from_", required=True, help="ISO-8601 with an offset, or Unix s")
+    export.add_argument("--to", required=True, help="ISO-8601 with an offset, or Unix s (exclusive)")
+    export.add_argument("--interval", choices=["15m", "1m"], default="15m")
+    export.add_argument("--output", "-o", default=None, help="write here instead of stdout")
+    export.set_defaults(func=cmd_export)
 
     replay = sub.add_parser(
         "replay",

@@ -24,16 +24,22 @@ def test_a_repeated_price_is_journaled_once_and_a_new_value_again(tmp_path: Path
     assert rows[1][0] == rows[0][0] + 31.0  # written at the step the new value arrived
 
 
-def test_site_power_carries_the_ai_total_and_none_while_a_tenant_is_unknown(tmp_path: Path) -> None:
+def test_site_power_carries_the_ai_and_mining_totals_and_none_while_one_is_unknown(tmp_path: Path) -> None:
     shell = Shell(tmp_path)
     shell.start()
     shell.run_for(5)
     _t, row = shell.records("site_power")[-1]
     assert row.data["ai_kw"] == round(sum(AI_KW.values()), 3)
-    assert set(row.data) == {"kw", "hz", "ai_kw"}
+    assert row.data["mining_kw"] == round(sum(shell.power_kw.values()), 3)
+    assert set(row.data) == {"kw", "hz", "ai_kw", "mining_kw"}
 
     shell.core.tenant_online("ai-b", False)  # its reading no longer counts: unknown, not zero
     shell.run_for(5)
     _t, row = shell.records("site_power")[-1]
     assert row.data["ai_kw"] is None
+    assert row.data["mining_kw"] is not None
     assert row.data["kw"] > 0  # the meter itself is still known
+    shell.core.group_online("c01", False)
+    shell.run_for(5)
+    _t, row = shell.records("site_power")[-1]
+    assert row.data["mining_kw"] is None

@@ -196,10 +196,13 @@ class SiteController:
             # The AI tenants' share too, so `mulletd replay --journal` can re-run their demand; None
             # while any tenant's reading is unknown (unknown is not zero).
             ai_kw = self.total_kw("tenants", sample.monotonic_s)
+            # Mining's too, for interval data (`mulletd export`); None likewise while a group is unknown.
+            mining_kw = self.total_kw("groups", sample.monotonic_s)
             entry = {
                 "kw": round(sample.power_kw, 3),
                 "hz": sample.frequency_hz,
                 "ai_kw": round(ai_kw, 3) if math.isfinite(ai_kw) else None,
+                "mining_kw": round(mining_kw, 3) if math.isfinite(mining_kw) else None,
             }
             self._emit(Record("site_power", entry))
 
