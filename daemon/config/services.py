@@ -182,6 +182,10 @@ class JournalSection(Strict):
     queue_size: Annotated[int, Field(ge=100, le=1_000_000)] = 10_000
     # The site meter's power is journaled at most this often, for compliance reports.
     site_power_every_s: Annotated[float, Field(gt=0, le=900)] = 1.0
+    # Around every trip, every meter sample from this long before to this long after, at the poll rate
+    # (`trip_curve` entries): the sub-second response a 1 s `site_power` cannot show.
+    trip_curve_before_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    trip_curve_after_s: Annotated[float, Field(gt=0, le=120)] = 5.0
 
 
 class SimTenantSection(Strict):

@@ -37,6 +37,7 @@ from mullet.daemon.core.plan_change import plan_change
 from mullet.daemon.core.plan_document import decision_key, plan_summary
 from mullet.daemon.core.shed_verifier import OutletsKw, PendingShed, ShedVerifier
 from mullet.daemon.core.site_state import SiteState
+from mullet.daemon.core.trip_curve import TripCurves
 from mullet.daemon.core.trips import ArmedStage, TripRecord, arm_stages
 from mullet.daemon.metrics import Metrics
 from mullet.drivers.meter import MeterSample, RefreshWatch
@@ -115,6 +116,8 @@ class SiteController:
         self.tripped_groups: dict[int, tuple[str, ...]] = {}
         self.released_groups: dict[int, tuple[str, ...]] = {}
         self.sleep_kw = {g.group_id: g.sleep_kw for g in self.site.groups}
+        journal = config.journal
+        self.trip_curves = TripCurves(journal.trip_curve_before_s, journal.trip_curve_after_s)
         self.cycles = 0  # control cycles that planned: the QSE link's heartbeat counter
         self.wake = False  # an input changed something the next cycle should see at once
         self._outbox: list[Command] = []
@@ -186,6 +189,8 @@ class SiteController:
     def meter_sample(self, sample: MeterSample) -> None:
         """Everything a sample means besides the trigger (after the trip, if any, is out)."""
         self.meter_refresh.observe(sample.frequency_hz, sample.monotonic_s)
+        for curve in self.trip_curves.sample(sample.monotonic_s, sample.power_kw, sample.frequency_hz):
+            self._emit(Record("trip_curve", curve, str(curve["stage"])))
         was_stale = self.state.site_power_kw(sample.monotonic_s) is None
         self.state.meter = sample
         if was_stale:
@@ -347,6 +352,8 @@ class SiteController:
         read_since_mono_s)`: the PDU power readback of a group's outlets in kW, None if not all read
         since then. Returns the plan (None: still waiting for the start-up picture)."""
         self.wake = False
+        for curve in self.trip_curves.due(now_mono_s):  # a window the meter's silence left open
+            self._emit(Record("trip_curve", curve, str(curve["stage"])))
         for event_id in self.book.expire(now_s):
             self._emit(Record("obligation_ended", {"id": event_id}, event_id))
             log.info("obligation ended", event_id=event_id)
@@ -596,6 +603,7 @@ class SiteController:
                 self.hard_cut.add(group_id)
             else:
                 self.verifier.expect(group_id, record.sample_mono_s, "trip")
+        self.trip_curves.trip(record.seq, record.stage, record.cause, record.sample_mono_s)
         if record.cause == "frequency":
             self.tripped_groups[record.stage] = record.groups
             # Restores wait for the frequency to recover (the trigger's release), like an obligation.
