@@ -39,7 +39,6 @@ import itertools
 import math
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -57,7 +56,7 @@ from mullet.daemon.replay.tracking import SETTLE_FRACTION, TrackingRow
 from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.qse_points import INPUT_POINTS, POINTS, decode, encode
 from mullet.simulators.broker import EmbeddedBroker, MosquittoBroker, make_broker
-from mullet.simulators.ports import free_port
+from mullet.simulators.ports import accepts, free_port
 
 EXAMPLE = REPO / "deploy" / "site.example.toml"
 MULLETD = Path(sys.executable).with_name("mulletd")
@@ -293,14 +292,6 @@ async def wait_ready(
         await asyncio.sleep(poll_s)
 
 
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 async def start_mulletd(command: str, path: Path, log_path: Path, level: str) -> asyncio.subprocess.Process:
     with log_path.open("ab") as log_file:
         return await asyncio.create_subprocess_exec(
@@ -349,13 +340,13 @@ async def measure(args: argparse.Namespace, broker_url: str, workdir: Path) -> d
         servers = [(config.meter.host, config.meter.port), *((p.host, p.port) for p in config.pdus)]
 
         async def devices_up() -> bool:
-            return all(_accepts(h, p) for h, p in servers)
+            return all(accepts(h, p) for h, p in servers)
 
         await wait_ready("the simulated devices", devices_up, 30, list(processes.values()))
         processes["run"] = await start_mulletd("run", path, logs["run"], args.log_level)
 
         async def link_up() -> bool:
-            return _accepts(HOST, config.qse.port)
+            return accepts(HOST, config.qse.port)
 
         await wait_ready("the QSE link listening", link_up, 30, list(processes.values()))
         await gateway.connect()

@@ -28,3 +28,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded range: any free one
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def accepts(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """Whether something listens on host:port now (a TCP connect succeeds)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False

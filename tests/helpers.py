@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from mullet.daemon.config import Config, parse_config
 from mullet.daemon.site.simulated import simulated_site
 from mullet.drivers.protocol import GridEvent, Topics, encode
 from mullet.simulators.broker import wait_listening
-from mullet.simulators.ports import free_port
+from mullet.simulators.ports import accepts, free_port
 from mullet.simulators.site import SimulatedSite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -463,14 +462,6 @@ async def running_site(
 # The daemon against the simulated site in its own process.
 
 
-def _accepts(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 def log_tail(log_path: Path, lines: int = 40) -> str:
     """The last `lines` lines of a process's log (empty when it wrote none)."""
     if not log_path.exists():
@@ -493,7 +484,7 @@ async def start_simulator(
     def up() -> bool:
         if process.returncode is not None:
             raise AssertionError(f"mulletd simulate exited with {process.returncode}:\n{log_tail(log_path)}")
-        return len(observer.latest(states)) == len(states) and all(_accepts(h, p) for h, p in servers)
+        return len(observer.latest(states)) == len(states) and all(accepts(h, p) for h, p in servers)
 
     try:
         await until(up, timeout_s, "the simulated site's devices up", poll_s=0.05)

@@ -121,17 +121,15 @@ class QseLink:
                 return f"{product}: deployed with 0 MW and no qse.deploy_kw configured for it"
         return None
 
-    def apply(self, changes: Mapping[str, float], now_mono_s: float) -> bool:
-        """Take a checked write (after it is journaled). Returns whether a level other than the
-        heartbeat changed (what must be journaled first)."""
-        changed = {k: v for k, v in changes.items() if self.levels.get(k) != v}
-        if "qse_heartbeat" in changed:
-            self.heartbeat_mono_s = now_mono_s
-        self.levels.update(changed)
-        return bool(set(changed) - {"qse_heartbeat"})
-
     def needs_journal(self, changes: Mapping[str, float]) -> bool:
+        """Whether a write changes a level other than the heartbeat: what is journaled before `apply`."""
         return any(self.levels.get(k) != v for k, v in changes.items() if k != "qse_heartbeat")
+
+    def apply(self, changes: Mapping[str, float], now_mono_s: float) -> None:
+        """Take a checked write (after it is journaled, when `needs_journal`)."""
+        if changes.get("qse_heartbeat", self.levels["qse_heartbeat"]) != self.levels["qse_heartbeat"]:
+            self.heartbeat_mono_s = now_mono_s
+        self.levels.update(changes)
 
     def commanded(self, changes: Mapping[str, float]) -> None:
         """Remember an accepted write that changed a level (after `apply`), for the command points."""

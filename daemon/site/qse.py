@@ -58,11 +58,12 @@ class QseService:
         self.journal = journal
         self.metrics = metrics
         self.link = QseLink(section, start_mono_s)
+        allow = parse_allowlist(section.allow)
         self.server = QseServer(
             host=section.host,
             port=section.port,
             device_id=section.device_id,
-            allow=parse_allowlist(section.allow),
+            allow=allow,
             max_connections=section.max_connections,
             writes_allowed=section.allow_writes,
             read=self.read,
@@ -77,7 +78,7 @@ class QseService:
                 port=section.dnp3_port,
                 outstation_address=section.dnp3_outstation_address,
                 master_address=section.dnp3_master_address,
-                allow=parse_allowlist(section.allow),
+                allow=allow,
                 read=self.read,
                 refused=lambda reason, peer: self.refused(f"dnp3_{reason}", peer),
             )
@@ -159,8 +160,7 @@ class QseService:
     async def run(self) -> None:
         await self.server.start()
         if self.dnp3 is not None:
-            await self.dnp3.start()
-            log.info("qse dnp3 outstation listening", host=self.section.host, port=self.dnp3.port)
+            await self.dnp3.start()  # logs where it listens
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
