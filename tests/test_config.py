@@ -81,6 +81,10 @@ def test_check_config_names_a_negative_rated_kw(tmp_path: Path) -> None:
             "site.interconnect_kw: must be a finite number",
         ),
         (lambda d: d["meter"].update(poll_hz=0), "meter.poll_hz: must be > 0, got 0"),
+        (
+            lambda d: d["site"].update(timezone="Texas/Childress"),
+            "site.timezone: unknown time zone 'Texas/Childress'",
+        ),
         (lambda d: d["groups"][1].update(rated_kwh=5), "groups[1].rated_kwh: unknown key"),
         (lambda d: d["groups"][2].update(group_id="c01"), "groups[2].group_id: duplicate 'c01'"),
         (
