@@ -69,6 +69,7 @@ class EventRecord:
     notice_s: float  # when the daemon accepted (journaled) it
     end_s: float | None  # recall (cancel), expiry, or the scheduled end; None while in force
     ended_by: str | None
+    drill: bool = False  # journaled as a `drill` (mulletd drill), never a grid event
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Report:
     event_id: str
     program: str
     kind: str
+    drill: bool
     rule: ReportRule
     baseline_method: BaselineMethod
     baseline_kw: float | None
@@ -109,6 +111,7 @@ class Report:
             "event_id": self.event_id,
             "program": self.program,
             "kind": self.kind,
+            "drill": self.drill,
             "event": self.event,
             "rule": {
                 "baseline": self.rule.baseline,
@@ -178,10 +181,14 @@ def open_journal(path: str | Path) -> sqlite3.Connection:
 def load_event(db: sqlite3.Connection, event_id: str) -> EventRecord:
     accepted: tuple[float, dict[str, Any]] | None = None
     end: tuple[float, str] | None = None
-    for wall_s, raw in db.execute("SELECT wall_s, data FROM journal WHERE kind = 'grid_event' ORDER BY id"):
+    drill = False
+    for wall_s, kind, raw in db.execute(
+        "SELECT wall_s, kind, data FROM journal WHERE kind IN ('grid_event', 'drill') ORDER BY id"
+    ):
         data = json.loads(raw)
         if data.get("event", {}).get("id") == event_id and data.get("obligation") and accepted is None:
             accepted = (wall_s, data)
+            drill = kind == "drill"
         elif data.get("cancels") == event_id and accepted is not None and end is None:
             end = (wall_s, f"cancel {data['event']['id']!r}")
     if accepted is None:
@@ -210,6 +217,7 @@ def load_event(db: sqlite3.Connection, event_id: str) -> EventRecord:
         notice_s=float(notice_s),
         end_s=None if end is None else end[0],
         ended_by=None if end is None else end[1],
+        drill=drill,
     )
 
 
@@ -327,6 +335,7 @@ def compute_report(
         event_id=str(record.event["id"]),
         program=str(record.event.get("program", "generic")),
         kind=kind,
+        drill=record.drill,
         rule=rule,
         baseline_method=method,
         baseline_kw=result.baseline_kw,
