@@ -39,6 +39,7 @@ __all__ = [
     "ReportError",
     "ReportRule",
     "Sample",
+    "TripCurve",
     "build_report",
     "compute_report",
     "rule_for",
@@ -58,6 +59,23 @@ class Command:
     kind: str
     subject: str | None
     data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TripCurve:
+    """A trip's meter samples at the poll rate (a `trip_curve` entry joined to its `trip` by seq)."""
+
+    seq: int
+    stage: int
+    cause: str
+    trip_wall_s: float  # when the trip was journaled: the curve's 0 is its triggering sample
+    samples: list[tuple[float, float, float]]  # (seconds from the trip, kW, Hz)
+
+    @property
+    def spacing_s(self) -> float | None:
+        """The median gap between samples: the finest time the curve can prove."""
+        gaps = sorted(round(b[0] - a[0], 4) for a, b in zip(self.samples, self.samples[1:], strict=False))
+        return gaps[len(gaps) // 2] if gaps else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +122,7 @@ class Report:
     samples: list[Sample] = field(repr=False)
     commands: list[Command] = field(repr=False)
     event: dict[str, Any] = field(repr=False)
+    trip_curves: list[TripCurve] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the raw samples, JSON-ready."""
@@ -157,6 +176,10 @@ class Report:
             ],
             "commands": [
                 {"wall_s": c.wall_s, "kind": c.kind, "subject": c.subject, **c.data} for c in self.commands
+            ],
+            "trip_curves": [
+                {"seq": c.seq, "stage": c.stage, "samples": len(c.samples), "spacing_s": c.spacing_s}
+                for c in self.trip_curves
             ],
         }
 
@@ -247,6 +270,41 @@ def load_commands(db: sqlite3.Connection, event_id: str, from_s: float, until_s:
     return [Command(float(w), k, s, json.loads(d)) for w, k, s, d in trips] + commands
 
 
+MAX_TRIP_CURVES = 64  # per report: an event trips each stage once or a few times
+
+
+def load_trip_curves(db: sqlite3.Connection, commands: list[Command]) -> list[TripCurve]:
+    """The `trip_curve` entry of each `trip` command, joined by seq: the first journaled at or after
+    the trip (it is written once its window closes, seconds later) within 10 minutes."""
+    curves = []
+    for trip in [c for c in commands if c.kind == "trip" and "seq" in c.data][:MAX_TRIP_CURVES]:
+        row = db.execute(
+            "SELECT data FROM journal WHERE kind = 'trip_curve' AND json_extract(data, '$.seq') = ?"
+            " AND wall_s >= ? AND wall_s <= ? ORDER BY id LIMIT 1",
+            (trip.data["seq"], trip.wall_s - 1.0, trip.wall_s + 600.0),
+        ).fetchone()
+        if row is None:
+            continue
+        data = json.loads(row[0])
+        samples = [s for s in map(_curve_sample, data.get("samples") or []) if s is not None]
+        curves.append(
+            TripCurve(
+                int(data["seq"]), int(data.get("stage", 0)), str(data.get("cause", "")), trip.wall_s, samples
+            )
+        )
+    return curves
+
+
+def _curve_sample(raw: Any) -> tuple[float, float, float] | None:
+    """[s from the trip, kW, Hz]; a sample with an unknown or malformed kW is left out (never 0)."""
+    try:
+        t, kw, hz = raw
+        sample = (float(t), float(kw), math.nan if hz is None else float(hz))
+    except (TypeError, ValueError):
+        return None
+    return sample if math.isfinite(sample[0]) and math.isfinite(sample[1]) else None
+
+
 def last_wall_s(db: sqlite3.Connection) -> float | None:
     row = db.execute("SELECT MAX(wall_s) FROM journal").fetchone()
     return None if row is None or row[0] is None else float(row[0])
@@ -264,9 +322,12 @@ def build_report(path: str | Path, event_id: str, *, baseline: BaselineMethod | 
         samples = load_samples(db, record.notice_s - lookback_s, horizon_s + rule.interval_s)
         # Commands from the notice until an interval after the end, so the restore shows.
         commands = load_commands(db, event_id, record.notice_s - 1.0, horizon_s + rule.interval_s)
+        trip_curves = load_trip_curves(db, commands)
     finally:
         db.close()
-    return compute_report(record, samples, commands, rule, method, now_s=horizon_s)
+    report = compute_report(record, samples, commands, rule, method, now_s=horizon_s)
+    report.trip_curves = trip_curves
+    return report
 
 
 # ---- the report ------------------------------------------------------------------------------
