@@ -3,11 +3,20 @@
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime, tzinfo
 
 from mullet.daemon.records.report import Report
 
 MAX_ROWS = 12  # intervals listed; a longer event says how many more there are (one screen)
+WIDTH = 100
+
+
+def _field(name: str, value: str) -> str:
+    """`  name   value`, the value wrapped under itself to WIDTH."""
+    return textwrap.fill(
+        value, WIDTH, initial_indent=f"  {name:<19}", subsequent_indent=" " * 21, break_on_hyphens=False
+    )
 
 
 def _num(value: float | None, digits: int = 1, unit: str = "") -> str:
@@ -30,33 +39,38 @@ def scorecard(report: Report, zone: tzinfo) -> str:
         met = {True: "met", False: "missed", None: "cannot be judged"}[report.met_deadline]
         to_target = f"{reached} (deadline {report.deadline_s:g} s: {met})"
     ended = "in force" if report.end_s is None else f"{_at(report.end_s, zone)} ({report.ended_by})"
+    shortfall = f"{_num(report.shortfall_kwh, 2, ' kWh')}, worst {_num(report.max_shortfall_kw, 1, ' kW')}"
     lines = [
         f"{verdict}  {report.event_id}  ({what}, {report.program}, "
         f"{report.kind} {report.event.get('kw')} kW)",
-        f"  verdict            {'; '.join(report.verdict)}",
-        f"  factor             {_num(report.performance_factor, 3)} (pass at {report.rule.pass_factor:g})",
-        f"  baseline           {_num(report.baseline_kw, 1, ' kW')}: {report.baseline_method}, "
-        f"{report.baseline_detail}",
-        f"  target             {_num(report.target_kw, 1, ' kW')}",
-        f"  obligated          {_num(report.obligated_kw, 1, ' kW')}",
-        f"  time to target     {to_target}",
-        f"  shortfall          {_num(report.shortfall_kwh, 2, ' kWh')}, "
-        f"worst {_num(report.max_shortfall_kw, 1, ' kW')}",
-        f"  deployed           {_at(report.deploy_s, zone)}",
-        f"  ended              {ended}",
+        _field("verdict", "; ".join(report.verdict)),
+        _field("factor", f"{_num(report.performance_factor, 3)} (pass at {report.rule.pass_factor:g})"),
+        _field(
+            "baseline",
+            f"{_num(report.baseline_kw, 1, ' kW')}: {report.baseline_method}, {report.baseline_detail}",
+        ),
+        _field("target", _num(report.target_kw, 1, " kW")),
+        _field("obligated", _num(report.obligated_kw, 1, " kW")),
+        _field("time to target", to_target),
+        _field("shortfall", shortfall),
+        _field("deployed", _at(report.deploy_s, zone)),
+        _field("ended", ended),
     ]
     if report.intervals:
         lines.append("")
         lines.append(
-            f"  {'interval':<13} {'samples':>7} {'average kW':>11} {'delivered kW':>12} {'factor':>7} "
-            f"{'short kWh':>9}"
+            f"  {'interval':<13} {'samples':>7} {'baseline kW':>11} {'average kW':>11} "
+            f"{'delivered kW':>12} {'factor':>7} {'short kWh':>9}"
         )
         for i in report.intervals[:MAX_ROWS]:
             start, end = datetime.fromtimestamp(i.start_s, zone), datetime.fromtimestamp(i.end_s, zone)
             span = f"{start:%H:%M}-{end:%H:%M}"
             mark = "" if i.performance_factor >= report.rule.pass_factor else "  <"
+            base = getattr(i, "baseline_kw", None)  # per interval where the method gives one
+            base = report.baseline_kw if base is None else base
             lines.append(
-                f"  {span:<13} {i.samples:>7} {_num(i.average_kw):>11} {_num(i.delivered_kw):>12} "
+                f"  {span:<13} {i.samples:>7} {_num(base):>11} {_num(i.average_kw):>11} "
+                f"{_num(i.delivered_kw):>12} "
                 f"{i.performance_factor:>7.3f} {_num(i.shortfall_kwh, 2):>9}{mark}"
             )
         if len(report.intervals) > MAX_ROWS:
