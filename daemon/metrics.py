@@ -103,6 +103,13 @@ class Metrics(ListenerSeries):
         self.grid_events = Counter(
             "mullet_grid_events_total", "Grid events received, by outcome.", ["outcome"], registry=r
         )
+        self.drills = Counter(
+            "mullet_drills_total",
+            "Drills (mulletd drill) by outcome: accepted, rejected, scheduled, cancelled, missed, dry_run."
+            " Never counted as grid events.",
+            ["outcome"],
+            registry=r,
+        )
         self.grid_event_rejections = Counter(
             "mullet_grid_events_rejected_total",
             "Grid events refused (MQTT, HTTP or OpenADR), by the code the ack carries.",

@@ -81,9 +81,11 @@ class SwitchOutlets:
 
 @dataclass(frozen=True, slots=True)
 class Acknowledge:
-    """Answer a grid event on grid/event/ack (and to its HTTP/OpenADR caller)."""
+    """Answer a grid event on grid/event/ack (and to its HTTP/OpenADR caller). A drill's answer goes
+    to its caller only (`publish` False): the grid did not ask for it."""
 
     ack: GridEventAck
+    publish: bool = True
 
 
 @dataclass(frozen=True, slots=True)

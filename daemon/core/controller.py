@@ -31,6 +31,7 @@ from mullet.daemon.core.commands import (
     SwitchOutlets,
     TripOrder,
 )
+from mullet.daemon.core.drills import is_drill
 from mullet.daemon.core.handover import Handover
 from mullet.daemon.core.obligation_book import Decision, ObligationBook, rejected
 from mullet.daemon.core.plan_change import plan_change
@@ -49,7 +50,15 @@ from mullet.drivers.protocol import (
     TenantSetpoint,
     TenantState,
 )
-from mullet.policies.model import GroupMemory, GroupMode, Obligation, Override, Plan, PolicyMemory
+from mullet.policies.model import (
+    GroupDecision,
+    GroupMemory,
+    GroupMode,
+    Obligation,
+    Override,
+    Plan,
+    PolicyMemory,
+)
 from mullet.policies.plan import compute_plan
 from mullet.policies.plan_cache import PlanCache
 from mullet.policies.trigger import FrequencyTrigger, is_ufr_obligation, trip_hold
@@ -262,6 +271,10 @@ class SiteController:
         """Whether to accept `event`, and for an immediate deployment the trip to fire before the journal
         write; an accepted new event must then be journaled durably (`grid_event_entry`) and `commit`ed."""
         decision = self.book.decide(event, now_s=now_s, site_power_kw=self.state.site_power_kw(now_mono_s))
+        if is_drill(event.id) and decision.obligation is not None and decision.obligation.explicit_recall:
+            # The site recalls its own test at the drill's end, whatever the program's real recall.
+            obligation = dataclasses.replace(decision.obligation, explicit_recall=False)
+            decision = dataclasses.replace(decision, obligation=obligation)
         order = None
         if decision.accepted and not decision.duplicate and decision.fire_stage is not None:
             # Immediate deployment (an explicit trip_stage, or a program whose deadline is shorter than
@@ -290,16 +303,23 @@ class SiteController:
                     self._emit(Record("obligation_ended", {"id": old, "superseded_by": event.id}, old))
                     log.info("obligation ended", event_id=old, superseded_by=event.id)
                 self.wake = True
+        drill = is_drill(event.id)
         if not decision.accepted:
             self._emit(
-                Record("grid_event_rejected", {"event": event.model_dump(), "reason": decision.reason})
+                Record(
+                    "drill_rejected" if drill else "grid_event_rejected",
+                    {"event": event.model_dump(), "reason": decision.reason},
+                )
             )
         outcome = "duplicate" if decision.duplicate else ("accepted" if decision.accepted else "rejected")
-        self.metrics.grid_events.labels(outcome=outcome).inc()
-        if not decision.accepted:
-            self.metrics.grid_event_rejections.labels(reason=decision.code).inc()
+        if drill:  # a test the site runs on itself: never counted as a grid event
+            self.metrics.drills.labels(outcome=outcome).inc()
+        else:
+            self.metrics.grid_events.labels(outcome=outcome).inc()
+            if not decision.accepted:
+                self.metrics.grid_event_rejections.labels(reason=decision.code).inc()
         log.info(
-            "grid event",
+            "drill" if drill else "grid event",
             event_id=event.id,
             kind=event.kind,
             kw=event.kw,
@@ -310,8 +330,62 @@ class SiteController:
             reason=decision.reason,
             actuation=decision.obligation.actuation if decision.obligation else None,
         )
-        self.acknowledge(event.id, decision.accepted, decision.reason, decision.code)
+        self._emit(
+            Acknowledge(
+                GridEventAck(
+                    id=event.id, accepted=decision.accepted, reason=decision.reason, code=decision.code
+                ),
+                publish=not drill,
+            )
+        )
         return decision
+
+    def preview(self, event: GridEvent, now_s: float, now_mono_s: float) -> dict[str, Any]:
+        """What `event` would shed if it were deployed now: decided and planned on copies, against the
+        current telemetry; nothing is commanded, remembered or journaled here (a drill's dry run)."""
+        decision = self.book.decide(event, now_s=now_s, site_power_kw=self.state.site_power_kw(now_mono_s))
+        if not decision.accepted or decision.obligation is None:
+            return {"accepted": False, "code": decision.code, "reason": decision.reason}
+        if self.plan is None:
+            return {"accepted": False, "code": "no_plan", "reason": "no plan yet: waiting for telemetry"}
+        snapshot = self.state.snapshot(self.tenant_ids, self.group_ids, now_mono_s)
+        obligation = dataclasses.replace(decision.obligation, start_s=now_s)
+        obligations = [*self.book.obligations.values(), obligation]
+        plan = compute_plan(self.site, snapshot, obligations, now_s, self.memory, self.overrides)
+        before = {d.group_id: d for d in self.plan.decisions}
+        rated = {g.group_id: g.rated_kw for g in self.config.groups}
+        changes = []
+        shed_kw = 0.0
+        for after in plan.decisions:
+            was = before.get(after.group_id)
+            was_kw = _planned_kw(was, rated[after.group_id]) if was is not None else None
+            now_kw = _planned_kw(after, rated[after.group_id])
+            if was is None or (was.mode, was.power_kw) != (after.mode, after.power_kw):
+                changes.append(
+                    {
+                        "group_id": after.group_id,
+                        "from": None if was is None else {"mode": was.mode, "power_kw": was.power_kw},
+                        "to": {"mode": after.mode, "power_kw": after.power_kw},
+                        "reason": after.reason,
+                    }
+                )
+                if was_kw is not None:
+                    shed_kw += max(0.0, was_kw - now_kw)
+        return {
+            "accepted": True,
+            "program": obligation.program,
+            "actuation": obligation.actuation,
+            "actuation_reason": obligation.actuation_reason,
+            "deadline_s": obligation.deadline_s,
+            "baseline_kw": obligation.baseline_kw,
+            "target_kw": None if obligation.baseline_kw is None else obligation.baseline_kw - obligation.kw,
+            "site_limit_kw": plan.site_limit_kw,
+            "mining_budget_kw": plan.mining_budget_kw,
+            "feasible": plan.feasible,
+            "would_change": changes,
+            "would_shed_kw": round(shed_kw, 3),
+            "reasons": list(plan.reasons[:20]),
+        }
 
     def refuse_unreadable(self, event_id: str, reason: str, code: str) -> None:
         """An event that failed validation but whose id could be read: recorded and answered."""
@@ -792,3 +866,11 @@ class SiteController:
 
 def _same_command(a: GroupSetpoint, b: GroupSetpoint) -> bool:
     return (a.mode, a.power_kw, a.trip_stage) == (b.mode, b.power_kw, b.trip_stage)
+
+
+def _planned_kw(decision: GroupDecision, rated_kw: float) -> float:
+    """What a plan's decision lets a group draw: its power target, rated when running without one,
+    0 when curtailed (its sleep draw is the firmware's, not the plan's)."""
+    if decision.mode == "curtail":
+        return 0.0
+    return rated_kw if decision.power_kw is None else min(rated_kw, decision.power_kw)

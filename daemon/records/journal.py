@@ -39,8 +39,19 @@ CREATE INDEX IF NOT EXISTS journal_wall ON journal(wall_s);
 """
 
 # Kept whatever their age: start-up recovery replays them (accepted events and cancels, trips and
-# their releases, escalations and outlet restores: a few rows per event), and reports read them.
-RECOVERY_KINDS = ("grid_event", "trip", "trip_released", "escalation", "outlets_restored")
+# their releases, escalations and outlet restores: a few rows per event; drills and their schedule),
+# and reports read them.
+RECOVERY_KINDS = (
+    "grid_event",
+    "trip",
+    "trip_released",
+    "escalation",
+    "outlets_restored",
+    "drill",
+    "drill_scheduled",
+    "drill_cancelled",
+    "drill_missed",
+)
 # Rows deleted per transaction, so pruning a large backlog never holds the writer for long.
 _PRUNE_BATCH = 5000
 # A dropped entry is logged at most this often (the count is exact; the log says how many so far).

@@ -19,6 +19,7 @@ from mullet.daemon.notify import Notifier
 from mullet.daemon.pair.role import HaRole
 from mullet.daemon.secrets import read_secret
 from mullet.daemon.site import broker_history, recovery
+from mullet.daemon.site.drills import DrillService
 from mullet.daemon.site.executor import CommandRunner
 from mullet.daemon.site.fastpath import FastPath, TripSettled
 from mullet.daemon.site.http_api import serve_http_api
@@ -137,6 +138,10 @@ class Daemon:
         self.http_port: int | None = None  # set by the HTTP API once it listens
         self.last_reload = "none"
         recovery.recover(self.journal, self.core, time.time())
+        self.drills = DrillService(
+            self.core, self.intake, self.journal, self.metrics, config.program_catalogue()
+        )
+        self._missed_drills = self.drills.recover(time.time())
         # The QSE link ([qse], docs/qse.md): its levels and obligations come back from the journal.
         self.qse: QseService | None = None
         if config.qse.enabled:
@@ -186,6 +191,7 @@ class Daemon:
                 if self.pdus is not None:
                     tg.create_task(self.pdus.start(), name="pdus")
                 tg.create_task(self.intake.run_grid_events(), name="grid-events")
+                tg.create_task(self.drills.run(self._missed_drills), name="drills")
                 if self.config.http_api.enabled:
                     tg.create_task(serve_http_api(self, self.config.http_api, caps.api), name="http-api")
                 if self.config.openadr.enabled:
@@ -241,6 +247,7 @@ class Daemon:
         document = site_status(self.core, self.journal, self.link.connected.is_set(), now_mono_s)
         if self.qse is not None:
             document["qse"] = self.qse.status(now_mono_s)
+        document["drills"] = self.drills.status()
         return document
 
     def lifecycle_status(self) -> dict[str, Any]:

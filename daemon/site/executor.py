@@ -134,10 +134,11 @@ class CommandRunner:
                     self.core.plan_published(summary, time.monotonic())
             case SwitchOutlets():
                 await self._switch(command)
-            case Acknowledge(ack):
+            case Acknowledge(ack, publish):
                 if self.before_ack is not None:
                     await self.before_ack()  # the standby has the obligation before the sender
-                await self.link.publish(self.topics.grid_event_ack, encode(ack), qos=1)
+                if publish:
+                    await self.link.publish(self.topics.grid_event_ack, encode(ack), qos=1)
                 return ack
             case Republish(group_setpoints, tenant_setpoints):
                 async with self.publishing:

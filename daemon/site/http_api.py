@@ -22,10 +22,12 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mullet.daemon.config import HttpApiSection
+from mullet.daemon.core.drills import DrillRequest
 from mullet.daemon.http_guard import GuardedListener, Limits, warn_if_exposed
 from mullet.daemon.logs import RateLimiter
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.metrics_http import metrics_response
+from mullet.daemon.site.drills import DrillError, DrillService
 from mullet.drivers.protocol import MAX_PAYLOAD_BYTES, GridEventAck, WireError, loads
 
 
@@ -48,6 +50,9 @@ class Daemon(Protocol):
 
     def plan_document(self) -> dict[str, Any] | None: ...
 
+    @property
+    def drills(self) -> DrillService: ...
+
 
 log = structlog.get_logger("mullet.http_api")
 
@@ -56,6 +61,7 @@ EVENTS_PATH = "/v1/events"
 STATUS_PATH = "/v1/status"
 PLAN_PATH = "/v1/plan"
 OVERRIDE_PATH = "/v1/override"
+DRILLS_PATH = "/v1/drills"
 METRICS_PATH = "/metrics"
 MAX_OVERRIDE_S = 86_400.0
 # A journal commit takes milliseconds; this only bounds a wedged queue.
@@ -185,6 +191,46 @@ def make_app(daemon: Daemon, section: HttpApiSection) -> web.Application:
             {"v": 1, "group_id": body.group_id, "mode": body.mode, "until": until_s, "note": body.note}
         )
 
+    async def post_drill(request: web.Request) -> web.Response:
+        refused = refusal(request)
+        if refused is not None:
+            daemon.metrics.drills.labels(outcome="rejected").inc()
+            return refused
+        try:
+            body = DrillRequest.model_validate(loads(await request.read()))
+            status, reply = await daemon.drills.request(body, by=f"http:{request.remote}")
+        except WireError as exc:
+            daemon.metrics.drills.labels(outcome="rejected").inc()
+            return _error(400, exc.reason, exc.detail[:300])
+        except ValidationError as exc:
+            daemon.metrics.drills.labels(outcome="rejected").inc()
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            return _error(400, "invalid", f"{where}: {first['msg']}"[:300])
+        except DrillError as exc:
+            daemon.metrics.drills.labels(outcome="rejected").inc()
+            return _error(exc.status, exc.code, exc.reason[:300])
+        except TimeoutError:
+            return _error(503, "timeout", "no answer from the grid-event queue within the timeout")
+        return web.json_response(_finite(reply), status=status)
+
+    async def delete_drill(request: web.Request) -> web.Response:
+        refused = refusal(request)
+        if refused is not None:
+            return refused
+        try:
+            status, reply = await daemon.drills.cancel(
+                request.match_info["drill_id"], by=f"http:{request.remote}"
+            )
+        except DrillError as exc:
+            return _error(exc.status, exc.code, exc.reason[:300])
+        except TimeoutError:
+            return _error(503, "timeout", "no answer from the grid-event queue within the timeout")
+        return web.json_response(reply, status=status)
+
+    async def get_drills(request: web.Request) -> web.Response:
+        return web.json_response({"v": 1, **daemon.drills.status()})
+
     async def get_status(request: web.Request) -> web.Response:
         body: dict[str, Any] = {"v": 1, **daemon.status(), **daemon.lifecycle_status()}
         return web.json_response(_finite(bounded_status(body)))
@@ -211,6 +257,9 @@ def make_app(daemon: Daemon, section: HttpApiSection) -> web.Application:
             web.post(EVENT_PATH, post_event),
             web.post("/events", post_event),
             web.post(OVERRIDE_PATH, post_override),
+            web.post(DRILLS_PATH, post_drill),
+            web.get(DRILLS_PATH, get_drills),
+            web.delete(DRILLS_PATH + "/{drill_id}", delete_drill),
             web.post("/override", post_override),
             web.get(METRICS_PATH, get_metrics),
         ]

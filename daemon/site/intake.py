@@ -15,6 +15,8 @@ from collections.abc import Callable
 import structlog
 
 from mullet.daemon.core.controller import SiteController
+from mullet.daemon.core.drills import ID_PREFIX as DRILL_ID_PREFIX
+from mullet.daemon.core.drills import is_drill
 from mullet.daemon.core.qse import ID_PREFIX as QSE_ID_PREFIX
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.records.journal import Journal
@@ -43,9 +45,12 @@ GRID_QUEUE_SIZE = 1000
 
 def _not_qse(event_id: str) -> None:
     """The QSE link's ids are its own: another transport may neither create nor cancel them (its
-    deployments are level-held: only the QSE's registers end them)."""
+    deployments are level-held: only the QSE's registers end them). Drills' ids are the drill API's
+    (daemon/site/drills.py): a grid transport may not pass a test off as a grid event or end one."""
     if event_id.startswith(QSE_ID_PREFIX):
         raise WireError("reserved_id", f"ids starting with {QSE_ID_PREFIX!r} are the QSE link's")
+    if is_drill(event_id):
+        raise WireError("reserved_id", f"ids starting with {DRILL_ID_PREFIX!r} are drills' (POST /v1/drills)")
 
 
 class RejectedEvent:
@@ -171,6 +176,11 @@ class Intake:
         """Queue an event of the QSE link (daemon/site/qse.py), the one source of `qse:` ids."""
         return self._queue(event)
 
+    def submit_drill(self, event: GridEvent) -> asyncio.Future[GridEventAck]:
+        """Queue a drill's deployment or cancel (daemon/site/drills.py), the one source of `drill:` ids;
+        decided like any event, journaled as a `drill`."""
+        return self._queue(event)
+
     def _queue(self, item: GridEvent | RejectedEvent) -> asyncio.Future[GridEventAck]:
         reply: asyncio.Future[GridEventAck] = asyncio.get_running_loop().create_future()
         try:
@@ -223,7 +233,9 @@ class Intake:
         if decision.accepted and not decision.duplicate:
             try:
                 await self.journal.durable(
-                    "grid_event", self.core.grid_event_entry(event, decision), subject=event.id
+                    "drill" if is_drill(event.id) else "grid_event",
+                    self.core.grid_event_entry(event, decision),
+                    subject=event.id,
                 )
             except Exception as exc:  # never acknowledge what is not on disk
                 journal_error = type(exc).__name__

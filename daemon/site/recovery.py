@@ -29,7 +29,7 @@ log = structlog.get_logger("mullet.daemon")
 
 def replay_obligations(journal: Journal, book: ObligationBook, now_s: float) -> None:
     """Accepted and cancelled events, in order, into `book`; then drop those that have ended."""
-    for wall_s, _kind, _subject, data in journal.entries("grid_event"):
+    for wall_s, _kind, _subject, data in journal.entries(("grid_event", "drill")):
         event = GridEvent.model_validate(data["event"])
         obligation = Obligation(**data["obligation"]) if data.get("obligation") else None
         decision = Decision(True, "recovered", obligation=obligation, cancels=data.get("cancels"))
