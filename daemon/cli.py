@@ -226,21 +226,53 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mullet.daemon.records.report import ReportError, build_report
     from mullet.daemon.records.report_render import render
 
-    journal_path = args.journal or (_load_or_exit(args.config).journal.path if args.config else None)
+    config = _load_or_exit(args.config) if args.config else None
+    journal_path = args.journal or (config.journal.path if config is not None else None)
     if journal_path is None:
         print("mulletd report: give --config FILE or --journal PATH", file=sys.stderr)
         return EXIT_CONFIG
+    zone = config.site.timezone if config is not None else "UTC"  # --journal alone: UTC
+    if args.season is not None:
+        return _report_season(journal_path, args, zone)
     try:
         report = build_report(journal_path, args.event, baseline=args.baseline)
     except ReportError as exc:
         print(f"mulletd report: {exc}", file=sys.stderr)
         return 1
-    text = render(report, args.format)
+    text = render(report, args.format, timezone=zone)
     if args.output:
         Path(args.output).write_text(text)
         print(f"{args.output}: {'pass' if report.passed else 'fail'}: {'; '.join(report.verdict)}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _year(text: str) -> int:
+    year = int(text)
+    if not 1970 <= year <= 9998:
+        raise argparse.ArgumentTypeError(f"{text}: a year from 1970 to 9998")
+    return year
+
+
+def _report_season(journal_path: str, args: argparse.Namespace, zone_name: str) -> int:
+    from zoneinfo import ZoneInfo
+
+    from mullet.daemon.records.report import ReportError
+    from mullet.daemon.records.season import SeasonError, season_reports, write_season
+
+    if args.format != "html" or args.output:
+        print("mulletd report: --season writes HTML pages into --out-dir", file=sys.stderr)
+        return EXIT_CONFIG
+    zone = ZoneInfo(zone_name)
+    try:
+        reports = season_reports(journal_path, args.season, zone)
+    except (ReportError, SeasonError) as exc:
+        print(f"mulletd report: {exc}", file=sys.stderr)
+        return 1
+    page = write_season(reports, args.season, zone, args.out_dir)
+    drills = sum(1 for r in reports if r.drill)
+    print(f"{page}: {len(reports) - drills} grid events, {drills} drills, one report each beside it")
     return 0
 
 
@@ -371,11 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", default="warning")
     demo.set_defaults(func=cmd_demo)
 
-    report = sub.add_parser("report", help="compliance report of one grid event, from the journal")
-    report.add_argument("--event", required=True, help="the grid event's id")
+    report = sub.add_parser(
+        "report", help="compliance report of one grid event or a season, from the journal"
+    )
+    which = report.add_mutually_exclusive_group(required=True)
+    which.add_argument("--event", help="the grid event's (or drill's) id")
+    which.add_argument(
+        "--season", type=_year, metavar="YEAR", help="every event and drill of a calendar year (site time)"
+    )
+    report.add_argument("--out-dir", default=".", help="--season: where the pages are written")
     report.add_argument("--config", default=None, help="site config (for the journal path)")
     report.add_argument("--journal", default=None, help="journal file (instead of --config)")
-    report.add_argument("--format", choices=["html", "csv", "json"], default="html")
+    report.add_argument("--format", choices=["html", "csv", "json", "text"], default="html")
     report.add_argument(
         "--baseline",
         choices=["pre_notice_intervals", "meter_before_event"],
