@@ -24,6 +24,7 @@ from mullet.daemon.config.fields import (
     Strict,
 )
 from mullet.drivers.device_profiles import ProfileError, load_meter_profile
+from mullet.policies.scoring import BaselineMethod
 
 
 class SiteSection(Strict):
@@ -269,3 +270,6 @@ class ProgramSection(Strict):
     recall: Literal["timer", "explicit"] = "timer"
     trigger_hz: Annotated[float, Field(gt=40, lt=70)] | None = None
     summary: Annotated[str, Field(max_length=200)] = ""
+    # How `mulletd report` finds this program's baseline (docs/reports.md); unset: the program's rule
+    # (ERS-10/ERS-30: middle_8_of_10, others: meter_before_event).
+    baseline: BaselineMethod | None = None

@@ -9,27 +9,36 @@ The scoring itself (ERCOT ERS and the other programs' rules) is policies/scoring
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mullet.policies import baselines
+from mullet.policies.baselines import Baseline, IntervalMean
 from mullet.policies.scoring import (
     BASELINE_METHODS,
+    HISTORY_METHODS,
     RULES,
     BaselineMethod,
     Interval,
     ReportRule,
     Sample,
     Score,
+    median_spacing,
     rule_for,
     score,
 )
 
+if TYPE_CHECKING:
+    from mullet.daemon.config import Config
+
 __all__ = [
     "BASELINE_METHODS",
+    "HISTORY_METHODS",
     "RULES",
     "BaselineMethod",
     "Command",
@@ -122,6 +131,7 @@ class Report:
     samples: list[Sample] = field(repr=False)
     commands: list[Command] = field(repr=False)
     event: dict[str, Any] = field(repr=False)
+    scored: bool = True  # False: nothing to score (ended inside its ramp, or a base point)
     trip_curves: list[TripCurve] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -158,6 +168,7 @@ class Report:
             "shortfall_kwh": _r(self.shortfall_kwh),
             "max_shortfall_kw": _r(self.max_shortfall_kw),
             "passed": self.passed,
+            "scored": self.scored,
             "verdict": self.verdict,
             "sample_spacing_s": _r(self.sample_spacing_s),
             "samples": len(self.samples),
@@ -171,6 +182,8 @@ class Report:
                     "performance_factor": _r(i.performance_factor, 4),
                     "shortfall_kw": _r(i.shortfall_kw),
                     "shortfall_kwh": _r(i.shortfall_kwh),
+                    "baseline_kw": _r(i.baseline_kw),
+                    "target_kw": _r(i.target_kw),
                 }
                 for i in self.intervals
             ],
@@ -310,24 +323,134 @@ def last_wall_s(db: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def build_report(path: str | Path, event_id: str, *, baseline: BaselineMethod | None = None) -> Report:
-    """Read the journal at `path` and compute the report for `event_id`."""
+def program_baseline(program: str, config: Config | None) -> BaselineMethod:
+    """The program's baseline method: the config's `[[programs]] baseline` for it, else the rule's."""
+    if config is not None:
+        for section in config.programs:
+            if section.name.casefold() == program.casefold() and section.baseline is not None:
+                return section.baseline
+    return rule_for(program).baseline
+
+
+def build_report(
+    path: str | Path,
+    event_id: str,
+    *,
+    baseline: BaselineMethod | None = None,
+    config: Config | None = None,
+) -> Report:
+    """Read the journal at `path` and compute the report for `event_id`. The baseline method:
+    `baseline`, else the config's choice for the program, else the program's rule; days are the
+    config's `site.timezone` (UTC without a config)."""
     db = open_journal(path)
     try:
         record = load_event(db, event_id)
-        rule = rule_for(str(record.event.get("program", "generic")))
-        method = baseline or rule.baseline
+        program = str(record.event.get("program", "generic"))
+        rule = rule_for(program)
+        method = baseline or program_baseline(program, config)
         lookback_s = rule.interval_s * (rule.baseline_intervals + 1)
         horizon_s = record.end_s if record.end_s is not None else (last_wall_s(db) or record.notice_s)
         samples = load_samples(db, record.notice_s - lookback_s, horizon_s + rule.interval_s)
         # Commands from the notice until an interval after the end, so the restore shows.
         commands = load_commands(db, event_id, record.notice_s - 1.0, horizon_s + rule.interval_s)
+        history = None
+        if method in HISTORY_METHODS:
+            tz = config.site.timezone if config is not None else "UTC"
+            history = history_baseline(db, record, method, rule, horizon_s, tz, median_spacing(samples))
         trip_curves = load_trip_curves(db, commands)
+    except sqlite3.Error as exc:
+        raise ReportError(f"{path}: the journal cannot be read: {exc}") from exc
     finally:
         db.close()
-    report = compute_report(record, samples, commands, rule, method, now_s=horizon_s)
+    report = compute_report(
+        record, samples, commands, rule, method, now_s=horizon_s, history_baseline=history
+    )
     report.trip_curves = trip_curves
     return report
+
+
+# ---- the history baselines (preceding days) -----------------------------------------------------
+
+
+def deploy_s(record: EventRecord) -> float:
+    return max(record.notice_s, float(record.obligation.get("start_s") or record.notice_s))
+
+
+def history_baseline(
+    db: sqlite3.Connection,
+    record: EventRecord,
+    method: BaselineMethod,
+    rule: ReportRule,
+    horizon_s: float,
+    tz: dt.tzinfo | str,
+    spacing_s: float | None,
+) -> Baseline:
+    """`middle_8_of_10` or `regression` for the event's scored intervals, with the event-day
+    adjustment, from the preceding days' interval means (one GROUP BY in SQLite, never the samples)."""
+    scored_from_s = deploy_s(record) + float(record.obligation.get("deadline_s") or 0.0)
+    window = baselines.window_slots(scored_from_s, horizon_s, rule.interval_s)
+    adjustment = baselines.adjustment_slots(record.notice_s, rule.interval_s)
+    event_day = baselines.local_day(record.notice_s, tz)
+    lookback_days = (
+        baselines.LIKE_DAY_LOOKBACK_DAYS if method == "middle_8_of_10" else baselines.REGRESSION_LOOKBACK_DAYS
+    )
+    slots = sorted({*adjustment, *window})
+    ranges = baselines.history_ranges(event_day, slots, tz, lookback_days, rule.interval_s)
+    ranges.append((adjustment[0], adjustment[-1] + rule.interval_s))  # the event day's actual load
+    history = interval_means(db, ranges, rule.interval_s, spacing_s or 1.0)
+    first_s = min(r[0] for r in ranges)
+    excluded = event_days(db, first_s - 86_400.0, record.notice_s, tz)
+    find = baselines.middle_8_of_10 if method == "middle_8_of_10" else baselines.regression
+    unadjusted = find(
+        history, event_day=event_day, window=window, excluded_days=excluded, tz=tz, extra=adjustment
+    )
+    return baselines.adjusted(unadjusted, history, adjustment)
+
+
+def interval_means(
+    db: sqlite3.Connection, ranges: list[tuple[float, float]], interval_s: float, spacing_s: float
+) -> dict[float, IntervalMean]:
+    """Mean kW and coverage (samples x `spacing_s` / interval) of each interval touched by `ranges`,
+    grouped in SQLite over the `site_power` rows (the journal_wall index finds each range)."""
+    out: dict[float, IntervalMean] = {}
+    # SQLite's limit on host parameters is 32766 (3.32+); a chunk of ranges per query stays far below.
+    for k in range(0, len(ranges), 400):
+        chunk = ranges[k : k + 400]
+        where = " OR ".join("(wall_s >= ? AND wall_s < ?)" for _ in chunk)
+        rows = db.execute(
+            f"SELECT CAST(wall_s / ? AS INTEGER) AS slot, AVG(kw), COUNT(kw) FROM ("
+            f"SELECT wall_s, json_extract(data, '$.kw') AS kw FROM journal"
+            f" WHERE +kind = 'site_power' AND ({where})) GROUP BY slot",
+            (interval_s, *(bound for r in chunk for bound in r)),
+        )
+        for slot, mean_kw, count in rows:
+            if count and mean_kw is not None and math.isfinite(mean_kw):
+                out[slot * interval_s] = IntervalMean(
+                    float(mean_kw), min(1.0, count * spacing_s / interval_s)
+                )
+    return out
+
+
+def event_days(db: sqlite3.Connection, from_s: float, until_s: float, tz: dt.tzinfo | str) -> set[dt.date]:
+    """Local days with an accepted grid event or drill in force (its notice to its end or recall),
+    in [from_s, until_s): like days and regression days leave them out."""
+    days: set[dt.date] = set()
+    for wall_s, raw in db.execute(
+        "SELECT wall_s, data FROM journal"
+        " WHERE kind IN ('grid_event', 'drill') AND wall_s >= ? AND wall_s < ?",
+        (from_s, until_s),
+    ):
+        data = json.loads(raw)
+        obligation = data.get("obligation")
+        if data.get("cancels") is not None:
+            days.add(baselines.local_day(wall_s, tz))
+        elif obligation:
+            first = baselines.local_day(wall_s, tz)
+            end_s = obligation.get("end_s")
+            last = baselines.local_day(float(end_s), tz) if isinstance(end_s, int | float) else first
+            span = min(max(0, (last - first).days), 7)  # bounded: a week at most
+            days.update(first + dt.timedelta(days=n) for n in range(span + 1))
+    return days
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -355,6 +478,7 @@ def _not_scored(deploy_s: float, end_s: float) -> Score:
             " no performance factor is given"
         ],
         sample_spacing_s=None,
+        scored=False,
     )
 
 
@@ -366,31 +490,33 @@ def compute_report(
     method: BaselineMethod,
     *,
     now_s: float,
+    history_baseline: Baseline | None = None,
 ) -> Report:
     """The report from the journal's facts. `now_s` ends the scored window of an event still in force
-    (the journal's newest entry)."""
+    (the journal's newest entry); `history_baseline`: a HISTORY_METHODS method's per-interval baseline."""
     obligation = record.obligation
-    deploy_s = max(record.notice_s, float(obligation.get("start_s") or record.notice_s))
+    deployed_s = deploy_s(record)
     deadline_s = obligation.get("deadline_s")
     in_progress = record.end_s is None
     kind = str(obligation.get("kind", record.event.get("kind")))
     fixed = obligation.get("baseline_kw")
     end_s = record.end_s if record.end_s is not None else now_s
     if kind == "base_point":
-        result = _not_scored(deploy_s, end_s)
+        result = _not_scored(deployed_s, end_s)
     else:
         result = score(
             kind=kind,
             kw=float(obligation["kw"]),
             fixed_baseline_kw=None if fixed is None else float(fixed),
             notice_s=record.notice_s,
-            deploy_s=deploy_s,
+            deploy_s=deployed_s,
             deadline_s=deadline_s,
             end_s=end_s,
             in_progress=in_progress,
             samples=samples,
             rule=rule,
             method=method,
+            history_baseline=history_baseline,
         )
     return Report(
         event_id=str(record.event["id"]),
@@ -404,7 +530,7 @@ def compute_report(
         target_kw=result.target_kw,
         obligated_kw=result.obligated_kw,
         notice_s=record.notice_s,
-        deploy_s=deploy_s,
+        deploy_s=deployed_s,
         deadline_s=deadline_s,
         end_s=record.end_s,
         ended_by=record.ended_by,
@@ -423,4 +549,5 @@ def compute_report(
         samples=samples,
         commands=commands,
         event=record.event,
+        scored=result.scored,
     )

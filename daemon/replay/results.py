@@ -10,7 +10,14 @@ import json
 import math
 from typing import Any
 
-from mullet.daemon.records.report import EventRecord, Sample, compute_report, rule_for
+from mullet.daemon.records.report import (
+    HISTORY_METHODS,
+    BaselineMethod,
+    EventRecord,
+    Sample,
+    compute_report,
+    rule_for,
+)
 from mullet.daemon.replay.engine import INTERVAL_S, EventLog, Replay
 from mullet.daemon.replay.ledger import IntervalRow
 
@@ -48,7 +55,10 @@ def score_event(replay: Replay, log: EventLog, spacing_s: float) -> dict[str, An
     from_s = notice_interval_s - (rule.baseline_intervals + 1) * rule.interval_s
     samples = samples_between(replay, from_s, end_s, spacing_s)
     record = EventRecord(event.model_dump(), log.obligation, log.notice_s, log.end_s, log.ended_by)
-    report = compute_report(record, samples, [], rule, rule.baseline, now_s=end_s)
+    # A replay holds no preceding days to find like days in: a history baseline (ERS's default) is
+    # replaced by the 4 intervals before the notice, the meter-based method the replay can give.
+    method: BaselineMethod = "pre_notice_intervals" if rule.baseline in HISTORY_METHODS else rule.baseline
+    report = compute_report(record, samples, [], rule, method, now_s=end_s)
     delivered_mwh = sum(
         max(0.0, i.delivered_kw) * (i.end_s - i.start_s) / 3.6e6 for i in report.intervals if i.delivered_kw
     )
