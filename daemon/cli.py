@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mullet.daemon.config import Config, ConfigError, load_config
+from mullet.policies.scoring import BASELINE_METHODS
 
 EXIT_CONFIG = 2
 EXIT_LEADERSHIP_LOST = 3  # [ha]: the leader lease could not be kept (docs/fleet.md section 6)
@@ -235,7 +236,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.season is not None:
         return _report_season(journal_path, args, zone)
     try:
-        report = build_report(journal_path, args.event, baseline=args.baseline)
+        report = build_report(journal_path, args.event, baseline=args.baseline, config=config)
     except ReportError as exc:
         print(f"mulletd report: {exc}", file=sys.stderr)
         return 1
@@ -316,6 +317,60 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         db.close()
     return 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from mullet.daemon.records.drill_cli import DrillCliError, cancel_drill, parse_duration_s, run_drill
+    from mullet.daemon.replay.scenario import parse_time
+    from mullet.daemon.secrets import read_secret
+
+    url, token, journal_path, config = args.url, args.token, None, None
+    if args.config is not None:
+        config = _load_or_exit(args.config)
+        journal_path = config.journal.path
+        section = config.http_api
+        if url is None:
+            if not section.enabled:
+                print(f"mulletd drill: [http_api] is not enabled in {args.config}", file=sys.stderr)
+                return EXIT_CONFIG
+            url = f"http://{section.host}:{section.port}"
+        if token is None:
+            token = read_secret(file=section.token_file, credential=section.token_credential)
+    if url is None:
+        print("mulletd drill: give --config FILE or --url URL", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if args.cancel is not None:
+            return cancel_drill(url=url, token=token, drill_id=args.cancel)
+        if args.program is None or args.kw is None:
+            print("mulletd drill: --program and --kw are required (or --cancel ID)", file=sys.stderr)
+            return EXIT_CONFIG
+        request = {
+            "v": 1,
+            "program": args.program,
+            "kw": args.kw,
+            "duration_s": parse_duration_s(args.duration),
+            "dry_run": args.dry_run,
+        }
+        if args.at is not None:
+            request["at_s"] = parse_time(args.at)
+    except ValueError as exc:
+        print(f"mulletd drill: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return run_drill(
+            url=url,
+            token=token,
+            request=request,
+            journal_path=journal_path,
+            config=config,
+            fmt=args.format,
+            output=args.output,
+            wait=not args.no_wait,
+        )
+    except DrillCliError as exc:
+        print(f"mulletd drill: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -417,9 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["html", "csv", "json", "text"], default="html")
     report.add_argument(
         "--baseline",
-        choices=["pre_notice_intervals", "meter_before_event"],
+        choices=BASELINE_METHODS,
         default=None,
-        help="override the program's baseline method",
+        help="override the program's baseline method (and the config's [[programs]] baseline)",
     )
     report.add_argument("--output", "-o", default=None, help="write here instead of stdout")
     report.set_defaults(func=cmd_report)
@@ -434,6 +489,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--interval", choices=["15m", "1m"], default="15m")
     export.add_argument("--output", "-o", default=None, help="write here instead of stdout")
     export.set_defaults(func=cmd_export)
+
+    drill = sub.add_parser(
+        "drill", help="a test deployment on the live daemon (or its dry run), then its scorecard"
+    )
+    drill.add_argument("--config", default=None, help="site config (HTTP API address, token, journal)")
+    drill.add_argument("--url", default=None, help="the daemon's HTTP API (instead of --config)")
+    drill.add_argument("--token", default=None, help="bearer token (default: the config's token file)")
+    drill.add_argument("--program", default=None, help="the program whose rules the drill tests, e.g. ERS-10")
+    drill.add_argument("--kw", type=float, default=None, help="reduction below the meter at deployment, kW")
+    drill.add_argument("--at", default=None, help="start: ISO-8601 with an offset, or Unix s (default: now)")
+    drill.add_argument("--duration", default="1h", help="how long it holds: 90s, 15m, 1h (default 1h)")
+    drill.add_argument("--dry-run", action="store_true", help="plan it and say what would be shed; no action")
+    drill.add_argument("--no-wait", action="store_true", help="return once deployed; score it later")
+    drill.add_argument(
+        "--cancel", default=None, metavar="ID", help="end a drill in force or drop a scheduled one"
+    )
+    drill.add_argument("--format", choices=["text", "html", "csv", "json"], default="text")
+    drill.add_argument("--output", "-o", default=None, help="write the scorecard here instead of stdout")
+    drill.set_defaults(func=cmd_drill)
 
     replay = sub.add_parser(
         "replay",

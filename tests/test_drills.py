@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from pathlib import Path
 
+import aiohttp
 from helpers import MULLETD, Running, running_site, until, with_http_api
 
 from mullet.drivers.protocol import GridEvent
@@ -41,6 +43,12 @@ async def _drill(running: Running, *args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+async def _listed(api: str) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(f"{api}/v1/drills") as response:
+        assert response.status == 200
+        return await response.json()
+
+
 def _rows(running: Running, kind: str) -> list[dict]:
     db = sqlite3.connect(f"file:{running.config.journal.path}?mode=ro", uri=True)
     try:
@@ -58,6 +66,7 @@ async def test_drills_run_the_real_path_score_themselves_and_are_never_grid_even
     async with running_site(mqtt_broker, tmp_path, _site) as running:
         site, observer = running.site, running.observer
         rated_kw = sum(g.rated_kw for g in running.config.groups)
+        api = f"http://127.0.0.1:{running.config.http_api.port}"
         await until(lambda: site.mining_power_kw() >= 0.99 * rated_kw, 60, "full mining load")
 
         # A dry run plans and acts on nothing.
@@ -71,6 +80,24 @@ async def test_drills_run_the_real_path_score_themselves_and_are_never_grid_even
         assert preview["actuation"] == "graceful"
         assert all(g.commanded == "run" for g in site.groups.values())
         assert len(_rows(running, "drill_dry_run")) == 1 and _rows(running, "drill") == []
+
+        # Refused before anything happens; scheduled for later, listed, then dropped.
+        code, _out, err = await _drill(running, "--program", "NOPE", "--kw", "2000")
+        assert code == 1 and "unknown_program" in err
+        code, out, err = await _drill(
+            running, "--program", "ERS-10", "--kw", "2000", "--at", f"{time.time() + 3600:.0f}"
+        )
+        assert code == 0 and "scheduled" in out, err
+        scheduled_id = out.split()[0]
+        listed = await _listed(api)
+        assert [d["id"] for d in listed["scheduled"]] == [scheduled_id] and listed["in_force"] == []
+        code, out, err = await _drill(running, "--cancel", scheduled_id)
+        assert code == 0 and "scheduled" in out, err
+        assert (await _listed(api))["scheduled"] == []
+        assert [r["id"] for r in _rows(running, "drill_scheduled")] == [scheduled_id]
+        assert [r["id"] for r in _rows(running, "drill_cancelled")] == [scheduled_id]
+        code, _out, err = await _drill(running, "--cancel", scheduled_id)
+        assert code == 1 and "unknown_drill" in err
 
         # A drill: the real path, then its scorecard from the journal.
         code, out, err = await _drill(

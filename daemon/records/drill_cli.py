@@ -17,7 +17,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mullet.daemon.config import Config
 
 DRILLS_PATH = "/v1/drills"
 EXIT_PASSED, EXIT_ERROR, EXIT_FAILED = 0, 1, 3
@@ -127,6 +130,7 @@ def run_drill(
     token: str | None,
     request: dict[str, Any],
     journal_path: str | None,
+    config: Config | None,
     fmt: str,
     output: str | None,
     wait: bool,
@@ -168,11 +172,11 @@ def run_drill(
         )
         return EXIT_ERROR
     try:
-        report = build_report(journal_path, drill_id)
+        report = build_report(journal_path, drill_id, config=config)
     except ReportError as exc:
         print(f"mulletd drill: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    text = render(report, fmt)
+    text = render(report, fmt, timezone=config.site.timezone if config is not None else "UTC")
     if output:
         Path(output).write_text(text)
         print(f"{output}: {'pass' if report.passed else 'fail'}: {'; '.join(report.verdict)}", file=out)

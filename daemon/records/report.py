@@ -260,7 +260,7 @@ def load_event(db: sqlite3.Connection, event_id: str) -> EventRecord:
 def load_samples(db: sqlite3.Connection, from_s: float, until_s: float) -> list[Sample]:
     rows = db.execute(
         "SELECT wall_s, json_extract(data, '$.kw') FROM journal"
-        " WHERE wall_s >= ? AND wall_s <= ? AND kind = 'site_power' ORDER BY wall_s",
+        " WHERE wall_s >= ? AND wall_s <= ? AND +kind = 'site_power' ORDER BY wall_s",
         (from_s, until_s),
     )
     return [Sample(float(w), float(kw)) for w, kw in rows if kw is not None and math.isfinite(kw)]
@@ -544,10 +544,22 @@ def compute_report(
         shortfall_kwh=result.shortfall_kwh,
         max_shortfall_kw=result.max_shortfall_kw,
         passed=result.passed,
-        verdict=result.verdict,
+        verdict=result.verdict + ([] if result.passed else unshed_groups(commands)),
         sample_spacing_s=result.sample_spacing_s,
         samples=samples,
         commands=commands,
         event=record.event,
         scored=result.scored,
     )
+
+
+def unshed_groups(commands: list[Command]) -> list[str]:
+    """Where a shortfall came from: each group whose shed was not confirmed and whose escalation
+    failed during the event, once, with the last reason (the journal's `escalation` rows)."""
+    failed: dict[str, str] = {}
+    for command in commands:
+        if command.kind == "escalation" and command.data.get("result") != "ok":
+            failed[str(command.subject)] = str(command.data.get("detail") or command.data.get("result"))
+    return [
+        f"group {group_id} did not shed: its escalation failed ({why})" for group_id, why in failed.items()
+    ]
