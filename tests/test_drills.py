@@ -28,10 +28,10 @@ def _site(data: dict) -> None:
     ]
 
 
-async def _drill(running: Running, *args: str) -> tuple[int, str, str]:
+async def _drill(running: Running, *args: str, command: str = "drill") -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         str(MULLETD),
-        "drill",
+        command,
         "--config",
         str(running.config_path),
         *args,
@@ -99,17 +99,34 @@ async def test_drills_run_the_real_path_score_themselves_and_are_never_grid_even
         code, _out, err = await _drill(running, "--cancel", scheduled_id)
         assert code == 1 and "unknown_drill" in err
 
-        # A drill: the real path, then its scorecard from the journal.
+        # A drill scheduled a few seconds ahead: the daemon deploys it on time through the real path,
+        # and its scorecard comes from the journal.
         code, out, err = await _drill(
-            running, "--program", "ERS-10", "--kw", "2000", "--duration", "24s", "--format", "json"
+            running,
+            "--program",
+            "ERS-10",
+            "--kw",
+            "2000",
+            "--duration",
+            "24s",
+            "--at",
+            f"{time.time() + 8:.3f}",
         )
+        assert code == 0 and "scheduled" in out, err
+        drill_id = out.split()[0]
+        await until(
+            lambda: any(r["event"]["id"] == drill_id for r in _rows(running, "drill")), 30, "deployed"
+        )
+        await until(
+            lambda: any(r.get("id") == drill_id for r in _rows(running, "obligation_ended")), 60, "ended"
+        )
+        code, out, err = await _drill(running, "--event", drill_id, "--format", "json", command="report")
         assert code == 0, err + out
         card = json.loads(out)
         assert card["drill"] is True and card["program"] == "ERS-10"
         assert card["performance_factor"] >= 0.95, card["verdict"]
         assert card["passed"] is True and card["intervals"]
-        drill_id = card["event_id"]
-        assert drill_id.startswith("drill:")
+        assert card["event_id"] == drill_id and drill_id.startswith("drill:")
         # Never a grid event: not acked on grid/event/ack, not counted, journaled as a drill.
         assert not any(
             m.topic == running.topics.grid_event_ack and drill_id.encode() in m.payload
