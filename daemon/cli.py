@@ -234,7 +234,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     zone = config.site.timezone if config is not None else "UTC"  # --journal alone: UTC
     if args.season is not None:
-        return _report_season(journal_path, args, zone)
+        return _report_season(journal_path, args, zone, config)
     try:
         report = build_report(journal_path, args.event, baseline=args.baseline, config=config)
     except ReportError as exc:
@@ -256,7 +256,7 @@ def _year(text: str) -> int:
     return year
 
 
-def _report_season(journal_path: str, args: argparse.Namespace, zone_name: str) -> int:
+def _report_season(journal_path: str, args: argparse.Namespace, zone_name: str, config: Config | None) -> int:
     from zoneinfo import ZoneInfo
 
     from mullet.daemon.records.report import ReportError
@@ -267,7 +267,7 @@ def _report_season(journal_path: str, args: argparse.Namespace, zone_name: str) 
         return EXIT_CONFIG
     zone = ZoneInfo(zone_name)
     try:
-        reports = season_reports(journal_path, args.season, zone)
+        reports = season_reports(journal_path, args.season, zone, config)
     except (ReportError, SeasonError) as exc:
         print(f"mulletd report: {exc}", file=sys.stderr)
         return 1

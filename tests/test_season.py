@@ -12,10 +12,12 @@ baseline is the meter 10 s before deployment, 10 000 kW, so the obligated reduct
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import EXAMPLE, write_config
 from report_journals import Row, event_rows, write_journal
 
 from mullet.daemon.cli import main as mulletd
@@ -92,6 +94,23 @@ def test_season_command_writes_linked_pages(
     # --journal alone: UTC.
     assert "2026-07-01 10:00 UTC" in page
     assert "<td class='fail'>fail</td>" in page and "<td class='pass'>pass</td>" in page
+
+
+def test_season_command_reads_the_zone_and_baselines_from_the_config(
+    journal: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["site"]["timezone"] = "America/Chicago"
+    data["journal"]["path"] = str(journal)
+    data["programs"] = [{"name": "LR", "deadline_s": 600.0, "baseline": "meter_before"}]
+    _, config = write_config(data, tmp_path / "site.toml")
+    out = tmp_path / "site"
+    assert mulletd(["report", "--config", str(config), "--season", "2026", "--out-dir", str(out)]) == 0
+    assert "2 grid events, 1 drills" in capsys.readouterr().out  # ny-edge is 2025 in Chicago
+    page = (out / "season-2026.html").read_text()
+    assert "2026-07-01 05:00 CDT" in page and "ny-edge" not in page
+    baselines = re.findall(r"<td class='l'>(meter_before[a-z_]*)</td>", page)
+    assert baselines == ["meter_before_event", "meter_before", "meter_before"]  # FFR's rule; LR's config
 
 
 def test_file_names_are_safe_and_distinct() -> None:

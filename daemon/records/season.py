@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mullet.daemon.records.report import Report, ReportError, build_report, open_journal
 from mullet.daemon.records.report_render import to_html
+
+if TYPE_CHECKING:
+    from mullet.daemon.config import Config
 
 MAX_EVENTS = 1000  # a season page lists at most this many events and drills
 
@@ -82,11 +86,12 @@ def season_ids(path: str | Path, year: int, zone: tzinfo) -> list[str]:
     return list(ids)
 
 
-def season_reports(path: str | Path, year: int, zone: tzinfo) -> list[Report]:
+def season_reports(path: str | Path, year: int, zone: tzinfo, config: Config | None = None) -> list[Report]:
+    """Each event's report, its baseline by the config's choice for its program (else the program's)."""
     reports = []
     for event_id in season_ids(path, year, zone):
         try:
-            reports.append(build_report(path, event_id))
+            reports.append(build_report(path, event_id, config=config))
         except ReportError:  # listed but not reportable (a malformed entry): left out, not a crash
             continue
     return reports
