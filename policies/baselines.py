@@ -125,24 +125,44 @@ def history_ranges(
     event_day: dt.date,
     slots: Sequence[float],
     tz: dt.tzinfo | str,
-    lookback_days: int,
+    days: Iterable[dt.date],
     interval_s: float = INTERVAL_S,
 ) -> list[tuple[float, float]]:
     """The [from, until) UTC ranges of journal rows the history methods read: `slots` (event-day
-    interval starts, sorted) moved to each of the `lookback_days` days before the event day, runs of
-    consecutive slots merged into one range per day."""
+    interval starts, sorted) moved to each of `days`, runs of consecutive slots merged into one range
+    per day."""
     runs: list[list[float]] = []
     for start_s in slots:
         if runs and start_s - runs[-1][-1] == interval_s:
             runs[-1].append(start_s)
         else:
             runs.append([start_s])
-    out = []
-    for back in range(1, lookback_days + 1):
-        day = event_day - dt.timedelta(days=back)
-        for run in runs:
-            out.append((on_day(run[0], event_day, day, tz), on_day(run[-1], event_day, day, tz) + interval_s))
-    return out
+    return [
+        (on_day(run[0], event_day, day, tz), on_day(run[-1], event_day, day, tz) + interval_s)
+        for day in days
+        for run in runs
+    ]
+
+
+def candidate_days(
+    event_day: dt.date, excluded_days: Collection[dt.date], *, like: bool, lookback_days: int
+) -> list[dt.date]:
+    """The days a history method may stand on, most recent first, before their data is read: within
+    `lookback_days` before the event day, not excluded, and (`like`) of the event day's kind."""
+    event_type = weekend_or_holiday(event_day)
+    days = (event_day - dt.timedelta(days=back) for back in range(1, lookback_days + 1))
+    return [d for d in days if d not in excluded_days and (not like or weekend_or_holiday(d) == event_type)]
+
+
+def covered(
+    history: Mapping[float, IntervalMean],
+    event_day: dt.date,
+    day: dt.date,
+    window: Sequence[float],
+    tz: dt.tzinfo | str,
+) -> bool:
+    """Whether every interval of the event window holds >= MIN_COVERAGE of its samples on `day`."""
+    return _day_values(history, event_day, day, window, tz) is not None
 
 
 def _day_values(

@@ -356,7 +356,9 @@ def build_report(
         history = None
         if method in HISTORY_METHODS:
             tz = config.site.timezone if config is not None else "UTC"
-            history = history_baseline(db, record, method, rule, horizon_s, tz, median_spacing(samples))
+            history = history_baseline(
+                db, record, method, rule, horizon_s, tz, median_spacing(samples) or 1.0
+            )
         trip_curves = load_trip_curves(db, commands)
     except sqlite3.Error as exc:
         raise ReportError(f"{path}: the journal cannot be read: {exc}") from exc
@@ -383,23 +385,36 @@ def history_baseline(
     rule: ReportRule,
     horizon_s: float,
     tz: dt.tzinfo | str,
-    spacing_s: float | None,
+    spacing_s: float,
 ) -> Baseline:
     """`middle_8_of_10` or `regression` for the event's scored intervals, with the event-day
-    adjustment, from the preceding days' interval means (one GROUP BY in SQLite, never the samples)."""
+    adjustment, from the preceding days' interval means (GROUP BY in SQLite, never the samples)."""
     scored_from_s = deploy_s(record) + float(record.obligation.get("deadline_s") or 0.0)
     window = baselines.window_slots(scored_from_s, horizon_s, rule.interval_s)
+    if not window:
+        return Baseline(None, "no interval in the event window")
     adjustment = baselines.adjustment_slots(record.notice_s, rule.interval_s)
     event_day = baselines.local_day(record.notice_s, tz)
-    lookback_days = (
-        baselines.LIKE_DAY_LOOKBACK_DAYS if method == "middle_8_of_10" else baselines.REGRESSION_LOOKBACK_DAYS
-    )
-    slots = sorted({*adjustment, *window})
-    ranges = baselines.history_ranges(event_day, slots, tz, lookback_days, rule.interval_s)
-    ranges.append((adjustment[0], adjustment[-1] + rule.interval_s))  # the event day's actual load
-    history = interval_means(db, ranges, rule.interval_s, spacing_s or 1.0)
-    first_s = min(r[0] for r in ranges)
+    like = method == "middle_8_of_10"
+    lookback_days = baselines.LIKE_DAY_LOOKBACK_DAYS if like else baselines.REGRESSION_LOOKBACK_DAYS
+    want = baselines.LIKE_DAYS if like else baselines.REGRESSION_DAYS
+    first_s = baselines.on_day(adjustment[0], event_day, event_day - dt.timedelta(days=lookback_days), tz)
     excluded = event_days(db, first_s - 86_400.0, record.notice_s, tz)
+    candidates = baselines.candidate_days(event_day, excluded, like=like, lookback_days=lookback_days)
+    slots = sorted({*adjustment, *window})
+    # The event day's actual load before the notice, then the most recent candidate days, as many as
+    # are still wanted at a time: one GROUP BY when they are all covered, never the whole lookback.
+    event_day_range = [(adjustment[0], adjustment[-1] + rule.interval_s)]
+    history: dict[float, IntervalMean] = {}
+    found = read = 0
+    while found < want and read < len(candidates):
+        batch = candidates[read : read + want - found]
+        ranges = baselines.history_ranges(event_day, slots, tz, batch, rule.interval_s)
+        history.update(
+            interval_means(db, ranges + (event_day_range if read == 0 else []), rule.interval_s, spacing_s)
+        )
+        read += len(batch)
+        found += sum(baselines.covered(history, event_day, day, window, tz) for day in batch)
     find = baselines.middle_8_of_10 if method == "middle_8_of_10" else baselines.regression
     unadjusted = find(
         history, event_day=event_day, window=window, excluded_days=excluded, tz=tz, extra=adjustment
