@@ -84,6 +84,10 @@ async def test_drills_run_the_real_path_score_themselves_and_are_never_grid_even
         # Refused before anything happens; scheduled for later, listed, then dropped.
         code, _out, err = await _drill(running, "--program", "NOPE", "--kw", "2000")
         assert code == 1 and "unknown_program" in err
+        code, _out, err = await _drill(
+            running, "--program", "ERS-10", "--kw", "2000", "--at", f"{time.time() + 40 * 86_400:.0f}"
+        )
+        assert code == 1 and "too_far" in err
         code, out, err = await _drill(
             running, "--program", "ERS-10", "--kw", "2000", "--at", f"{time.time() + 3600:.0f}"
         )

@@ -32,6 +32,8 @@ MISSED_AFTER_S = 300.0
 MIN_DURATION_S = 10.0
 MAX_DURATION_S = 8 * 3600.0
 DEFAULT_DURATION_S = 3600.0
+# Furthest ahead a drill may be scheduled: a season's drills are planned weeks, not years, ahead.
+MAX_AHEAD_S = 31 * 86_400.0
 
 
 def is_drill(event_id: str) -> bool:

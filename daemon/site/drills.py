@@ -17,6 +17,7 @@ import structlog
 
 from mullet.daemon.core.controller import SiteController
 from mullet.daemon.core.drills import (
+    MAX_AHEAD_S,
     MAX_SCHEDULED,
     DrillRequest,
     DrillSchedule,
@@ -86,11 +87,13 @@ class DrillService:
             event = drill_event(drill_id(now_s, self._taken_ids()), request, now_s)
             preview = self.core.preview(event, now_s, time.monotonic())
             entry = {"request": request.model_dump(), "by": by, "preview": preview}
-            await self.journal.durable("drill_dry_run", entry, subject=event.id)
+            await self._durable("drill_dry_run", entry, event.id)
             self.metrics.drills.labels(outcome="dry_run").inc()
             log.info("drill dry run", program=request.program, kw=request.kw, by=by, **_brief(preview))
             return 200, {"v": 1, "id": event.id, "dry_run": True, "at_s": request.at_s, **preview}
         if at_s is not None:
+            if at_s > now_s + MAX_AHEAD_S:
+                raise DrillError(422, "too_far", f"at_s is more than {MAX_AHEAD_S / 86_400:g} days ahead")
             return await self._schedule(request, at_s, by)
         return await self._deploy(ScheduledDrill(drill_id(now_s, self._taken_ids()), request, by), now_s)
 
@@ -98,7 +101,7 @@ class DrillService:
         if self.schedule.full():
             raise DrillError(409, "too_many_drills", f"{MAX_SCHEDULED} drills already scheduled; cancel one")
         drill = ScheduledDrill(drill_id(at_s, self._taken_ids()), request, by)
-        await self.journal.durable("drill_scheduled", drill.entry(), subject=drill.drill_id)
+        await self._durable("drill_scheduled", drill.entry(), drill.drill_id)
         self.schedule.add(drill)
         self._changed.set()
         self.metrics.drills.labels(outcome="scheduled").inc()
@@ -119,13 +122,24 @@ class DrillService:
         body = {"v": 1, **ack.model_dump(), "start_s": now_s, "end_s": event.end}
         return (200 if ack.accepted else 409), body
 
+    async def _deploy_scheduled(self, drill: ScheduledDrill) -> None:
+        """A scheduled drill's time has come; whatever happens is logged, never raised into the daemon
+        (the refusal itself, if any, is journaled by the controller as `drill_rejected`)."""
+        try:
+            status, body = await self._deploy(drill, time.time())
+        except Exception as exc:
+            self.metrics.drills.labels(outcome="rejected").inc()
+            log.error("scheduled drill not deployed", drill_id=drill.drill_id, error=type(exc).__name__)
+            return
+        log.info("scheduled drill deployed", drill_id=drill.drill_id, status=status, code=body.get("code"))
+
     async def cancel(self, drill_id_: str, by: str) -> tuple[int, dict[str, Any]]:
         """End a drill in force (a cancel through the queue) or drop a scheduled one."""
         if not is_drill(drill_id_):
             raise DrillError(404, "not_a_drill", f"{drill_id_!r} is not a drill id")
         scheduled = self.schedule.pending.get(drill_id_)
         if scheduled is not None:
-            await self.journal.durable("drill_cancelled", {"id": drill_id_, "by": by}, subject=drill_id_)
+            await self._durable("drill_cancelled", {"id": drill_id_, "by": by}, drill_id_)
             self.schedule.cancel(drill_id_)
             self._changed.set()
             self.metrics.drills.labels(outcome="cancelled").inc()
@@ -138,6 +152,15 @@ class DrillService:
         )
         return (200 if ack.accepted else 409), {"v": 1, **ack.model_dump(), "was": "in_force"}
 
+    async def _durable(self, kind: str, data: dict[str, Any], subject: str) -> None:
+        """Journal before answering; a write that fails is a refusal, never an unrecorded drill."""
+        try:
+            await self.journal.durable(kind, data, subject=subject)
+        except Exception as exc:
+            raise DrillError(
+                503, "journal_unavailable", f"journal unavailable: {type(exc).__name__}"
+            ) from None
+
     def status(self) -> dict[str, Any]:
         in_force = sorted(i for i in self.core.book.obligations if is_drill(i))
         return {"scheduled": self.schedule.listing(), "in_force": in_force}
@@ -145,25 +168,22 @@ class DrillService:
     async def run(self, missed: list[ScheduledDrill]) -> None:
         """Journal the drills missed while down, then deploy each scheduled drill when its time comes."""
         for drill in missed:
-            await self.journal.durable(
-                "drill_missed", {"id": drill.drill_id, "at_s": drill.request.at_s}, subject=drill.drill_id
-            )
             self.metrics.drills.labels(outcome="missed").inc()
             log.warning(
                 "drill missed while the daemon was down", drill_id=drill.drill_id, at_s=drill.request.at_s
             )
+            try:
+                await self._durable(
+                    "drill_missed", {"id": drill.drill_id, "at_s": drill.request.at_s}, drill.drill_id
+                )
+            except DrillError as exc:  # the next start says it again
+                log.error("drill missed not journaled", drill_id=drill.drill_id, reason=exc.reason)
         while True:
             self._changed.clear()
             next_s = self.schedule.next_due_s()
             if next_s is not None and next_s <= time.time():
                 for drill in self.schedule.take_due(time.time()):
-                    status, body = await self._deploy(drill, time.time())
-                    log.info(
-                        "scheduled drill deployed",
-                        drill_id=drill.drill_id,
-                        status=status,
-                        code=body.get("code"),
-                    )
+                    await self._deploy_scheduled(drill)
                 continue
             wait_s = None if next_s is None else min(60.0, max(0.0, next_s - time.time()))
             try:
