@@ -114,20 +114,28 @@ def _legend(items: Sequence[tuple[str, str, str]], y: float, width: int = WIDTH)
 class _Axes:
     """Linear scales for a plot area and the frame drawn around it."""
 
-    def __init__(self, t0: float, t1: float, y_ticks: list[float], width: int = WIDTH, height: int = HEIGHT):
+    def __init__(
+        self,
+        t0: float,
+        t1: float,
+        y_ticks: list[float],
+        width: int = WIDTH,
+        height: int = HEIGHT,
+        bottom: int = BOTTOM,
+    ):
         self.t0, self.t1 = t0, t1 if t1 > t0 else t0 + 1.0
         self.y_ticks = y_ticks
-        self.width, self.height = width, height
+        self.width, self.height, self.bottom = width, height, bottom
 
     def x(self, t: float) -> float:
         return LEFT + (t - self.t0) / (self.t1 - self.t0) * (self.width - LEFT - RIGHT)
 
     def y(self, v: float) -> float:
         lo, hi = self.y_ticks[0], self.y_ticks[-1]
-        return TOP + (1 - (v - lo) / (hi - lo)) * (self.height - TOP - BOTTOM)
+        return TOP + (1 - (v - lo) / (hi - lo)) * (self.height - TOP - self.bottom)
 
     def frame(self, x_ticks: list[tuple[float, str]], x_title: str, y_title: str) -> list[str]:
-        bottom, right = self.height - BOTTOM, self.width - RIGHT
+        bottom, right = self.height - self.bottom, self.width - RIGHT
         step = self.y_ticks[1] - self.y_ticks[0] if len(self.y_ticks) > 1 else 1.0
         parts = []
         for value in self.y_ticks:
@@ -147,7 +155,7 @@ class _Axes:
         parts.append(
             f'<line x1="{LEFT}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="#333"/>'
             f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{bottom}" stroke="#333"/>'
-            + _text((LEFT + right) / 2, self.height - 8, x_title, extra=' class="x-title"')
+            + _text((LEFT + right) / 2, bottom + 40, x_title, extra=' class="x-title"')
             + f'<text x="16" y="{_f(mid)}" text-anchor="middle" font-size="11" '
             f'transform="rotate(-90 16 {_f(mid)})">{escape(y_title)}</text>'
         )
@@ -161,7 +169,7 @@ class _Axes:
         near_edge = x + 7 * len(label) > self.width - RIGHT
         return (
             f'<g class="mark" data-mark="{escape(kind)}">'
-            f'<line x1="{_f(x)}" x2="{_f(x)}" y1="{TOP}" y2="{self.height - BOTTOM}" stroke="{colour}" '
+            f'<line x1="{_f(x)}" x2="{_f(x)}" y1="{TOP}" y2="{self.height - self.bottom}" stroke="{colour}" '
             f'stroke-width="1.5" stroke-dasharray="4 3"/>'
             + _text(
                 x - 3 if near_edge else x + 3,
@@ -303,7 +311,7 @@ def event_svg(report: Report, zone: tzinfo) -> str:
     return "".join(parts)
 
 
-def trip_svg(report: Report, curve: TripCurve, zone: tzinfo, width: int = WIDTH, height: int = 320) -> str:
+def trip_svg(report: Report, curve: TripCurve, zone: tzinfo, width: int = WIDTH, height: int = 340) -> str:
     """One trip's meter samples (kW against seconds from the trip) with the program's deadline."""
     points = [(t, kw) for t, kw, _ in curve.samples]
     deadline_s = report.deadline_s
@@ -316,6 +324,7 @@ def trip_svg(report: Report, curve: TripCurve, zone: tzinfo, width: int = WIDTH,
         nice_ticks(min(0.0, *values) if values else 0.0, max(values, default=1.0) * 1.04),
         width,
         height,
+        BOTTOM + 18,  # room for the spacing note under the axis title
     )
     x_step = nice_ticks(t0, t1, 8)
     when = datetime.fromtimestamp(curve.trip_wall_s, zone)
@@ -351,7 +360,7 @@ def trip_svg(report: Report, curve: TripCurve, zone: tzinfo, width: int = WIDTH,
     parts.append(ax.mark(0.0, "trip", "trip", "#1b5e20"))
     if deadline_s is not None:
         parts.append(ax.mark(deadline_s, f"deadline {deadline_s:g} s", "deadline", "#b26a00", 1))
-    parts.append(_text(width - RIGHT, height - 8, spacing_note(curve, deadline_s), "end", ' class="spacing"'))
+    parts.append(_text(LEFT, height - 8, spacing_note(curve, deadline_s), "start", ' class="spacing"'))
     parts.append("</svg>")
     return "".join(parts)
 

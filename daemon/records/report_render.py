@@ -16,7 +16,7 @@ from datetime import UTC, datetime, tzinfo
 from html import escape
 from zoneinfo import ZoneInfo
 
-from mullet.daemon.records.plot_svg import event_svg, spacing_note, trip_svg
+from mullet.daemon.records.plot_svg import event_svg, trip_svg
 from mullet.daemon.records.report import Report
 from mullet.daemon.records.report_text import scorecard
 
@@ -121,11 +121,7 @@ def _local(wall_s: float | None, zone: tzinfo) -> str:
 def _trip_section(report: Report, zone: tzinfo) -> str:
     if not report.trip_curves:
         return ""
-    plots = "".join(
-        f"<figure>{trip_svg(report, c, zone)}<figcaption>{escape(spacing_note(c, report.deadline_s))}"
-        "</figcaption></figure>"
-        for c in report.trip_curves
-    )
+    plots = "".join(f"<figure>{trip_svg(report, c, zone)}</figure>" for c in report.trip_curves)
     return f"<h2>Trip response ({len(report.trip_curves)})</h2>{plots}"
 
 
