@@ -125,7 +125,11 @@ def score(
     scored_from_s = deploy_s + (deadline_s or 0.0)
     scored_until_s = end_s
     window = _slots(scored_from_s, scored_until_s, rule.interval_s)
-    base = baseline(method, rule, samples, notice_s, deploy_s, fixed_baseline_kw, history_baseline, window)
+    # An event ending in its ramp has no scored interval; a meter-based baseline is still shown.
+    base_window = window or _slots(deploy_s, deploy_s + 1.0, rule.interval_s)
+    base = baseline(
+        method, rule, samples, notice_s, deploy_s, fixed_baseline_kw, history_baseline, base_window
+    )
     flat_kw = _flat(base)
 
     def target_at(baseline_kw: float | None) -> float | None:
@@ -135,8 +139,19 @@ def score(
 
     spacing_s = median_spacing(samples)
     if scored_until_s <= scored_from_s:
+        unknown = base.kw is None and method not in HISTORY_METHODS  # a history one needs the intervals
         return _ramp_only(
-            kind, kw, flat_kw, base.detail, deploy_s, deadline_s, scored_from_s, end_s, in_progress, samples
+            kind,
+            kw,
+            flat_kw,
+            base.detail,
+            deploy_s,
+            deadline_s,
+            scored_from_s,
+            end_s,
+            in_progress,
+            samples,
+            [f"no baseline: {base.detail}"] if unknown else [],
         )
 
     scored = intervals(samples, scored_from_s, scored_until_s, rule.interval_s, target_at, base.kw)
@@ -213,6 +228,7 @@ def _ramp_only(
     end_s: float,
     in_progress: bool,
     samples: Sequence[Sample],
+    notes: list[str],
 ) -> Score:
     """An event that ended inside its ramp: nothing of it is scored, so no factor and no fail."""
     target_kw = kw if kind == "limit" else (None if flat_kw is None else flat_kw - kw)
@@ -239,7 +255,7 @@ def _ramp_only(
         shortfall_kwh=None,
         max_shortfall_kw=None,
         passed=False,
-        verdict=[why],
+        verdict=[why, *notes],
         sample_spacing_s=median_spacing(samples),
         scored=False,
     )

@@ -248,6 +248,28 @@ def test_event_ending_inside_its_ramp_is_not_scored() -> None:
     assert not any("factor" in line or "deadline" in line for line in result.verdict)
 
 
+def test_meter_baseline_shown_for_an_event_ending_inside_its_ramp() -> None:
+    # meter_before: the 13:45-14:00 interval, 10000 kW; the event (reduce 2000 kW) ends at 14:12 in its ramp.
+    samples = [Sample(B - 900 + 60 * m, 10_000.0) for m in range(15)]
+    samples += [Sample(B + 60 * m, 9500.0) for m in range(7, 12)]
+    result = score(
+        kind="reduce",
+        kw=2000.0,
+        fixed_baseline_kw=None,
+        notice_s=B + 420,
+        deploy_s=B + 420,
+        deadline_s=600.0,
+        end_s=B + 720,
+        in_progress=False,
+        samples=samples,
+        rule=RULE,
+        method="meter_before",
+    )
+    assert result.scored is False and result.performance_factor is None
+    assert (result.baseline_kw, result.target_kw) == (10_000.0, 8000.0)  # 10000 - 2000
+    assert result.time_to_target_s is None and result.met_deadline is None  # neither met nor missed
+
+
 # ---- from a journal: one GROUP BY, the excluded days, the config's choice -----------------------
 
 NOTICE_S = at(EVENT_DAY, 14, 2)
