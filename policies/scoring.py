@@ -139,7 +139,7 @@ def score(
 
     spacing_s = median_spacing(samples)
     if scored_until_s <= scored_from_s:
-        unknown = base.kw is None and method not in HISTORY_METHODS  # a history one needs the intervals
+        say_none = base.kw is None and method not in HISTORY_METHODS  # a history one needs the intervals
         return _ramp_only(
             kind,
             kw,
@@ -151,7 +151,7 @@ def score(
             end_s,
             in_progress,
             samples,
-            [f"no baseline: {base.detail}"] if unknown else [],
+            [f"no baseline: {base.detail}"] if say_none else [],
         )
 
     scored = intervals(samples, scored_from_s, scored_until_s, rule.interval_s, target_at, base.kw)
