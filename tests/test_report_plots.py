@@ -7,6 +7,9 @@ hand: baseline 10100 kW, target 6000 kW, intervals averaging 5900 / 6200 / 6310 
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -135,3 +138,28 @@ def test_ticks() -> None:
     # A zone offset by half an hour still gets round local ticks.
     kolkata = time_ticks(1_782_900_000, 1_782_903_600, ZoneInfo("Asia/Kolkata"))
     assert [label for _, label in kolkata][:2] == ["15:30", "15:40"]
+
+
+def test_per_interval_baselines_are_drawn_and_listed(tmp_path: Path) -> None:
+    """Matching-day baselines differ per interval: the plot steps, the CSV and the table follow them."""
+    journal = write_journal(tmp_path / "journal.sqlite", recorded_rows())
+    report = build_report(journal, EVENT, baseline="pre_notice_intervals")
+    # The recorded intervals with their own baselines 10,000 / 10,200 / 10,400 kW (target 6000 kW).
+    report.intervals = [
+        dataclasses.replace(i, baseline_kw=b, target_kw=6000.0)
+        for i, b in zip(report.intervals, (10_000.0, 10_200.0, 10_400.0), strict=True)
+    ]
+    rows = list(csv.DictReader(io.StringIO(render(report, "csv"))))
+    assert [(r["baseline_kw"], r["obligated_kw"]) for r in rows[:3]] == [
+        ("10000.000", "4000.000"),
+        ("10200.000", "4200.000"),
+        ("10400.000", "4400.000"),
+    ]
+    (plot,) = svgs(render(report, "html"))
+    steps = next(
+        p for p in plot.iter(f"{SVG}polyline") if "per interval" in (p.findtext(f"{SVG}title") or "")
+    )
+    assert len({y for _, y in (xy.split(",") for xy in (steps.get("points") or "").split())}) == 3
+    # Each band's pass line is its own: 10000 - 0.95 x 4000 = 6200, 6210, 6220 kW.
+    bands = [r.findtext(f"{SVG}title") for r in plot.iter(f"{SVG}rect") if r.get("class") == "target-band"]
+    assert bands[1:] == [f"target band 6000.0 to {kw:.1f} kW" for kw in (6200, 6210, 6220)]

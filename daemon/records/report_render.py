@@ -17,7 +17,7 @@ from html import escape
 from zoneinfo import ZoneInfo
 
 from mullet.daemon.records.plot_svg import event_svg, trip_svg
-from mullet.daemon.records.report import Report
+from mullet.daemon.records.report import Interval, Report
 from mullet.daemon.records.report_text import scorecard
 
 FORMATS = ("html", "csv", "json", "text")
@@ -46,6 +46,16 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "unknown" if value is None else f"{value:.{digits}f}"
 
 
+def interval_figures(report: Report, i: Interval) -> tuple[float | None, float | None, float | None]:
+    """The interval's baseline, target and obligated kW: its own where its baseline method gives one
+    per interval (matching days), the event's otherwise."""
+    baseline_kw = report.baseline_kw if i.baseline_kw is None else i.baseline_kw
+    target_kw = report.target_kw if i.target_kw is None else i.target_kw
+    if i.baseline_kw is None or i.target_kw is None:
+        return baseline_kw, target_kw, report.obligated_kw
+    return baseline_kw, target_kw, i.baseline_kw - i.target_kw
+
+
 def to_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -70,6 +80,7 @@ def to_csv(report: Report) -> str:
         return "" if value is None else f"{value:.{digits}f}"
 
     for i in report.intervals:
+        baseline_kw, target_kw, obligated_kw = interval_figures(report, i)
         writer.writerow(
             [
                 report.event_id,
@@ -77,9 +88,9 @@ def to_csv(report: Report) -> str:
                 _utc(i.end_s),
                 i.samples,
                 cell(i.average_kw),
-                cell(report.baseline_kw),
-                cell(report.target_kw),
-                cell(report.obligated_kw),
+                cell(baseline_kw),
+                cell(target_kw),
+                cell(obligated_kw),
                 cell(i.delivered_kw),
                 cell(i.performance_factor, 4),
                 cell(i.shortfall_kw),
@@ -155,6 +166,7 @@ def to_html(report: Report, zone: tzinfo = UTC) -> str:
     intervals = "".join(
         "<tr>"
         f"<td>{_local(i.start_s, zone)}</td><td>{_local(i.end_s, zone)}</td><td>{i.samples}</td>"
+        f"<td>{_num(interval_figures(report, i)[0])}</td><td>{_num(interval_figures(report, i)[1])}</td>"
         f"<td>{_num(i.average_kw)}</td><td>{_num(i.delivered_kw)}</td>"
         f"<td>{i.performance_factor:.3f}</td><td>{_num(i.shortfall_kw)}</td>"
         f"<td>{_num(i.shortfall_kwh, 2)}</td>"
@@ -176,6 +188,7 @@ def to_html(report: Report, zone: tzinfo = UTC) -> str:
         f"<table>{''.join(summary)}</table>"
         f"<h2>Site power</h2>{event_svg(report, zone)}{_trip_section(report, zone)}"
         "<h2>Intervals</h2><table><tr><th>start</th><th>end</th><th>samples</th>"
+        "<th>baseline kW</th><th>target kW</th>"
         "<th>average kW</th><th>delivered kW</th><th>factor</th><th>shortfall kW</th>"
         f"<th>shortfall kWh</th></tr>{intervals}</table>"
         f"<h2>Commands ({len(report.commands)})</h2><table><tr><th>time</th><th class='l'>kind</th>"
