@@ -16,8 +16,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from helpers import EXAMPLE
+from helpers import EXAMPLE, write_config
 
+from mullet.daemon.cli import main as mulletd
 from mullet.daemon.config import Config, parse_config
 from mullet.daemon.records.journal import Journal
 from mullet.daemon.records.report import build_report
@@ -309,12 +310,16 @@ def _journal(path: Path) -> None:
     db.close()
 
 
-def _config(path: Path, programs: list[dict[str, object]]) -> Config:
+def _config_data(path: Path, programs: list[dict[str, object]]) -> dict:
     data = tomllib.loads(EXAMPLE.read_text())
     data["site"]["timezone"] = "America/Chicago"
     data["journal"]["path"] = str(path)
     data["programs"] = programs
-    return parse_config(data)
+    return data
+
+
+def _config(path: Path, programs: list[dict[str, object]]) -> Config:
+    return parse_config(_config_data(path, programs))
 
 
 def test_report_reads_history_and_the_config_choice(tmp_path: Path) -> None:
@@ -343,3 +348,18 @@ def test_report_reads_history_and_the_config_choice(tmp_path: Path) -> None:
     assert report.baseline_detail.startswith(
         "16 non-event days with data in the 60 days before 2026-09-15, 30 needed"
     )
+
+
+def test_report_command_uses_the_configs_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "journal.sqlite"
+    _journal(path)
+    programs: list[dict[str, object]] = [{"name": "ERS-10", "deadline_s": 600, "baseline": "meter_before"}]
+    _, config_path = write_config(_config_data(path, programs), tmp_path / "site.toml")
+    command = ["report", "--config", str(config_path), "--event", EVENT, "--format", "json"]
+    assert mulletd(command) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["baseline_method"], data["baseline_kw"]) == ("meter_before", 1300.0)
+    # --baseline overrides it: middle_8_of_10 gives the per-interval baselines found above.
+    assert mulletd([*command, "--baseline", "middle_8_of_10"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [i["baseline_kw"] for i in data["intervals"]] == [1185.0, 1285.0]
