@@ -11,13 +11,16 @@ import csv
 import dataclasses
 import io
 import re
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from helpers import EXAMPLE, write_config
 from report_journals import event_rows, recorded_rows, write_journal
 
+from mullet.daemon.cli import main as mulletd
 from mullet.daemon.records.plot_svg import nice_ticks, time_ticks, zone_label
 from mullet.daemon.records.report import build_report
 from mullet.daemon.records.report_render import render
@@ -163,3 +166,18 @@ def test_per_interval_baselines_are_drawn_and_listed(tmp_path: Path) -> None:
     # Each band's pass line is its own: 10000 - 0.95 x 4000 = 6200, 6210, 6220 kW.
     bands = [r.findtext(f"{SVG}title") for r in plot.iter(f"{SVG}rect") if r.get("class") == "target-band"]
     assert bands[1:] == [f"target band 6000.0 to {kw:.1f} kW" for kw in (6200, 6210, 6220)]
+
+
+def test_report_command_text_and_zone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    journal = write_journal(tmp_path / "journal.sqlite", recorded_rows())
+    argv = ["report", "--journal", str(journal), "--event", EVENT, "--baseline", "pre_notice_intervals"]
+    assert mulletd([*argv, "--format", "text"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL  ers-2025-06-15") and "2025-06-15 16:17:00 UTC" in out  # --journal alone
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["site"]["timezone"] = "America/Chicago"
+    data["journal"]["path"] = str(journal)
+    _, config = write_config(data, tmp_path / "site.toml")
+    argv = ["report", "--config", str(config), "--event", EVENT, "--baseline", "pre_notice_intervals"]
+    assert mulletd([*argv, "--format", "text"]) == 0
+    assert "  deployed           2025-06-15 11:17:00 CDT" in capsys.readouterr().out.splitlines()
