@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ def _last_weekday(year: int, month: int, weekday: int) -> dt.date:
     return last - dt.timedelta(days=(last.weekday() - weekday) % 7)
 
 
+@functools.lru_cache(maxsize=64)
 def ercot_holidays(year: int) -> frozenset[dt.date]:
     """ERCOT's holidays for like-day selection: New Year's Day, Memorial Day, Independence Day, Labor
     Day, Thanksgiving Day, the day after, Christmas Eve and Christmas Day (on their calendar dates)."""
