@@ -21,7 +21,7 @@ from helpers import EXAMPLE, write_config
 from report_journals import Row, event_rows, write_journal
 
 from mullet.daemon.cli import main as mulletd
-from mullet.daemon.records.season import MAX_EVENTS, file_name, season_reports, totals
+from mullet.daemon.records.season import MAX_EVENTS, file_name, season_reports, totals, write_season
 
 CHICAGO = ZoneInfo("America/Chicago")
 
@@ -135,3 +135,15 @@ def test_a_season_over_the_bound_is_refused(tmp_path: Path, capsys: pytest.Captu
     assert "1001 events and drills in 2026: a season page lists at most 1000" in capsys.readouterr().err
     assert not out.exists()
     assert mulletd(["report", "--journal", str(journal), "--season", "2026", "--format", "csv"]) == 2
+
+
+def test_an_event_ended_in_its_ramp_is_not_scored_nor_a_failure(tmp_path: Path) -> None:
+    rows = event_rows("short", 1_782_900_000, program="LR", deadline_s=600.0, duration_s=300.0)
+    rows += event_rows("lr-2026-09", 1_789_408_800, program="LR", deadline_s=600.0, during_kw=7000.0)
+    journal = write_journal(tmp_path / "journal.sqlite", rows)
+    reports = season_reports(journal, 2026, CHICAGO)
+    (lr,) = totals(reports)
+    assert (lr.count, lr.failures, lr.mean_factor) == (2, 1, 0.75)  # the short one has no factor
+    page = write_season(reports, 2026, CHICAGO, tmp_path / "out").read_text()
+    assert "<td class='not'>not scored</td>" in page and "<td class='fail'>fail</td>" in page
+    assert (tmp_path / "out" / "short.html").read_text().count("<p class='not'>NOT SCORED: ") == 1

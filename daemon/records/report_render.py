@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from mullet.daemon.records.plot_svg import event_svg, trip_svg
 from mullet.daemon.records.report import Interval, Report
-from mullet.daemon.records.report_text import scorecard
+from mullet.daemon.records.report_text import outcome, scorecard
 
 FORMATS = ("html", "csv", "json", "text")
 
@@ -101,7 +101,7 @@ def to_csv(report: Report) -> str:
         [
             report.event_id,
             "event",
-            "pass" if report.passed else "fail",
+            outcome(report),
             len(report.samples),
             "",
             cell(report.baseline_kw),
@@ -122,6 +122,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .pass { color: #0b8043; font-weight: bold; } .fail { color: #d93025; font-weight: bold; }
+.not { color: #666; font-weight: bold; }
 """
 
 
@@ -140,7 +141,7 @@ def to_html(report: Report, zone: tzinfo = UTC) -> str:
     def row(name: str, value: str) -> str:
         return f'<tr><th class="l">{escape(name)}</th><td class="l">{escape(value)}</td></tr>'
 
-    verdict_class = "pass" if report.passed else "fail"
+    verdict_class = outcome(report).split()[0]  # pass, fail, not
     summary = [
         row("event", f"{report.event_id} ({report.kind} {report.event.get('kw')} kW)"),
         row("program", f"{report.program}: {report.rule.source}"),
@@ -183,7 +184,7 @@ def to_html(report: Report, zone: tzinfo = UTC) -> str:
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>Mullet report {escape(report.event_id)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>Compliance report: {escape(report.event_id)}</h1>"
-        f"<p class='{verdict_class}'>{'PASS' if report.passed else 'FAIL'}: "
+        f"<p class='{verdict_class}'>{outcome(report).upper()}: "
         f"{escape('; '.join(report.verdict))}</p>"
         f"<table>{''.join(summary)}</table>"
         f"<h2>Site power</h2>{event_svg(report, zone)}{_trip_section(report, zone)}"

@@ -19,6 +19,13 @@ def _field(name: str, value: str) -> str:
     )
 
 
+def outcome(report: Report) -> str:
+    """pass, fail, or not scored (a base point, an event that ended inside its ramp): neither."""
+    if not report.scored:
+        return "not scored"
+    return "pass" if report.passed else "fail"
+
+
 def _num(value: float | None, digits: int = 1, unit: str = "") -> str:
     return "unknown" if value is None else f"{value:,.{digits}f}{unit}"
 
@@ -28,7 +35,7 @@ def _at(wall_s: float | None, zone: tzinfo) -> str:
 
 
 def scorecard(report: Report, zone: tzinfo) -> str:
-    verdict = "PASS" if report.passed else "FAIL"
+    verdict = outcome(report).upper()
     what = "drill" if report.drill else "grid event"
     if report.deadline_s is None:
         to_target = (

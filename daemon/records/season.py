@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from mullet.daemon.records.report import Report, ReportError, build_report, open_journal
 from mullet.daemon.records.report_render import to_html
+from mullet.daemon.records.report_text import outcome
 
 if TYPE_CHECKING:
     from mullet.daemon.config import Config
@@ -30,6 +31,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .pass { color: #0b8043; font-weight: bold; } .fail { color: #d93025; font-weight: bold; }
+.not { color: #666; font-weight: bold; }
 tr.drill td { background: #f7f7ff; }
 """
 
@@ -122,10 +124,6 @@ def _mwh(report: Report) -> float:
     )
 
 
-def _scored(report: Report) -> bool:
-    return report.kind != "base_point"  # a base point is settled on SCED intervals, not scored here
-
-
 def totals(reports: list[Report]) -> list[ProgramTotals]:
     """Per program, grid events and drills apart."""
     groups: dict[tuple[str, bool], list[Report]] = {}
@@ -142,7 +140,7 @@ def totals(reports: list[Report]) -> list[ProgramTotals]:
                 hours_deployed=sum(_hours(r) for r in rs),
                 mwh_delivered=sum(_mwh(r) for r in rs),
                 mean_factor=sum(factors) / len(factors) if factors else None,
-                failures=sum(1 for r in rs if _scored(r) and not r.passed),
+                failures=sum(1 for r in rs if r.scored and not r.passed),
             )
         )
     return out
@@ -155,7 +153,7 @@ def _num(value: float | None, digits: int = 1) -> str:
 def _row(report: Report, zone: tzinfo) -> str:
     notice = datetime.fromtimestamp(report.notice_s, zone).strftime("%Y-%m-%d %H:%M %Z")
     duration_min = _hours(report) * 60
-    result = "pass" if report.passed else ("not scored" if not _scored(report) else "fail")
+    result = outcome(report)
     cls = "drill" if report.drill else "event"
     return (
         f"<tr class='season-row {cls}'>"
