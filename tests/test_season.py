@@ -93,7 +93,13 @@ def test_season_command_writes_linked_pages(
     assert sorted(p.name for p in out.iterdir()) == sorted([*hrefs, "season-2026.html"])
     # --journal alone: UTC.
     assert "2026-07-01 10:00 UTC" in page
-    assert "<td class='fail'>fail</td>" in page and "<td class='pass'>pass</td>" in page
+    verdict = "target reached never, deadline 600 s; performance factor 0.750 &lt; 0.95"
+    assert f"<td class='fail' title='{verdict}'>fail</td>" in page
+    assert (
+        "<td class='pass' title='passed: performance factor &gt;= 0.95, target within deadline'>pass</td>"
+        in page
+    )
+    assert "<td>not reached</td></tr>" in page  # lr-2026-09 never got under its target
 
 
 def test_season_command_reads_the_zone_and_baselines_from_the_config(
@@ -145,5 +151,6 @@ def test_an_event_ended_in_its_ramp_is_not_scored_nor_a_failure(tmp_path: Path) 
     (lr,) = totals(reports)
     assert (lr.count, lr.failures, lr.mean_factor) == (2, 1, 0.75)  # the short one has no factor
     page = write_season(reports, 2026, CHICAGO, tmp_path / "out").read_text()
-    assert "<td class='not'>not scored</td>" in page and "<td class='fail'>fail</td>" in page
+    assert re.search(r"<td class='not' title='not scored: [^']+'>not scored</td>", page)
+    assert re.search(r"<td class='fail' title='[^']+'>fail</td>", page)
     assert (tmp_path / "out" / "short.html").read_text().count("<p class='not'>NOT SCORED: ") == 1

@@ -28,7 +28,7 @@ MAX_EVENTS = 1000  # a season page lists at most this many events and drills
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
-td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .pass { color: #0b8043; font-weight: bold; } .fail { color: #d93025; font-weight: bold; }
 .not { color: #666; font-weight: bold; }
@@ -155,6 +155,7 @@ def _row(report: Report, zone: tzinfo) -> str:
     duration_min = _hours(report) * 60
     result = outcome(report)
     cls = "drill" if report.drill else "event"
+    to_target = "not reached" if report.time_to_target_s is None else f"{report.time_to_target_s:.1f} s"
     return (
         f"<tr class='season-row {cls}'>"
         f"<td class='l'><a href='{escape(file_name(report.event_id))}'>{escape(report.event_id)}</a></td>"
@@ -162,9 +163,10 @@ def _row(report: Report, zone: tzinfo) -> str:
         f"<td class='l'>{'drill' if report.drill else 'event'}</td><td class='l'>{escape(notice)}</td>"
         f"<td>{duration_min:,.0f} min{'' if report.end_s is not None else ' (in force)'}</td>"
         f"<td>{_num(report.obligated_kw)}</td><td class='l'>{escape(report.baseline_method)}</td>"
-        f"<td>{_num(report.performance_factor, 3)}</td><td class='{result.split()[0]}'>{result}</td>"
+        f"<td>{_num(report.performance_factor, 3)}</td>"
+        f"<td class='{result.split()[0]}' title='{escape('; '.join(report.verdict))}'>{result}</td>"
         f"<td>{_num(report.shortfall_kwh, 2)}</td><td>{_num(report.max_shortfall_kw)}</td>"
-        f"<td>{'' if report.time_to_target_s is None else f'{report.time_to_target_s:.1f} s'}</td></tr>"
+        f"<td>{to_target}</td></tr>"
     )
 
 
