@@ -267,11 +267,14 @@ def _report_season(journal_path: str, args: argparse.Namespace, zone_name: str, 
         return EXIT_CONFIG
     zone = ZoneInfo(zone_name)
     try:
-        reports = season_reports(journal_path, args.season, zone, config)
+        unreadable: list[tuple[str, str]] = []
+        reports = season_reports(journal_path, args.season, zone, config, unreadable)
     except (ReportError, SeasonError) as exc:
         print(f"mulletd report: {exc}", file=sys.stderr)
         return 1
-    page = write_season(reports, args.season, zone, args.out_dir)
+    page = write_season(reports, args.season, zone, args.out_dir, unreadable)
+    for event_id, why in unreadable:
+        print(f"mulletd report: {event_id!r} left out of the season: {why}", file=sys.stderr)
     drills = sum(1 for r in reports if r.drill)
     print(f"{page}: {len(reports) - drills} grid events, {drills} drills, one report each beside it")
     return 0

@@ -11,7 +11,9 @@ baseline is the meter 10 s before deployment, 10 000 kW, so the obligated reduct
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 import tomllib
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -154,3 +156,24 @@ def test_an_event_ended_in_its_ramp_is_not_scored_nor_a_failure(tmp_path: Path) 
     assert re.search(r"<td class='not' title='not scored: [^']+'>not scored</td>", page)
     assert re.search(r"<td class='fail' title='[^']+'>fail</td>", page)
     assert (tmp_path / "out" / "short.html").read_text().count("<p class='not'>NOT SCORED: ") == 1
+
+
+def test_a_malformed_event_is_named_not_a_crash(
+    journal: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = {"event": {"id": "bad-1", "kind": "limit"}, "obligation": {"kind": "limit", "kw": "lots"}}
+    db = sqlite3.connect(journal)
+    with db:
+        db.execute(
+            "INSERT INTO journal (wall_s, monotonic_s, kind, subject, data)"
+            " VALUES (?, 0, 'grid_event', 'bad-1', ?)",
+            (1_790_000_000, json.dumps(bad)),
+        )
+    db.close()
+    out = tmp_path / "site"
+    assert mulletd(["report", "--journal", str(journal), "--season", "2026", "--out-dir", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "3 grid events, 1 drills" in captured.out
+    assert "mulletd report: 'bad-1' left out of the season: ValueError: could not convert" in captured.err
+    page = (out / "season-2026.html").read_text()
+    assert "<h2 class='fail'>Not reported (1)</h2>" in page and "<li>bad-1: ValueError" in page
