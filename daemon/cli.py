@@ -226,6 +226,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from mullet.daemon.records.report import ReportError, build_report
     from mullet.daemon.records.report_render import render
+    from mullet.daemon.records.report_text import outcome
 
     config = _load_or_exit(args.config) if args.config else None
     journal_path = args.journal or (config.journal.path if config is not None else None)
@@ -243,7 +244,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     text = render(report, args.format, timezone=zone)
     if args.output:
         Path(args.output).write_text(text)
-        print(f"{args.output}: {'pass' if report.passed else 'fail'}: {'; '.join(report.verdict)}")
+        print(f"{args.output}: {outcome(report)}: {'; '.join(report.verdict)}")
     else:
         sys.stdout.write(text)
     return 0

@@ -174,6 +174,29 @@ def test_a_malformed_event_is_named_not_a_crash(
     assert mulletd(["report", "--journal", str(journal), "--season", "2026", "--out-dir", str(out)]) == 0
     captured = capsys.readouterr()
     assert "3 grid events, 1 drills" in captured.out
-    assert "mulletd report: 'bad-1' left out of the season: ValueError: could not convert" in captured.err
+    assert (
+        "mulletd report: 'bad-1' left out of the season: event 'bad-1': its journal entries are malformed"
+        " (ValueError: could not convert" in captured.err
+    )
     page = (out / "season-2026.html").read_text()
-    assert "<h2 class='fail'>Not reported (1)</h2>" in page and "<li>bad-1: ValueError" in page
+    assert (
+        "<h2 class='fail'>Not reported (1)</h2>" in page
+        and "<li>bad-1: event &#x27;bad-1&#x27;: its journal entries are malformed (ValueError" in page
+    )
+
+
+def test_a_malformed_event_gets_a_clear_refusal_from_report_event(
+    journal: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = {"event": {"id": "bad-2", "kind": "limit"}, "obligation": {"kind": "limit", "kw": "lots"}}
+    db = sqlite3.connect(journal)
+    with db:
+        db.execute(
+            "INSERT INTO journal (wall_s, monotonic_s, kind, subject, data)"
+            " VALUES (?, 0, 'grid_event', 'bad-2', ?)",
+            (1_790_000_000, json.dumps(bad)),
+        )
+    db.close()
+    assert mulletd(["report", "--journal", str(journal), "--event", "bad-2", "--format", "text"]) == 1
+    err = capsys.readouterr().err
+    assert "mulletd report: event 'bad-2': its journal entries are malformed (ValueError" in err

@@ -138,6 +138,7 @@ def run_drill(
 ) -> int:
     from mullet.daemon.records.report import ReportError, build_report
     from mullet.daemon.records.report_render import render
+    from mullet.daemon.records.report_text import outcome
 
     status, reply = call(url, token, "POST", DRILLS_PATH, request)
     if request.get("dry_run"):
@@ -179,7 +180,7 @@ def run_drill(
     text = render(report, fmt, timezone=config.site.timezone if config is not None else "UTC")
     if output:
         Path(output).write_text(text)
-        print(f"{output}: {'pass' if report.passed else 'fail'}: {'; '.join(report.verdict)}", file=out)
+        print(f"{output}: {outcome(report)}: {'; '.join(report.verdict)}", file=out)
     else:
         out.write(text)
     return EXIT_PASSED if report.passed else EXIT_FAILED

@@ -342,6 +342,18 @@ def build_report(
     """Read the journal at `path` and compute the report for `event_id`. The baseline method:
     `baseline`, else the config's choice for the program, else the program's rule; days are the
     config's `site.timezone` (UTC without a config)."""
+    try:
+        return _build_report(path, event_id, baseline, config)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # A hand-edited or foreign journal: a clear refusal, never a traceback.
+        raise ReportError(
+            f"event {event_id!r}: its journal entries are malformed ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _build_report(
+    path: str | Path, event_id: str, baseline: BaselineMethod | None, config: Config | None
+) -> Report:
     db = open_journal(path)
     try:
         record = load_event(db, event_id)

@@ -102,9 +102,9 @@ def season_reports(
     for event_id in season_ids(path, year, zone):
         try:
             reports.append(build_report(path, event_id, config=config))
-        except (ReportError, KeyError, TypeError, ValueError) as exc:
+        except ReportError as exc:  # build_report names what is malformed
             if unreadable is not None:
-                unreadable.append((event_id, f"{type(exc).__name__}: {exc}"))
+                unreadable.append((event_id, str(exc)))
     return reports
 
 
