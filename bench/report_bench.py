@@ -12,8 +12,6 @@ No verdict: the figures, with the html / json ratio, say what a report costs on 
 from __future__ import annotations
 
 import argparse
-import json
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -24,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from _common import print_header, print_table, reproduce_command
 
-from mullet.daemon.records.journal import Journal
+from mullet.daemon.records.journal import write_rows
 from mullet.daemon.records.report import build_report
 from mullet.daemon.records.report_render import render
 from mullet.daemon.records.season import season_reports, write_season
@@ -64,18 +62,6 @@ def event(
     return rows
 
 
-def write(path: Path, rows: list[tuple]) -> Path:
-    Journal(path).close()
-    db = sqlite3.connect(path)
-    with db:
-        db.executemany(
-            "INSERT INTO journal (wall_s, monotonic_s, kind, subject, data) VALUES (?, 0, ?, ?, ?)",
-            [(w, k, s, json.dumps(d)) for w, k, s, d in sorted(rows, key=lambda r: r[0])],
-        )
-    db.close()
-    return path
-
-
 def timed(fn: Callable[[], object], runs: int) -> float:
     """Median milliseconds of `runs` calls."""
     times = []
@@ -99,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print_header("reports people read", "event HTML / text / json rendering, season page", command)
     with tempfile.TemporaryDirectory() as tmp:
-        journal = write(Path(tmp) / "event.sqlite", event("big", T0, args.hours * 3600, 1.0, 50.0))
+        journal = write_rows(Path(tmp) / "event.sqlite", event("big", T0, args.hours * 3600, 1.0, 50.0))
         report = build_report(journal, "big")
         measured = {}
         for fmt in ("json", "text", "html"):
@@ -114,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         season_rows = []
         for n in range(args.events):
             season_rows += event(f"e{n}", T0 - 180 * 86400 + 3 * 86400 * n, 1800.0, 10.0, None)
-        season = write(Path(tmp) / "season.sqlite", season_rows)
+        season = write_rows(Path(tmp) / "season.sqlite", season_rows)
         zone = ZoneInfo(ZONE)
         start = time.perf_counter()
         reports = season_reports(season, 2026, zone)

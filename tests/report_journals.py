@@ -4,11 +4,10 @@ synthesized events and drills with a trip and its trip_curve, written in the dae
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-from mullet.daemon.records.journal import Journal
+from mullet.daemon.records.journal import write_rows
 
 RECORDED = Path(__file__).parent / "data" / "report_ers10.jsonl"
 Row = tuple[float, str, str | None, dict[str, Any]]
@@ -20,15 +19,7 @@ def recorded_rows() -> list[Row]:
 
 
 def write_journal(path: Path, rows: list[Row]) -> Path:
-    Journal(path).close()  # the daemon's schema
-    db = sqlite3.connect(path)
-    with db:
-        db.executemany(
-            "INSERT INTO journal (wall_s, monotonic_s, kind, subject, data) VALUES (?, 0, ?, ?, ?)",
-            [(w, k, s, json.dumps(d)) for w, k, s, d in sorted(rows, key=lambda r: r[0])],
-        )
-    db.close()
-    return path
+    return write_rows(path, rows)
 
 
 def event_rows(

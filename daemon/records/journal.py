@@ -15,7 +15,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -305,6 +305,20 @@ async def _finish(running: asyncio.Future[_T]) -> _T:
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def write_rows(path: str | Path, rows: Iterable[tuple[float, str, str | None, dict[str, Any]]]) -> Path:
+    """A journal at `path` (the daemon's schema) holding `rows` of (wall_s, kind, subject, data), in time
+    order: how tests and benches build a recorded journal without running a daemon."""
+    Journal(path).close()
+    db = sqlite3.connect(path)
+    with db:
+        db.executemany(
+            "INSERT INTO journal (wall_s, monotonic_s, kind, subject, data) VALUES (?, 0, ?, ?, ?)",
+            [(w, k, s, json.dumps(d)) for w, k, s, d in sorted(rows, key=lambda r: r[0])],
+        )
+    db.close()
+    return Path(path)
 
 
 def path_problem(path: str | Path) -> str | None:
