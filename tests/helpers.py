@@ -289,6 +289,24 @@ def site_config(
     return write_config(data, tmp_path / "site.toml")
 
 
+# A live daemon's control period here (the example's: 1 s): the restore stagger and min off-time
+# above, so a restore goes a group per stagger, not a group per 1 s cycle. Simulated-clock tests
+# (tests/test_controller.py) step the example's period and keep it.
+LIVE_PERIOD_S = 0.5
+
+
+def live_site(mutate: Callable[[dict], None] | None = None) -> Callable[[dict], None]:
+    """A `site_config` mutator for a running daemon: `LIVE_PERIOD_S`, then `mutate` (which may set
+    its own)."""
+
+    def apply(data: dict) -> None:
+        data["control"]["period_s"] = LIVE_PERIOD_S
+        if mutate is not None:
+            mutate(data)
+
+    return apply
+
+
 API_TOKEN = "test-token-0123456789"
 
 
@@ -429,7 +447,7 @@ async def running_site(
     `sim_ports` moves simulated devices off the ports the daemon is configured with (`meter` or a
     pdu_id; 0 = any free port), so a proxy can sit in between; `prepare_site` sees the site before it
     runs, `before_daemon` after it started and before the daemon does."""
-    config, path = site_config(mqtt_broker.url, tmp_path, mutate)
+    config, path = site_config(mqtt_broker.url, tmp_path, live_site(mutate))
     topics = Topics(config.topic_root)
     ports = dict(sim_ports or {})
     meter_port = ports.pop("meter", None)
@@ -530,7 +548,7 @@ async def site_processes(
     """`mulletd simulate` (its devices up), then `mulletd run` (online, a first plan), on one
     `site_config`, observed on everything under the site's root; both stopped afterwards, the daemon
     first. A failure inside carries the tails of both logs (`tmp_path`/simulate.log, mulletd.log)."""
-    config, path = site_config(mqtt_broker.url, tmp_path, mutate)
+    config, path = site_config(mqtt_broker.url, tmp_path, live_site(mutate))
     topics = Topics(config.topic_root)
     simulator_log, daemon_log = tmp_path / "simulate.log", tmp_path / "mulletd.log"
     started: list[asyncio.subprocess.Process] = []
