@@ -39,6 +39,9 @@ G1_KW, G2_KW, G3_KW = 100.0, 200.0, 40.0
 # not wait makes the slow thing SLOW_S slow and bounds at a fraction of it.
 TIMEOUT_S = 2.0
 SLOW_S = 10.0
+# A dead PDU's request timeout where a test waits it out: two of them (a retry) are over 1.5 x, and
+# half of it is still more than TIMEOUT_S for the healthy PDU beside it.
+DEAD_S = 5.0
 WAIT_S = 30.0  # the bound of every wait on a predicate
 FAST = {
     "timeout_s": TIMEOUT_S,
@@ -490,7 +493,7 @@ async def test_reconnects_after_the_pdu_restarts_and_logs_in_again(site: Simulat
 
 @pytest.mark.parametrize("fault", ["silent", "stopped"])
 async def test_a_dead_pdu_never_blocks_another_pdus_cut(site: SimulatedSite, fault: str) -> None:
-    pool = _pool(site, timeout_s=SLOW_S)  # the dead PDU's request waits SLOW_S: the others must not
+    pool = _pool(site, timeout_s=DEAD_S)  # the dead PDU's request waits DEAD_S: the others must not
     await pool.start()
     try:
         dead = site.pdus["pdu-m"]
@@ -506,9 +509,9 @@ async def test_a_dead_pdu_never_blocks_another_pdus_cut(site: SimulatedSite, fau
         )
         # At most one timeout for the dead PDU (it gives up after the first unanswered request), and
         # none for the healthy one.
-        assert result.elapsed_s < 1.5 * SLOW_S
+        assert result.elapsed_s < 1.5 * DEAD_S
         healthy = result.results["pdu-n"]
-        assert healthy.ok and healthy.elapsed_s < SLOW_S / 2
+        assert healthy.ok and healthy.elapsed_s < DEAD_S / 2
         assert not site.pdus["pdu-n"].is_on(1) and not site.groups["g1"].powered
         failed = result.results["pdu-m"]
         assert failed.failed == (1, 2) and failed.reason == (
@@ -603,14 +606,24 @@ async def test_an_armed_cut_is_on_every_pdus_socket_when_switch_now_returns() ->
 
 
 class _SlowReadPdu(CoilPduSim):
-    """Answers power reads after `delay_s`; a second request meanwhile would lose this answer in
-    pymodbus' server (it serves one transaction at a time), as in many devices."""
+    """Answers power reads after `delay_s`, or at once when the test has seen what it waited for
+    (`release`); a second request meanwhile would lose this answer in pymodbus' server (it serves one
+    transaction at a time), as in many devices."""
 
     delay_s = 0.05
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        """Answer the reads held now, and every later one, without the delay."""
+        self._released.set()
+
     async def _action(self, function_code: int, *args: Any) -> Any:
         if function_code == 4:
-            await asyncio.sleep(self.delay_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), self.delay_s)
         return await super()._action(function_code, *args)
 
 
@@ -628,6 +641,7 @@ async def test_a_cut_during_a_keepalive_read_goes_out_at_once_on_its_own_connect
         result = await client.switch_now(client.prepare_switch([1], on=False))
         assert not reading.done(), "the cut waited for the keep-alive read"
         assert result.ok and not sim.is_on(1)
+        sim.release()  # the read, answered now rather than SLOW_S / 2 after it was sent
         assert await reading is True
     finally:
         await client.close()
@@ -660,6 +674,7 @@ async def test_write_armed_never_waits_for_a_keepalive_read_and_queues_only_behi
         assert all(result.ok for result in results) and not any(sim.is_on(1) for sim in (*sims, slow))
         busy_issued_s = results[1].results["pdu-busy"].issued_s
         assert busy_issued_s is not None and busy_issued_s > second.written_s  # after the first's answer
+        slow.release()  # its read, answered now rather than SLOW_S / 2 after it was sent
         assert await reading is True
     finally:
         await pool.close()
