@@ -71,6 +71,7 @@ def small_site_config(site_id: str, broker: MosquittoBroker, tmp_path: Path) -> 
         ],
         "tenants": [{"tenant_id": "ai", "reserved_kw": AI_KW}],
         "control": {
+            "period_s": 0.5,  # as helpers.LIVE_PERIOD_S: restores a group per stagger, not per 1 s cycle
             "min_on_s": 0.5,
             "min_off_s": 0.5,
             "restore_stagger_s": 0.5,
