@@ -158,18 +158,23 @@ def test_an_event_ended_in_its_ramp_is_not_scored_nor_a_failure(tmp_path: Path) 
     assert (tmp_path / "out" / "short.html").read_text().count("<p class='not'>NOT SCORED: ") == 1
 
 
-def test_a_malformed_event_is_named_not_a_crash(
-    journal: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    bad = {"event": {"id": "bad-1", "kind": "limit"}, "obligation": {"kind": "limit", "kw": "lots"}}
+def _add_malformed(journal: Path, event_id: str) -> None:
+    """An accepted grid_event whose obligation's kw is not a number (a hand-edited journal)."""
+    bad = {"event": {"id": event_id, "kind": "limit"}, "obligation": {"kind": "limit", "kw": "lots"}}
     db = sqlite3.connect(journal)
     with db:
         db.execute(
             "INSERT INTO journal (wall_s, monotonic_s, kind, subject, data)"
-            " VALUES (?, 0, 'grid_event', 'bad-1', ?)",
-            (1_790_000_000, json.dumps(bad)),
+            " VALUES (?, 0, 'grid_event', ?, ?)",
+            (1_790_000_000, event_id, json.dumps(bad)),
         )
     db.close()
+
+
+def test_a_malformed_event_is_named_not_a_crash(
+    journal: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _add_malformed(journal, "bad-1")
     out = tmp_path / "site"
     assert mulletd(["report", "--journal", str(journal), "--season", "2026", "--out-dir", str(out)]) == 0
     captured = capsys.readouterr()
@@ -188,15 +193,7 @@ def test_a_malformed_event_is_named_not_a_crash(
 def test_a_malformed_event_gets_a_clear_refusal_from_report_event(
     journal: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad = {"event": {"id": "bad-2", "kind": "limit"}, "obligation": {"kind": "limit", "kw": "lots"}}
-    db = sqlite3.connect(journal)
-    with db:
-        db.execute(
-            "INSERT INTO journal (wall_s, monotonic_s, kind, subject, data)"
-            " VALUES (?, 0, 'grid_event', 'bad-2', ?)",
-            (1_790_000_000, json.dumps(bad)),
-        )
-    db.close()
+    _add_malformed(journal, "bad-2")
     assert mulletd(["report", "--journal", str(journal), "--event", "bad-2", "--format", "text"]) == 1
     err = capsys.readouterr().err
     assert "mulletd report: event 'bad-2': its journal entries are malformed (ValueError" in err
