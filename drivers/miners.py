@@ -1,5 +1,8 @@
 """ASIC miners through pyasic: sleep, wake, power target and the read-back that confirms them.
 
+The `pyasic` backend of the agent's miner client (`drivers/miner_client.py` has the contract;
+`drivers/miners_asic_rs.py` is the other backend, and uses this one for what asic-rs lacks).
+
 pyasic covers Braiins OS/OS+, LuxOS, VNish, stock Antminer and Whatsminer behind one interface
 (`stop_mining`, `resume_mining`, `set_power_limit`, `get_wattage`, `get_hashrate`). Its answers are
 not results: pyasic 0.79 turns a refused connection into an empty reply that passes as success, and
@@ -28,39 +31,20 @@ machine, and inside the first call's timeout it made that call fail.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pyasic  # type: ignore[import-untyped]
 import structlog
 from pyasic.miners.backends import LUXMiner  # type: ignore[import-untyped]
 
+from mullet.drivers.miner_client import MinerEndpoint, MinerReading, usable_reading
 from mullet.drivers.wait_for_guard import reraise_swallowed_cancel
 
 log = structlog.get_logger("mullet.miners")
 
-Firmware = Literal["luxos", "auto"]
 
-
-@dataclass(frozen=True, slots=True)
-class MinerReading:
-    """What the miner itself reports now; hashrate None when it did not say."""
-
-    power_w: float
-    hashrate_ths: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class MinerEndpoint:
-    name: str
-    host: str
-    port: int = 4028
-    firmware: Firmware = "luxos"
-
-
-class MinerClient:
+class PyasicMinerClient:
     """One miner's commands and readings through pyasic, each bounded by `timeout_s`."""
 
     def __init__(self, endpoint: MinerEndpoint, *, timeout_s: float) -> None:
@@ -148,34 +132,16 @@ class MinerClient:
 
 def _luxos_reading(data: dict[str, Any]) -> MinerReading | None:
     try:
-        watts = float(data["power"][0]["POWER"][0]["Watts"])
-    except (LookupError, TypeError, ValueError):
+        watts = data["power"][0]["POWER"][0]["Watts"]
+    except (LookupError, TypeError):
         return None
-    if not math.isfinite(watts) or watts < 0:
-        return None
-    hashrate_ths: float | None
     try:
-        hashrate_ths = float(data["summary"][0]["SUMMARY"][0]["GHS 5s"]) / 1000.0
+        ghs = data["summary"][0]["SUMMARY"][0]["GHS 5s"]
+        hashrate_ths: Any = float(ghs) / 1000.0
     except (LookupError, TypeError, ValueError):
         hashrate_ths = None
-    if hashrate_ths is not None and (not math.isfinite(hashrate_ths) or hashrate_ths < 0):
-        hashrate_ths = None
-    return MinerReading(watts, hashrate_ths)
+    return usable_reading(watts, hashrate_ths)
 
 
 def _generic_reading(wattage: Any, hashrate: Any) -> MinerReading | None:
-    if wattage is None:
-        return None
-    try:
-        watts = float(wattage)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(watts) or watts < 0:
-        return None
-    hashrate_ths: float | None = None
-    if hashrate is not None:
-        try:
-            hashrate_ths = float(hashrate)  # pyasic's SHA-256 default unit is TH/s
-        except (TypeError, ValueError):
-            hashrate_ths = None
-    return MinerReading(watts, hashrate_ths)
+    return usable_reading(wattage, hashrate)  # pyasic's SHA-256 default hashrate unit is TH/s

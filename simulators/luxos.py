@@ -8,6 +8,11 @@ multicommand, answered as `{"a": [reply_a], "b": [reply_b]}`. Privileged command
 session the miner allows, `session` tells the current one (pyasic asks it first and reuses it), and a
 session lapses after `session_timeout_s` without use.
 
+asic-rs drives it too (`drivers/miners_asic_rs.py`): it identifies LuxOS by `LUXMINER` in the
+`version` reply (the row's `Type` is the model) and reads hashrate from `stats`' second entry
+(`GHS 5s`), as in asic-rs's own LuxOS v1 fixtures (`version.json`, `stats.json`). It takes no port, so
+each miner then needs port 4028 on an address of its own (`LuxosFleet(base_address=...)`).
+
 Physics: power moves linearly toward its target, `rated_w / curtail_s` down and `rated_w / resume_s`
 up (0 s = at once), evaluated when read. Sleep draws `sleep_w` (LuxOS claims ~25 W within ~5 s);
 awake, the active profile's watts. Hashrate follows power at the profile's efficiency.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import secrets
 import sys
@@ -33,7 +39,8 @@ from typing import Any
 
 _MAX_REQUEST_BYTES = 65_536
 _REQUEST_IDLE_S = 10.0
-_DESCRIPTION = "LUXminer 2024.11.1-fake"
+_VERSION = "2024.11.1-fake"
+_DESCRIPTION = f"LUXminer {_VERSION}"  # asic-rs identifies LuxOS by "LUXMINER" in the `version` reply
 # LuxOS profile steps: each step is about 5 % of the default profile's power (the firmware's table
 # differs per model; the shape is what matters to a driver choosing "the highest profile <= W").
 _PROFILE_STEP_FRACTION = 0.05
@@ -321,6 +328,7 @@ class LuxosMinerSim:
         ideal = (self.active_profile.watts - self.sleep_w) / self.efficiency_j_per_th * 1000.0
         board: dict[str, Any] = {"Elapsed": int(self._clock() - self._started_s)}
         board.update(total_rateideal=round(ideal, 2), rate_unit="GH", total_rate=round(ghs, 2))
+        board.update({"GHS 5s": round(ghs, 2), "GHS av": round(ghs, 2)})  # asic-rs reads its hashrate here
         for n in (1, 2, 3):
             board[f"chain_rate{n}"] = round(ghs / 3, 2)
             board[f"chain_acn{n}"] = 108
@@ -355,7 +363,8 @@ class LuxosMinerSim:
         return _ok(33, "CGMiner config", CONFIG=[row])
 
     def _cmd_version(self, _: list[str]) -> dict[str, Any]:
-        return _ok(22, "CGMiner versions", VERSION=[{"API": "3.7", "Miner": _DESCRIPTION, "Type": "S21"}])
+        row = {"API": "3.7", "LUXminer": _VERSION, "Miner": _VERSION, "Type": "Antminer S21"}
+        return _ok(22, "LUXminer versions", VERSION=[row])
 
     def _cmd_tempctrl(self, _: list[str]) -> dict[str, Any]:
         return _ok(350, "Tempctrl", TEMPCTRL=[{"Mode": "Auto", "Target": 75, "Hot": 85, "Dangerous": 95}])
@@ -404,10 +413,21 @@ _HANDLERS: dict[str, Callable[[LuxosMinerSim, list[str]], dict[str, Any]]] = {
 
 
 class LuxosFleet:
-    """Many fake miners, started and stopped together."""
+    """Many fake miners, started and stopped together. With `base_address`, miner i listens on
+    `base_address + i` (port `port`, 4028 by default there), as asic-rs needs: it takes no port."""
 
-    def __init__(self, count: int, *, prefix: str = "m", **miner_kwargs: Any) -> None:
-        self.miners = [LuxosMinerSim(f"{prefix}{i:03d}", **miner_kwargs) for i in range(count)]
+    def __init__(
+        self, count: int, *, prefix: str = "m", base_address: str | None = None, **miner_kwargs: Any
+    ) -> None:
+        if base_address is not None:
+            first = ipaddress.IPv4Address(base_address)
+            port = miner_kwargs.pop("port", 4028)
+            self.miners = [
+                LuxosMinerSim(f"{prefix}{i:03d}", host=str(first + i), port=port, **miner_kwargs)
+                for i in range(count)
+            ]
+        else:
+            self.miners = [LuxosMinerSim(f"{prefix}{i:03d}", **miner_kwargs) for i in range(count)]
 
     async def __aenter__(self) -> LuxosFleet:
         await asyncio.gather(*(m.start() for m in self.miners))
@@ -420,6 +440,10 @@ class LuxosFleet:
     def ports(self) -> list[int]:
         return [m.port for m in self.miners]
 
+    @property
+    def hosts(self) -> list[str]:
+        return [m.host for m in self.miners]
+
 
 async def _serve_fleet(args: argparse.Namespace) -> None:
     fleet = LuxosFleet(
@@ -428,23 +452,26 @@ async def _serve_fleet(args: argparse.Namespace) -> None:
         curtail_s=args.curtail_s,
         resume_s=args.resume_s,
         response_delay_s=args.response_delay_s,
+        base_address=args.base_address,
     )
     async with fleet:
-        print(json.dumps({"host": "127.0.0.1", "ports": fleet.ports}), flush=True)
+        print(json.dumps({"host": fleet.hosts[0], "hosts": fleet.hosts, "ports": fleet.ports}), flush=True)
         # Serve until stdin closes (the parent went away) or a signal ends the process.
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m mullet.simulators.luxos --count N`: serve N fake miners on free loopback ports,
-    print `{"host": ..., "ports": [...]}` on one line, and stop when stdin closes."""
+    """`python -m mullet.simulators.luxos --count N`: serve N fake miners on free loopback ports (or,
+    with `--base-address 127.77.0.1`, each on port 4028 of its own loopback address), print
+    `{"host": ..., "hosts": [...], "ports": [...]}` on one line, and stop when stdin closes."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--count", type=int, default=10)
     parser.add_argument("--rated-w", type=float, default=3500.0)
     parser.add_argument("--curtail-s", type=float, default=5.0)
     parser.add_argument("--resume-s", type=float, default=10.0)
     parser.add_argument("--response-delay-s", type=float, default=0.0)
+    parser.add_argument("--base-address", default=None, help="miner i on port 4028 of this address + i")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_fleet(parser.parse_args(argv)))
 

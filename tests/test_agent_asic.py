@@ -1,4 +1,5 @@
-"""The ASIC agent: fake LuxOS miners driven through pyasic, over a real broker.
+"""The ASIC agent: fake LuxOS miners driven through pyasic (the default backend), over a real broker.
+tests/test_agent_asic_rs.py drives them through the asic-rs backend.
 
 The first tests drive the pyasic side directly; the agent tests play the daemon on MQTT (retained
 setpoints, trips, `daemon/online`); the last two run the real daemon (`mulletd run`) against the
@@ -25,7 +26,8 @@ from mullet.daemon.agents.asic import AsicAgent
 from mullet.daemon.agents.config import AsicAgentConfig, parse_agent_config
 from mullet.daemon.config import Config, ConfigError
 from mullet.daemon.site.simulated import simulated_site
-from mullet.drivers.miners import MinerClient, MinerEndpoint
+from mullet.drivers.miner_client import MinerEndpoint
+from mullet.drivers.miners import PyasicMinerClient
 from mullet.drivers.protocol import GridEvent, GroupSetpoint, Topics, Trip, encode
 from mullet.simulators.luxos import LuxosFleet, LuxosMinerSim
 from mullet.simulators.site import SimulatedSite
@@ -33,8 +35,8 @@ from mullet.simulators.site import SimulatedSite
 RATED_W = 3500.0
 
 
-def client_for(sim: LuxosMinerSim, timeout_s: float = 10.0) -> MinerClient:
-    return MinerClient(MinerEndpoint(sim.name, "127.0.0.1", sim.port, "luxos"), timeout_s=timeout_s)
+def client_for(sim: LuxosMinerSim, timeout_s: float = 10.0) -> PyasicMinerClient:
+    return PyasicMinerClient(MinerEndpoint(sim.name, "127.0.0.1", sim.port, "luxos"), timeout_s=timeout_s)
 
 
 async def test_pyasic_sleeps_wakes_and_reads_a_fake_luxos_miner() -> None:
@@ -64,14 +66,15 @@ class SlowPyasic(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, SlowPyasic())
-from mullet.drivers.miners import MinerClient, MinerEndpoint
+from mullet.drivers.miner_client import MinerEndpoint
+from mullet.drivers.miners import PyasicMinerClient
 from mullet.simulators.luxos import LuxosMinerSim
 
 async def main():
     sim = LuxosMinerSim("first")
     await sim.start()
     try:
-        client = MinerClient(MinerEndpoint(sim.name, "127.0.0.1", sim.port, "luxos"), timeout_s=2.0)
+        client = PyasicMinerClient(MinerEndpoint(sim.name, "127.0.0.1", sim.port, "luxos"), timeout_s=2.0)
         reading = await client.read()
         print(reading.power_w if reading else f"none {dict(client.failures)}")
     finally:

@@ -6,10 +6,12 @@ MQTT side (the same rules as the simulated controllers, `drivers/group_command.p
 `seq_applied`) at once on every command, on every change it sees and every `telemetry_period_s`, and
 keeps `mining/<group>/online` with a last will.
 
-Device side: one worker per miner (`drivers/miners.py`, pyasic), all concurrent, each call bounded by
-`command_timeout_s`. A command is only sent; a miner is *confirmed* when its own reading shows the
-result (asleep: power <= `sleep_confirm_w`; running: power >= `run_confirm_fraction` x rated, or within
-the target tolerance with a power target). A miner not confirmed `confirm_timeout_s` after its command
+Device side: one worker per miner, all concurrent, each call bounded by `command_timeout_s`, through
+the miner client of the agent's `backend` (`drivers/miner_client.py`: `pyasic`, `drivers/miners.py`, or
+`asic-rs`, `drivers/miners_asic_rs.py`; only that backend's library is imported, at start-up).
+A command is only sent; a miner is *confirmed* when its own reading shows the result (asleep:
+power <= `sleep_confirm_w`; running: power >= `run_confirm_fraction` x rated, or within the target
+tolerance with a power target). A miner not confirmed `confirm_timeout_s` after its command
 is reported in `state.miners_unconfirmed`, and the command is sent again every `resend_s`. The agent
 does no more than that: the group's `power_kw` stays high, so the daemon's shed verification escalates
 to the group's PDU outlets.
@@ -28,6 +30,7 @@ start, before the broker is reached, so a restarted agent puts its miners back a
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +44,7 @@ from mullet.daemon.agents.state import CommandStore, load_command
 from mullet.daemon.device_broker import broker_of
 from mullet.drivers.device_link import DeviceLink
 from mullet.drivers.group_command import CommandMode, GroupCommand
-from mullet.drivers.miners import MinerClient, MinerEndpoint, MinerReading
+from mullet.drivers.miner_client import MinerClient, MinerEndpoint, MinerReading
 from mullet.drivers.protocol import (
     GroupSetpoint,
     GroupState,
@@ -56,6 +59,40 @@ from mullet.drivers.protocol import (
 log = structlog.get_logger("mullet.agent")
 
 MinerStatus = Literal["idle", "pending", "confirmed", "unconfirmed"]
+# backend -> (module, client class, the library it needs)
+_BACKENDS = {
+    "pyasic": ("mullet.drivers.miners", "PyasicMinerClient", "pyasic"),
+    "asic-rs": ("mullet.drivers.miners_asic_rs", "AsicRsMinerClient", "pyasic-rs"),
+}
+
+
+class BackendUnavailable(ModuleNotFoundError):
+    """The agent's miner library is not installed: the agent cannot start (`name`: the missing module)."""
+
+
+def miner_clients(config: AsicAgentConfig) -> list[MinerClient]:
+    """One client per configured miner through the agent's backend, its library imported now (at
+    start-up: the import takes over a second on a small machine, too long inside a call's timeout)."""
+    cfg = config.agent
+    module_name, class_name, library = _BACKENDS[cfg.backend]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"backend {cfg.backend!r} needs {library}, which cannot be imported ({exc});"
+            " install the ASIC agent's libraries: pip install 'mullet[asic]'",
+            name=exc.name,
+        ) from exc
+    client_class = getattr(module, class_name)
+    extra = {"power_fallback": cfg.supports_power_target} if cfg.backend == "asic-rs" else {}
+    return [
+        client_class(
+            MinerEndpoint(m.name, m.host, m.port, m.firmware), timeout_s=cfg.command_timeout_s, **extra
+        )
+        for m in config.miners
+    ]
+
+
 _PUBLISH_COALESCE_S = 0.005  # many miners confirming together make one state message, not 100
 
 
@@ -165,8 +202,8 @@ class MinerWorker:
 
 
 class AsicAgent(DeviceLink):
-    """One mining group's controller. `clients` overrides the pyasic clients (tests may pass their
-    own endpoints); by default one `MinerClient` per configured miner."""
+    """One mining group's controller. `clients` overrides the miner clients (tests may pass their
+    own endpoints); by default one per configured miner through the config's backend."""
 
     def __init__(self, config: AsicAgentConfig, *, clients: list[MinerClient] | None = None) -> None:
         cfg = config.agent
@@ -182,12 +219,7 @@ class AsicAgent(DeviceLink):
         self.topics = topics
         self.stale_after_s = max(3 * cfg.poll_period_s, 2 * cfg.command_timeout_s)
         if clients is None:
-            clients = [
-                MinerClient(
-                    MinerEndpoint(m.name, m.host, m.port, m.firmware), timeout_s=cfg.command_timeout_s
-                )
-                for m in config.miners
-            ]
+            clients = miner_clients(config)
         self.workers = [MinerWorker(self, spec, c) for spec, c in zip(config.miners, clients, strict=True)]
         self.store = CommandStore(Path(cfg.state_path))
         self.command = GroupCommand()
@@ -239,7 +271,8 @@ class AsicAgent(DeviceLink):
     # running
 
     async def run(self) -> None:
-        log.info("asic agent starting", group=self.config.agent.group_id, miners=len(self.workers))
+        cfg = self.config.agent
+        log.info("asic agent starting", group=cfg.group_id, miners=len(self.workers), backend=cfg.backend)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.store.run(), name="agent-store")
             for worker in self.workers:

@@ -16,6 +16,7 @@ from mullet.daemon.config import Ident, MqttSection, Port, load_model, parse_mod
 PositiveS = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
 PositiveW = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
 C = TypeVar("C", bound=BaseModel)
+ASIC_RS_PORT = 4028  # the CGMiner-style API port asic-rs always uses (drivers/miners_asic_rs.py)
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 
 
@@ -40,6 +41,8 @@ class MinerSection(_Strict):
 class AsicAgentSection(_AgentCommon):
     group_id: Ident
     state_path: str
+    # The library that talks to the miners (docs/agents.md, "Backends"): pyasic or asic-rs.
+    backend: Literal["pyasic", "asic-rs"] = "pyasic"
     supports_power_target: bool = False
     poll_period_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     confirm_poll_s: Annotated[float, Field(gt=0, le=10)] = 0.25
@@ -65,6 +68,17 @@ class AsicAgentConfig(_Strict):
             if miner.name in seen:
                 raise ValueError(f"miners: duplicate name {miner.name!r}")
             seen.add(miner.name)
+        return self
+
+    @model_validator(mode="after")
+    def _asic_rs_standard_port(self) -> AsicAgentConfig:
+        if self.agent.backend == "asic-rs":
+            for i, miner in enumerate(self.miners):
+                if miner.port != ASIC_RS_PORT:
+                    raise ValueError(
+                        f"miners[{i}].port: backend 'asic-rs' takes no port (it finds the firmware on its"
+                        f" standard ports); leave port out or set {ASIC_RS_PORT}"
+                    )
         return self
 
     @property
