@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mullet.daemon.process_metrics import register_process_metrics
+
 # Plan computation is microseconds to a few ms; buckets resolve that range.
 _FAST_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -50,6 +52,7 @@ class Metrics(ListenerSeries):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        register_process_metrics(r)
         self.site_power = Gauge(
             "mullet_site_power_watts", "Site import at the meter; NaN when unknown.", registry=r
         )

@@ -1,6 +1,8 @@
-"""Observability and durability: promtool on a live scrape and on the shipped alert rules, the
-metrics catalogue against the code, `mulletd status` against the live daemon, and a daemon killed with
-SIGKILL mid-event whose journal and report still hold the event and every command it sent.
+"""Observability and durability: promtool on a live scrape and on the shipped alert rules, `mulletd
+status` against the live daemon, and a daemon killed with SIGKILL mid-event whose journal and report
+still hold the event and every command it sent.
+
+The metrics catalogue and the dashboard against a live scrape are tests/test_metrics_contract.py.
 
 promtool comes from Debian's `prometheus` package (.ci/run installs it); where it is absent the
 promtool tests skip and say so.
@@ -22,12 +24,7 @@ from pathlib import Path
 import pytest
 from helpers import MULLETD, ROOT, running_site, until
 
-from mullet.daemon.fleet.dispatcher import FleetMetrics
-from mullet.daemon.metrics import Metrics
-from mullet.daemon.pair.role import HaMetrics
 from mullet.daemon.records.status_cli import format_status, run_status
-from mullet.daemon.site.pdu_metrics import PduCollector
-from mullet.drivers.pdu.pool import PduPool
 from mullet.drivers.protocol import GridEvent
 from mullet.simulators.ports import free_port
 
@@ -54,45 +51,6 @@ def test_alert_rules_check_and_unit_tests() -> None:
     assert tested.returncode == 0, tested.stdout + tested.stderr
     config = _promtool("check", "config", "prometheus.yml")
     assert config.returncode == 0, config.stdout + config.stderr
-
-
-def test_metrics_catalogue_lists_every_metric() -> None:
-    """docs/metrics.md names every metric the daemon exports (its registry and the PDU collector) and
-    the fleet dispatcher's, with its type, and nothing that does not exist."""
-    registry = Metrics().registry
-    registry.register(PduCollector(PduPool([])))
-    HaMetrics(registry)  # registered only with [ha]
-    families = list(registry.collect()) + list(FleetMetrics([]).registry.collect())
-    registered = {(f"{m.name}_total" if m.type == "counter" else m.name): m.type for m in families}
-    doc = (ROOT / "docs" / "metrics.md").read_text()
-    documented = dict(re.findall(r"^\| `(mullet_[a-z_]+)` \| (gauge|counter|histogram) \|", doc, re.M))
-    assert documented == registered
-
-
-def _exported_names() -> set[str]:
-    registry = Metrics().registry
-    registry.register(PduCollector(PduPool([])))
-    names = set()
-    for family in registry.collect():
-        if family.type == "counter":
-            names.add(f"{family.name}_total")
-        elif family.type == "histogram":
-            names.update(f"{family.name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
-        else:
-            names.add(family.name)
-    return names
-
-
-def test_dashboard_and_alerts_use_only_exported_metrics() -> None:
-    dashboard = json.loads((ROOT / "deploy" / "grafana" / "mullet.json").read_text())
-    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
-    exprs.append((PROMETHEUS / "alerts.yml").read_text())
-    used = {name for expr in exprs for name in re.findall(r"\bmullet_[a-z_]+", expr)}
-    assert len(used) > 20
-    assert used <= _exported_names(), used - _exported_names()
-    panel_ids = [panel["id"] for panel in dashboard["panels"]]
-    assert len(panel_ids) == len(set(panel_ids))
 
 
 def _with_http_api(data: dict) -> None:

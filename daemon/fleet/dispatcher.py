@@ -27,6 +27,7 @@ from mullet.daemon.fleet.config import FleetConfig
 from mullet.daemon.http_guard import Limits
 from mullet.daemon.metrics import ListenerSeries
 from mullet.daemon.metrics_http import MetricsListener
+from mullet.daemon.process_metrics import register_process_metrics
 from mullet.drivers.mqtt import MqttLink
 from mullet.drivers.protocol import (
     GridEvent,
@@ -107,6 +108,7 @@ class Portfolio:
 class FleetMetrics(ListenerSeries):
     def __init__(self, sites: list[str]) -> None:
         self.registry = r = CollectorRegistry()
+        register_process_metrics(r)
         self.sites_alive = Gauge("mullet_fleet_sites_alive", "Sites online with a fresh plan.", registry=r)
         self.site_alive = Gauge(
             "mullet_fleet_site_alive", "1 while a site is online with a fresh plan.", ["site_id"], registry=r

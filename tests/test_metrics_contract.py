@@ -1,0 +1,371 @@
+"""The metrics contract, read as Prometheus and Grafana read it: a live `mulletd run` and `mulletd fleet`
+are scraped over HTTP and parsed with prometheus_client's own text parser; their metric families are
+the ones docs/metrics.md lists (nothing missing, nothing undocumented), the standard process
+collectors and `mullet_build_info` are there with sane values, and every query of the Grafana
+dashboard and the alert rules names only exported metrics. The Grafana provisioning files are checked
+against the dashboard they provision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import re
+import subprocess
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import pytest
+import tomli_w
+import yaml
+from helpers import MULLETD, ROOT, running_site, until
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from mullet.daemon.fleet.config import parse_fleet_config
+from mullet.daemon.pair.role import HaMetrics
+from mullet.daemon.process_metrics import revision_from
+from mullet.simulators.ports import free_port
+
+DOC = ROOT / "docs" / "metrics.md"
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "mullet" / "mullet.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+# What Prometheus adds to every target's series itself (not exported by the target).
+SCRAPE_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added"}
+
+
+# Scrapes.
+
+
+def scrape(port: int) -> list[Metric]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return list(text_string_to_metric_families(response.read().decode()))
+
+
+def families(scraped: Iterable[Metric]) -> dict[str, str]:
+    """Family name (as docs/metrics.md writes it: counters with `_total`) to type. The text format's
+    `<name>_created` gauges belong to their counter or histogram and are left out."""
+    metrics = list(scraped)
+    with_created = {m.name for m in metrics if m.type in ("counter", "histogram", "summary")}
+    named: dict[str, str] = {}
+    for m in metrics:
+        if m.type == "gauge" and m.name.endswith("_created") and m.name[: -len("_created")] in with_created:
+            continue
+        named[f"{m.name}_total" if m.type == "counter" else m.name] = m.type
+    return named
+
+
+def series_names(named: dict[str, str]) -> set[str]:
+    """Every name a query may use for these families: a histogram's _bucket, _sum and _count."""
+    names: set[str] = set()
+    for name, kind in named.items():
+        names.add(name)
+        if kind in ("histogram", "summary"):
+            names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def documented() -> dict[str, str]:
+    doc = DOC.read_text()
+    return dict(re.findall(r"^\| `(mullet_[a-z_]+)` \| (gauge|counter|histogram) \|", doc, re.M))
+
+
+def sample(scraped: Iterable[Metric], name: str) -> float:
+    for family in scraped:
+        for s in family.samples:
+            if s.name == name:
+                return s.value
+    raise AssertionError(f"{name} not exported")
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(mqtt_broker, tmp_path: Path) -> AsyncIterator[int]:
+    """`mulletd fleet` with one site, its /metrics port once it answers."""
+    port = free_port()
+    data = {
+        "fleet": {"fleet_id": "pf-contract"},
+        "mqtt": {"url": mqtt_broker.url},
+        "metrics": {"port": port},
+        "sites": [{"site_id": "s1"}],
+    }
+    parse_fleet_config(data)
+    path = tmp_path / "fleet.toml"
+    path.write_text(tomli_w.dumps(data))
+    with (tmp_path / "fleet.log").open("ab") as log_file:
+        dispatcher = await asyncio.create_subprocess_exec(
+            str(MULLETD), "fleet", "--config", str(path), stdout=log_file, stderr=log_file
+        )
+    try:
+
+        def answers() -> bool:
+            try:
+                return bool(scrape(port))
+            except OSError:
+                return False
+
+        await until(answers, 30, "the dispatcher's /metrics")
+        yield port
+    finally:
+        dispatcher.kill()
+        await asyncio.wait_for(dispatcher.wait(), 10)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, mqtt_broker) -> dict[str, list[Metric]]:
+    """One scrape each of a running site daemon and fleet dispatcher (started once for the module)."""
+    tmp_path = tmp_path_factory.mktemp("contract")
+
+    async def both() -> dict[str, list[Metric]]:
+        async with running_site(mqtt_broker, tmp_path) as running:
+            site = await asyncio.to_thread(scrape, running.config.metrics.port)
+        async with running_fleet(mqtt_broker, tmp_path) as port:
+            fleet = await asyncio.to_thread(scrape, port)
+        return {"site": site, "fleet": fleet}
+
+    return asyncio.run(both())
+
+
+# The process collectors and build info.
+
+
+@pytest.mark.parametrize("process", ["site", "fleet"])
+def test_standard_collectors_and_build_info(live: dict[str, list[Metric]], process: str) -> None:
+    scraped = live[process]
+    named = families(scraped)
+    for name in (
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "python_info",
+        "python_gc_collections_total",
+    ):
+        assert name in named, f"{process}: {name} not exported"
+    assert sample(scraped, "process_resident_memory_bytes") > 1e6
+    assert sample(scraped, "process_open_fds") > 0
+    started = sample(scraped, "process_start_time_seconds")
+    assert time.time() - 3600 < started < time.time()
+    assert sample(scraped, "process_cpu_seconds_total") > 0
+
+    (info,) = [s for f in scraped if f.name == "mullet_build_info" for s in f.samples]
+    assert info.value == 1
+    assert info.labels["version"] == importlib.metadata.version("mullet")
+    revision = info.labels["revision"]
+    assert revision == "unknown" or re.fullmatch(r"[0-9a-f]{40}", revision), revision
+    if _editable_from(ROOT):
+        # This checkout is the install: the revision is one of its commits (HEAD may have moved on).
+        known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{revision}^{{commit}}"])
+        assert known.returncode == 0, f"{revision} is not a commit of {ROOT}"
+
+
+def _editable_from(source: Path) -> bool:
+    for dist in importlib.metadata.distributions(name="mullet"):
+        text = dist.read_text("direct_url.json")
+        if text and json.loads(text).get("url") == source.as_uri():
+            return True
+    return False
+
+
+# The catalogue.
+
+
+def test_exported_families_are_the_documented_ones(live: dict[str, list[Metric]]) -> None:
+    """docs/metrics.md lists every mullet_ family the site daemon and the fleet dispatcher export (with
+    its type) and nothing else; the active/standby series exist only with [ha] and are taken from the
+    code. The standard process_ and python_ families are documented by name as a group."""
+    exported = families(live["site"]) | families(live["fleet"])
+    ha_registry = CollectorRegistry()
+    HaMetrics(ha_registry)  # registered only with [ha]
+    ha = families(ha_registry.collect())
+    own = {name: kind for name, kind in (exported | ha).items() if name.startswith("mullet_")}
+    assert own == documented()
+
+    standard = {name for name in exported if not name.startswith("mullet_")}
+    assert standard and all(name.startswith(("process_", "python_")) for name in standard), standard
+    doc = DOC.read_text()
+    assert not [name for name in standard if f"`{name}`" not in doc]
+
+
+# PromQL: the metric names a query reads.
+
+_TOKENS = re.compile(
+    r"""(?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)"""
+    r"|(?P<range>\[[^\]]*\])"  # a range or subquery: durations, $__rate_interval
+    r"|(?P<variable>\$\{[^}]*\}|\$\w+)"  # a Grafana variable
+    r"|(?P<number>(?:0x[0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)(?:[smhdwy]|ms)*)"
+    r"|(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
+    r"|(?P<open>[({])|(?P<close>[)}])"
+    r"|(?P<other>\S)",
+)
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"}
+_GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: not functions or aggregations (a name before `(`),
+    keywords, label names (inside `{}` and in by/without/on/ignoring/group_* lists), strings, numbers,
+    durations or Grafana variables. `__name__="x"` matchers name x."""
+    tokens = [(m.lastgroup, m.group()) for m in _TOKENS.finditer(expr)]
+    found: set[str] = set()
+    stack: list[str] = []  # what each open bracket is: "labels", "grouping" or "call"
+    for i, (kind, text) in enumerate(tokens):
+        following = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+        if kind == "open":
+            previous = tokens[i - 1][1] if i else ""
+            if text == "{":
+                stack.append("labels")
+            elif previous in _GROUPING:
+                stack.append("grouping")
+            else:
+                stack.append("call")
+        elif kind == "close":
+            if stack:
+                stack.pop()
+        elif kind == "string" and stack and stack[-1] == "labels":
+            back = [t for _, t in tokens[max(0, i - 2) : i]]
+            if back == ["__name__", "="]:
+                found.add(text[1:-1])
+        elif kind == "name":
+            if stack and stack[-1] in ("labels", "grouping"):
+                continue
+            if following == "(" or following in ("by", "without"):  # a call, `sum by (x) (...)`
+                continue
+            if text in _KEYWORDS or text in _GROUPING:
+                continue
+            found.add(text)
+    return found
+
+
+def test_promql_parser_finds_metrics_not_functions_labels_or_durations() -> None:
+    expr = (
+        'histogram_quantile(0.99, sum by (le, class) (rate(mullet_command_ack_seconds_bucket{class="pdu",'
+        ' instance=~"$site"}[$__rate_interval]))) > bool on(instance) group_left(job)'
+        " max without (mode) (mullet_group_mode offset 5m) or vector(0) unless"
+        ' {__name__="mullet_trips_total"} * 1e3 - count(up{job="mullet"}) / 2.5'
+        ' + label_replace(mullet_site_power_watts, "a", "$1", "b", "(.*)")'
+    )
+    assert promql_metrics(expr) == {
+        "mullet_command_ack_seconds_bucket",
+        "mullet_group_mode",
+        "mullet_trips_total",
+        "up",
+        "mullet_site_power_watts",
+    }
+
+
+def dashboard_queries(dashboard: dict) -> list[str]:
+    """Every PromQL query of the dashboard: panel targets (rows' nested panels too), annotations and
+    template variables (label_values(metric, label) reads `metric`)."""
+    queries: list[str] = []
+    panels = list(dashboard["panels"])
+    while panels:
+        panel = panels.pop()
+        panels.extend(panel.get("panels", []))
+        queries += [t["expr"] for t in panel.get("targets", []) if t.get("expr")]
+    queries += [a["expr"] for a in dashboard.get("annotations", {}).get("list", []) if a.get("expr")]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") != "query":
+            continue
+        query = variable["query"]
+        text = query["query"] if isinstance(query, dict) else query
+        label_values = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", text)
+        queries.append(label_values.group(1) if label_values else text)
+    return queries
+
+
+def unknown_metrics(queries: Iterable[str], exported: set[str]) -> dict[str, set[str]]:
+    unknown = {q: promql_metrics(q) - exported - SCRAPE_SERIES for q in queries}
+    return {q: names for q, names in unknown.items() if names}
+
+
+def test_every_dashboard_and_alert_query_names_an_exported_metric(live: dict[str, list[Metric]]) -> None:
+    exported = series_names(families(live["site"]))
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = dashboard_queries(dashboard)
+    assert len(queries) > 20
+    used = set().union(*(promql_metrics(q) for q in queries))
+    assert len(used - SCRAPE_SERIES) > 15
+    assert unknown_metrics(queries, exported) == {}
+
+    rules = [r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    assert len(rules) >= 10
+    assert unknown_metrics(rules, exported) == {}
+
+    # The check bites: one bogus metric in a panel is found.
+    dashboard["panels"][0]["targets"][0]["expr"] = 'rate(mullet_no_such_total{instance=~"$site"}[5m])'
+    assert unknown_metrics(dashboard_queries(dashboard), exported) == {
+        'rate(mullet_no_such_total{instance=~"$site"}[5m])': {"mullet_no_such_total"}
+    }
+    panel_ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(panel_ids) == len(set(panel_ids))
+
+
+# Grafana provisioning.
+
+
+def test_grafana_provisioning_points_at_the_dashboard_and_its_datasource() -> None:
+    """deploy/grafana/ copied into /etc/grafana/provisioning/: the file provider's path is where the
+    dashboard JSON lands, and every datasource the dashboard names is the provisioned one."""
+    datasources = yaml.safe_load((GRAFANA / "datasources" / "mullet.yaml").read_text())
+    providers = yaml.safe_load((GRAFANA / "dashboards" / "mullet.yaml").read_text())
+    assert datasources["apiVersion"] == 1 and providers["apiVersion"] == 1
+    (source,) = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "${PROMETHEUS_URL}"
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    provisioning = Path("/etc/grafana/provisioning")
+    installed = provisioning / DASHBOARD.relative_to(GRAFANA)
+    assert Path(provider["options"]["path"]) == installed.parent
+    assert [p.name for p in DASHBOARD.parent.iterdir()] == [DASHBOARD.name]  # the provider loads *.json there
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    referenced = _datasources(dashboard)
+    assert referenced and referenced == {(source["type"], source["uid"])}
+
+
+def _datasources(node: object) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource" and isinstance(value, dict):
+                found.add((value["type"], value["uid"]))
+            else:
+                found |= _datasources(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _datasources(value)
+    return found
+
+
+# Where the revision comes from (PEP 610 direct_url.json).
+
+
+def test_build_revision_from_each_kind_of_install(tmp_path: Path) -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    assert (
+        revision_from(
+            [{"url": "https://github.com/x/mullet", "vcs_info": {"vcs": "git", "commit_id": commit}}]
+        )
+        == commit
+    )
+    assert revision_from([{"url": "https://example.net/mullet.tar.gz", "archive_info": {}}]) == "unknown"
+    assert revision_from([]) == "unknown"
+
+    source = tmp_path / "my src"  # a space: the url is percent-encoded
+    source.mkdir()
+    assert revision_from([{"url": source.as_uri(), "dir_info": {}}]) == "unknown"  # not a work tree
+    git = ["git", "-C", str(source), "-c", "user.name=t", "-c", "user.email=t@example.net"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert revision_from([{"url": source.as_uri(), "dir_info": {"editable": True}}]) == head
+    bogus = {"url": "https://x", "vcs_info": {"vcs": "git", "commit_id": "not-a-commit"}}
+    assert revision_from([bogus, {"url": source.as_uri(), "dir_info": {}}]) == head
