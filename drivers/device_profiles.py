@@ -19,13 +19,41 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Point:
+    """One measured value: `raw * scale * 10**(the sf point's raw)` in the point's unit.
+
+    `scale` is a fixed multiplier from the register map (kW to W: 1000; a x10 integer: 0.1).
+    `sf` names an int16 scale-factor point read in the same block (SunSpec "sunssf"), and
+    `not_implemented` is the raw value that means "no measurement" (SunSpec: int16 0x8000,
+    uint16 0xFFFF, acc32 0): unknown, never 0."""
+
     name: str
     address: int
     type: PointType
+    scale: float = 1.0
+    sf: str | None = None
+    not_implemented: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_address(f"point {self.name!r}: address", self.address)
+        if self.type not in _REGISTERS_PER_TYPE:
+            raise ProfileError(
+                f"point {self.name!r}: type must be one of {sorted(_REGISTERS_PER_TYPE)}, got {self.type!r}"
+            )
+        if not (isinstance(self.scale, int | float) and math.isfinite(self.scale) and self.scale > 0):
+            raise ProfileError(f"point {self.name!r}: scale must be a finite number > 0, got {self.scale!r}")
 
     @property
     def count(self) -> int:
         return _REGISTERS_PER_TYPE[self.type]
+
+
+@dataclass(frozen=True, slots=True)
+class SunSpecRef:
+    """A profile point located by SunSpec discovery: point `point` of the meter model (201-204) as
+    pysunspec2 defines it, times `scale` (e.g. TotWhImp in Wh: 0.001 for kWh)."""
+
+    point: str
+    scale: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +65,17 @@ class MeterProfile:
     # How often the meter recomputes its frequency register: reads closer together than this can
     # return one measurement twice (the trip pickup; docs/programs.md, "the detection budget").
     frequency_refresh_s: float
+    # A SunSpec profile has no fixed addresses: `points` is empty until drivers/sunspec.py has
+    # discovered the meter model on the device and located these (profile point -> SunSpec point).
+    sunspec: dict[str, SunSpecRef] | None = None
 
     def block(self, names: tuple[str, ...]) -> tuple[int, int]:
-        """One (start, count) read covering `names`: fewer round trips than one read per point."""
+        """One (start, count) read covering `names` and their scale factors: fewer round trips than
+        one read per point, and a value is never combined with a scale factor read at another time."""
+        if self.sunspec is not None and not self.points:
+            raise ProfileError(f"{self.name}: a SunSpec profile has addresses only after discovery")
         chosen = [self.points[n] for n in names]
+        chosen += [self.points[p.sf] for p in chosen if p.sf is not None]
         start = min(p.address for p in chosen)
         end = max(p.address + p.count for p in chosen)
         if end - start > 125:  # Modbus limit for one FC 03/04 read
@@ -200,29 +235,69 @@ def _read(name: str) -> dict[str, Any]:
     return tomllib.loads(text)
 
 
+_METER_KEYS = frozenset({"name", "kind", "table", "word_order", "frequency_refresh_s", "points", "sunspec"})
+_POINT_KEYS = frozenset({"address", "type", "scale"})
+_SUNSPEC_POINT_KEYS = frozenset({"sunspec", "scale"})
+
+
 def load_meter_profile(name: str) -> MeterProfile:
     data = _read(name)
     if data.get("kind") != "meter":
         raise ProfileError(f"profile {name!r} is not a meter profile")
-    points = {
-        point_name: Point(point_name, int(spec["address"]), spec["type"])
-        for point_name, spec in data["points"].items()
-    }
+    where = f"meter profile {name!r}"
+    _unknown(data, _METER_KEYS, where)
+    sunspec = _get(data, "sunspec", bool, where, False)
+    table = _get(data, "table", str, where)
+    word_order = _get(data, "word_order", str, where)
+    if table not in ("input", "holding"):
+        raise ProfileError(f"{where}: table must be 'input' or 'holding', got {table!r}")
+    if word_order not in ("big", "little"):
+        raise ProfileError(f"{where}: word_order must be 'big' or 'little', got {word_order!r}")
+    if sunspec and (table, word_order) != ("holding", "big"):
+        raise ProfileError(f"{where}: SunSpec maps are holding registers, high word first")
+    specs = _get(data, "points", dict, where)
+    points: dict[str, Point] = {}
+    refs: dict[str, SunSpecRef] = {}
+    for point_name, spec in specs.items():
+        point_where = f"{where} [points.{point_name}]"
+        if not isinstance(spec, dict):
+            raise ProfileError(f"{point_where}: must be a table")
+        scale = float(_get(spec, "scale", (int, float), point_where, 1.0))
+        if not (math.isfinite(scale) and scale > 0):
+            raise ProfileError(f"{point_where}: scale must be a finite number > 0, got {scale}")
+        if sunspec:
+            _unknown(spec, _SUNSPEC_POINT_KEYS, point_where)
+            refs[point_name] = SunSpecRef(_get(spec, "sunspec", str, point_where), scale)
+        else:
+            _unknown(spec, _POINT_KEYS, point_where)
+            try:
+                points[point_name] = Point(
+                    point_name,
+                    _get(spec, "address", int, point_where),
+                    _get(spec, "type", str, point_where),
+                    scale,
+                )
+            except ProfileError as exc:
+                raise ProfileError(f"{where}: {exc}") from None
     for required in ("power_w", "frequency_hz"):
-        if required not in points:
+        if required not in (refs if sunspec else points):
             raise ProfileError(f"meter profile {name!r} lacks point {required!r}")
-    refresh_s = _get(data, "frequency_refresh_s", (int, float), f"meter profile {name!r}")
+    refresh_s = _get(data, "frequency_refresh_s", (int, float), where)
     if not (math.isfinite(refresh_s) and 0 < refresh_s <= 10):
         raise ProfileError(
             f"meter profile {name!r}: frequency_refresh_s must be in (0, 10] s, got {refresh_s}"
         )
-    return MeterProfile(
-        name=data["name"],
-        table=data["table"],
-        word_order=data["word_order"],
+    profile = MeterProfile(
+        name=_get(data, "name", str, where),
+        table=table,
+        word_order=word_order,
         points=points,
         frequency_refresh_s=float(refresh_s),
+        sunspec=refs if sunspec else None,
     )
+    if not sunspec:
+        profile.block(("power_w", "frequency_hz"))  # the one read the driver makes must fit
+    return profile
 
 
 _PDU_KEYS = frozenset(

@@ -3,6 +3,11 @@
 pymodbus defaults (timeout 3 s, retries 3) can stall ~12 s on a dead meter (3 tries x 3 s, plus reconnects):
 this path uses a small timeout and no retries, and a missed sample simply leaves the reading to go
 stale, which the daemon treats as unknown, never as 0 kW.
+
+A SunSpec meter (drivers/sunspec.py) has no fixed addresses: its meter model is discovered after each
+connect, within a few timeouts; until then, and for a device that is not a SunSpec meter, every poll is
+a counted rejection (the reading goes stale: unknown), and discovery is retried every
+`DISCOVERY_RETRY_S`, not every poll.
 """
 
 from __future__ import annotations
@@ -12,20 +17,24 @@ import math
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from mullet.drivers.device_profiles import MeterProfile, Point
+from mullet.drivers import sunspec
+from mullet.drivers.device_profiles import MeterProfile, Point, ProfileError
 from mullet.drivers.health import DeviceHealth
 from mullet.drivers.wait_for_guard import reraise_swallowed_cancel
 
 log = structlog.get_logger("mullet.meter")
 
 MAX_PLAUSIBLE_HZ = 100.0
+DISCOVERY_TIMEOUTS = 10  # a whole SunSpec discovery gets this many request timeouts
+DISCOVERY_RETRY_S = 5.0  # after a device answered without a usable SunSpec meter map
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +77,11 @@ class ModbusMeter:
         on_sample: SampleHandler,
         on_reject: RejectHandler,
         on_round_trip: Callable[[float], None] | None = None,
+        sunspec_bases: tuple[int, ...] = sunspec.DEFAULT_BASES,
+        sunspec_model: int | None = None,
     ) -> None:
+        """`sunspec_bases` / `sunspec_model`: where to look for the SunSpec map and which meter model
+        to use (None: the first of 201-204); only for a SunSpec profile."""
         self.host = host
         self.port = port
         self.device_id = device_id
@@ -78,11 +91,27 @@ class ModbusMeter:
         self.on_sample = on_sample
         self.on_reject = on_reject
         self.on_round_trip = on_round_trip
-        self._start, self._count = profile.block(("power_w", "frequency_hz"))
-        self._power = profile.points["power_w"]
-        self._frequency = profile.points["frequency_hz"]
+        self.sunspec_bases = sunspec_bases
+        self.sunspec_model = sunspec_model
+        # The located map: the profile itself, or a SunSpec one once discovered (None until then).
+        self.layout: MeterProfile | None = None
+        self.discovered: tuple[int, int] | None = None  # SunSpec (model id, model address)
+        self._logged_discovery: tuple[int, int] | None = None
+        self._discovery_failed: tuple[str, str] | None = None  # (reason, detail) until the retry
+        self._retry_discovery_s = 0.0
+        if profile.sunspec is None:
+            self._locate(profile)
+        else:
+            for model_id in sunspec.METER_MODELS:  # the definitions load here, not on the event loop
+                sunspec.model_points(model_id)
         # One log line per change of the meter's state, never one per failed poll (drivers/health.py).
         self.health = DeviceHealth("meter", log, address=f"{host}:{port}")
+
+    def _locate(self, layout: MeterProfile) -> None:
+        self._start, self._count = layout.block(("power_w", "frequency_hz"))
+        self._power = layout.points["power_w"]
+        self._frequency = layout.points["frequency_hz"]
+        self.layout = layout
 
     async def run(self) -> None:
         client = AsyncModbusTcpClient(
@@ -102,6 +131,58 @@ class ModbusMeter:
         finally:
             client.close()
 
+    def _read(self, client: AsyncModbusTcpClient) -> Callable[..., Awaitable[Any]]:
+        return client.read_input_registers if self.profile.table == "input" else client.read_holding_registers
+
+    async def _discover(self, client: AsyncModbusTcpClient) -> bool:
+        """Locate the SunSpec meter model; False (the poll counted as rejected) until it is."""
+        now_s = time.monotonic()
+        if self._discovery_failed is not None and now_s < self._retry_discovery_s:
+            reason, detail = self._discovery_failed
+            self.on_reject(reason)
+            self.health.note("garbage", detail)
+            return False
+        read = self._read(client)
+
+        async def registers(address: int, count: int) -> list[int] | None:
+            response = await read(address, count=count, device_id=self.device_id)
+            if response.isError() or len(response.registers) < count:
+                return None
+            return list(response.registers)
+
+        try:
+            async with asyncio.timeout(self.timeout_s * DISCOVERY_TIMEOUTS):
+                model_id, address = await sunspec.discover(registers, self.sunspec_bases, self.sunspec_model)
+            self._locate(sunspec.resolve(self.profile, model_id, address))
+        except sunspec.DiscoveryError as exc:
+            self._discovery_failed = (exc.reason, f"not a usable SunSpec meter: {exc}")
+            self._retry_discovery_s = now_s + DISCOVERY_RETRY_S
+            self.on_reject(exc.reason)
+            self.health.note("garbage", self._discovery_failed[1])
+            return False
+        except ProfileError as exc:  # the profile names a point the model does not define
+            self._discovery_failed = ("bad_model_map", str(exc))
+            self._retry_discovery_s = now_s + DISCOVERY_RETRY_S
+            self.on_reject("bad_model_map")
+            self.health.note("garbage", str(exc))
+            return False
+        except (ModbusException, TimeoutError, OSError) as exc:
+            self.on_reject("timeout")
+            detail = str(exc).split("\n", 1)[0][:120]
+            self.health.note("down", f"SunSpec discovery got no answer in time: {detail}")
+            return False
+        self._discovery_failed = None
+        self.discovered = (model_id, address)
+        if self.discovered != self._logged_discovery:  # once per map, not once per reconnect
+            log.info(
+                "meter sunspec model found",
+                model=model_id,
+                address=address,
+                device=f"{self.host}:{self.port}",
+            )
+            self._logged_discovery = self.discovered
+        return True
+
     async def _poll_once(self, client: AsyncModbusTcpClient) -> None:
         if not client.connected:
             try:
@@ -112,14 +193,13 @@ class ModbusMeter:
                 self.on_reject("unreachable")
                 self.health.note("down", f"cannot connect to {self.host}:{self.port}")
                 return
+            if self.profile.sunspec is not None:
+                self.layout = None  # a new connection may be a new device or new firmware: look again
+        if self.layout is None and not await self._discover(client):
+            return
         started_s = time.monotonic()
         try:
-            read = (
-                client.read_input_registers
-                if self.profile.table == "input"
-                else client.read_holding_registers
-            )
-            response = await read(self._start, count=self._count, device_id=self.device_id)
+            response = await self._read(client)(self._start, count=self._count, device_id=self.device_id)
         except (ModbusException, TimeoutError, OSError) as exc:
             self.on_reject("timeout")
             detail = str(exc).split("\n", 1)[0][:120]
@@ -134,11 +214,16 @@ class ModbusMeter:
             return
         power_w = self._decode(client, response.registers, self._power)
         frequency_hz = self._decode(client, response.registers, self._frequency)
-        reason = plausibility_error(power_w, frequency_hz)
+        reason: str | None
+        if isinstance(power_w, str) or isinstance(frequency_hz, str):
+            reason = power_w if isinstance(power_w, str) else str(frequency_hz)
+        else:
+            reason = plausibility_error(power_w, frequency_hz)
         if reason is not None:
             self.on_reject(reason)
             self.health.note("garbage", f"implausible reading: {reason}")
             return
+        assert isinstance(power_w, float) and isinstance(frequency_hz, float)
         # ~0.2 us while nothing changes: the sample's trip waits no longer than that.
         if done_s - started_s > self.timeout_s / 2:
             self.health.note("slow", f"answers in {done_s - started_s:.3f} s, over half the timeout")
@@ -153,15 +238,33 @@ class ModbusMeter:
             )
         )
 
-    def _decode(self, client: AsyncModbusTcpClient, registers: Sequence[int], point: Point) -> float:
+    def _raw(self, client: AsyncModbusTcpClient, registers: Sequence[int], point: Point) -> int | float:
         offset = point.address - self._start
         value = client.convert_from_registers(
-            registers[offset : offset + point.count],
+            list(registers[offset : offset + point.count]),
             data_type=getattr(client.DATATYPE, point.type.upper()),
             word_order=self.profile.word_order,
         )
         assert isinstance(value, int | float)
-        return float(value)
+        return value
+
+    def _decode(self, client: AsyncModbusTcpClient, registers: Sequence[int], point: Point) -> float | str:
+        """The point's value in its unit, or why there is none: `not_implemented` (the meter says it
+        has no such measurement) or `bad_scale_factor` (outside SunSpec's -10..10)."""
+        raw = self._raw(client, registers, point)
+        if point.not_implemented is not None and raw == point.not_implemented:
+            return "not_implemented"
+        value = float(raw) * point.scale
+        if point.sf is not None:
+            assert self.layout is not None
+            sf_point = self.layout.points[point.sf]
+            sf = self._raw(client, registers, sf_point)
+            if sf == sf_point.not_implemented:
+                return "not_implemented"
+            if not sunspec.SF_MIN <= sf <= sunspec.SF_MAX:
+                return "bad_scale_factor"
+            value *= 10.0 ** int(sf)
+        return value
 
 
 class RefreshWatch:
