@@ -33,6 +33,8 @@ class SimMeterSpec:
     device_id: int = 1
     profile: str = "eastron-sdm630"
     frequency_refresh_s: float | None = None  # None: the profile's
+    sunspec_base: int | None = None  # a SunSpec profile: None serves the map at 40000
+    sunspec_model: int | None = None  # a SunSpec profile: None serves model 203
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,8 @@ class SimulatedSite:
             device_id=spec.meter.device_id,
             profile=spec.meter.profile,
             frequency_refresh_s=spec.meter.frequency_refresh_s,
+            sunspec_base=40000 if spec.meter.sunspec_base is None else spec.meter.sunspec_base,
+            sunspec_model=203 if spec.meter.sunspec_model is None else spec.meter.sunspec_model,
         )
 
         # (pdu_id, outlet) -> group fed by it

@@ -5,13 +5,20 @@ the two revenue meters with fixed scales. Plus what a SunSpec meter must never t
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from helpers import EXAMPLE
+from prometheus_client import CollectorRegistry
 
+from mullet.daemon.config import Config, ConfigError, parse_config
+from mullet.daemon.metrics import Metrics
+from mullet.daemon.site.simulated import sim_spec
+from mullet.daemon.site.wiring import site_meter
 from mullet.drivers import device_profiles, sunspec
 from mullet.drivers.device_profiles import Point, ProfileError, load_meter_profile
 from mullet.drivers.meter import MeterSample, ModbusMeter
@@ -251,3 +258,51 @@ def test_invalid_meter_profiles_are_profile_errors(
     monkeypatch.setattr(device_profiles, "_read", lambda _name: data)
     with pytest.raises(ProfileError, match=message):
         load_meter_profile("m")
+
+
+def _meter_config(**meter: Any) -> Config:
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["meter"].update(meter)
+    return parse_config(data)
+
+
+def test_the_sunspec_meter_keys_are_checked_by_the_config() -> None:
+    config = _meter_config(profile="sunspec", sunspec_base=1000, sunspec_model=204)
+    assert (config.meter.sunspec_base, config.meter.sunspec_model) == (1000, 204)
+    assert config.meter_frequency_refresh_s() == load_meter_profile("sunspec").frequency_refresh_s
+    served = sim_spec(config).meter  # `mulletd demo` serves the map the daemon will look for
+    assert (served.profile, served.sunspec_base, served.sunspec_model) == ("sunspec", 1000, 204)
+    for bad, message in (
+        ({"profile": "eastron-sdm630", "sunspec_base": 1000}, "applies to a SunSpec profile only"),
+        ({"profile": "sunspec", "sunspec_model": 205}, "sunspec_model"),
+        ({"profile": "sunspec", "sunspec_base": 70000}, "sunspec_base"),
+        ({"profile": "no-such-meter"}, "no device profile named"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            _meter_config(**bad)
+
+
+async def test_the_daemon_wires_the_configured_sunspec_base_and_model() -> None:
+    sim = _sim("sunspec", sunspec_model=202, sunspec_base=1000)
+    await sim.start()
+    config = _meter_config(
+        profile="sunspec", port=sim.port, sunspec_base=1000, sunspec_model=202, poll_hz=20, timeout_s=1.0
+    )
+    samples: list[MeterSample] = []
+    got = asyncio.Event()
+
+    def on_sample(sample: MeterSample) -> None:
+        samples.append(sample)
+        got.set()
+
+    meter = site_meter(config, Metrics(CollectorRegistry()), on_sample)
+    task = asyncio.create_task(meter.run())
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await got.wait()
+        assert meter.discovered == (202, sim.sunspec_model_address)
+        assert samples[-1].power_kw == pytest.approx(POWER_KW, abs=0.1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()

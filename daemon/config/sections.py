@@ -112,6 +112,10 @@ class MeterSection(Strict):
     # How often this meter recomputes its frequency register, when measured on site to differ from
     # the profile's `frequency_refresh_s` (absent: the profile's).
     frequency_refresh_s: Annotated[float, Field(gt=0, le=10)] | None = None
+    # A SunSpec profile only: the base address of the SunSpec map (absent: discovery tries 40000, 0,
+    # 50000) and which meter model to use when the device has several (absent: the first of 201-204).
+    sunspec_base: Annotated[int, Field(ge=0, le=65533)] | None = None
+    sunspec_model: Literal[201, 202, 203, 204] | None = None
 
     @field_validator("profile")
     @classmethod
@@ -121,6 +125,14 @@ class MeterSection(Strict):
         except ProfileError as exc:
             raise ValueError(str(exc)) from None
         return name
+
+    @model_validator(mode="after")
+    def _sunspec_keys(self) -> MeterSection:
+        if load_meter_profile(self.profile).sunspec is None:
+            for key in ("sunspec_base", "sunspec_model"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: applies to a SunSpec profile only, not {self.profile!r}")
+        return self
 
 
 class PduSection(Strict):

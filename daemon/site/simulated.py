@@ -61,6 +61,8 @@ def sim_spec(config: Config) -> SimSiteSpec:
             device_id=meter.device_id,
             profile=meter.profile,
             frequency_refresh_s=config.meter_frequency_refresh_s(),
+            sunspec_base=meter.sunspec_base,
+            sunspec_model=meter.sunspec_model,
         ),
         base_load_kw=config.site.base_load_kw,
         pdus=tuple(

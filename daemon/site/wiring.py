@@ -8,6 +8,7 @@ from mullet.daemon.config import Config
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.pair.role import HaRole
 from mullet.daemon.records.journal import Journal
+from mullet.drivers import sunspec
 from mullet.drivers.device_profiles import load_meter_profile
 from mullet.drivers.meter import MeterSample, ModbusMeter
 from mullet.drivers.mqtt import MqttLink, tls_context
@@ -70,4 +71,6 @@ def site_meter(config: Config, metrics: Metrics, on_sample: Callable[[MeterSampl
         on_sample=on_sample,
         on_reject=lambda reason: metrics.meter_rejected.labels(reason=reason).inc(),
         on_round_trip=metrics.modbus_seconds.labels(device=f"meter:{meter.host}:{meter.port}").observe,
+        sunspec_bases=sunspec.DEFAULT_BASES if meter.sunspec_base is None else (meter.sunspec_base,),
+        sunspec_model=meter.sunspec_model,
     )
