@@ -20,6 +20,13 @@ def _fast_meter(data: dict) -> None:
     data["control"].update(trip_confirm_samples=2, release_after_s=1.0)
 
 
+def _fast_sunspec_meter(data: dict) -> None:
+    # The same meter as a SunSpec model 204 at base 0: found by discovery, read as integers with
+    # scale factors (Hz_SF -2: the dip's 0.01 Hz steps are representable).
+    _fast_meter(data)
+    data["meter"].update(profile="sunspec", sunspec_base=0, sunspec_model=204)
+
+
 class _Dip:
     """Grid frequency for the simulated meter: normal, then a dip that moves 0.01 Hz at every refresh
     from 59.80 Hz, remembering when each dip measurement was first latched (wall clock)."""
@@ -37,11 +44,12 @@ class _Dip:
         return hz
 
 
-@pytest.mark.parametrize("running", [_fast_meter], indirect=True)
+@pytest.mark.parametrize("running", [_fast_meter, _fast_sunspec_meter], indirect=True)
 async def test_one_refresh_of_a_bad_value_never_trips_and_a_sustained_dip_trips_within_the_budget(
     running: Running,
 ) -> None:
     site, topics = running.site, running.topics
+    assert site.meter.profile.name == running.config.meter.profile  # the meter the daemon reads
     dip = _Dip(site.meter)
     site.frequency = dip  # type: ignore[assignment]
     await until(lambda: any(g.trip_stage == 1 for g in site.groups.values()), 30, "stage 1 armed")
