@@ -1,22 +1,21 @@
-"""The metrics contract, read as Prometheus and Grafana read it: a live `mulletd run` and `mulletd fleet`
-are scraped over HTTP and parsed with prometheus_client's own text parser; their metric families are
-the ones docs/metrics.md lists (nothing missing, nothing undocumented), the standard process
-collectors and `mullet_build_info` are there with sane values, and every query of the Grafana
-dashboard and the alert rules names only exported metrics. The Grafana provisioning files are checked
-against the dashboard they provision.
+"""The metrics contract, read as Prometheus and Grafana read it: a live `mulletd run`, `mulletd fleet`
+and `mulletd agent gpu` are scraped over HTTP and parsed with prometheus_client's own text parser;
+their metric families are the ones docs/metrics.md lists (nothing missing, nothing undocumented), the
+standard process collectors and `mullet_build_info` are there with sane values, and every query of the
+Grafana dashboard and the alert rules names only exported metrics. The Grafana provisioning files are
+checked against the dashboard they provision.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import json
 import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from mullet.daemon.agents.config import GpuAgentConfig, parse_agent_config
 from mullet.daemon.fleet.config import parse_fleet_config
 from mullet.daemon.pair.role import HaMetrics
 from mullet.daemon.process_metrics import revision_from
@@ -84,10 +84,8 @@ def sample(scraped: Iterable[Metric], name: str) -> float:
     raise AssertionError(f"{name} not exported")
 
 
-@contextlib.asynccontextmanager
-async def running_fleet(mqtt_broker, tmp_path: Path) -> AsyncIterator[int]:
-    """`mulletd fleet` with one site, its /metrics port once it answers."""
-    port = free_port()
+def fleet_config(mqtt_broker, tmp_path: Path, port: int) -> list[str]:
+    """`mulletd fleet` with one site, `/metrics` on `port`."""
     data = {
         "fleet": {"fleet_id": "pf-contract"},
         "mqtt": {"url": mqtt_broker.url},
@@ -97,44 +95,68 @@ async def running_fleet(mqtt_broker, tmp_path: Path) -> AsyncIterator[int]:
     parse_fleet_config(data)
     path = tmp_path / "fleet.toml"
     path.write_text(tomli_w.dumps(data))
-    with (tmp_path / "fleet.log").open("ab") as log_file:
-        dispatcher = await asyncio.create_subprocess_exec(
-            str(MULLETD), "fleet", "--config", str(path), stdout=log_file, stderr=log_file
-        )
+    return [str(MULLETD), "fleet", "--config", str(path)]
+
+
+def gpu_agent_config(mqtt_broker, tmp_path: Path, port: int) -> list[str]:
+    """`mulletd agent gpu` on a simulated GPU, with a `[metrics]` table on `port`."""
+    data = {
+        "mqtt": {"url": mqtt_broker.url},
+        "metrics": {"port": port},
+        "agent": {"site_id": "contract", "tenant_id": "ai"},
+        "nvml": {"backend": "fake", "fake_gpus": [{}]},
+    }
+    parse_agent_config(GpuAgentConfig, data)
+    path = tmp_path / "agent.toml"
+    path.write_text(tomli_w.dumps(data))
+    return [str(MULLETD), "agent", "gpu", "--config", str(path)]
+
+
+def _answers(port: int) -> bool:
     try:
-
-        def answers() -> bool:
-            try:
-                return bool(scrape(port))
-            except OSError:
-                return False
-
-        await until(answers, 30, "the dispatcher's /metrics")
-        yield port
-    finally:
-        dispatcher.kill()
-        await asyncio.wait_for(dispatcher.wait(), 10)
+        return bool(scrape(port))
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, mqtt_broker) -> dict[str, list[Metric]]:
-    """One scrape each of a running site daemon and fleet dispatcher (started once for the module)."""
+    """One scrape each of a running site daemon, fleet dispatcher and GPU agent, started together once
+    for the module (the ASIC agent serves /metrics the same way, daemon/agents/metrics.py)."""
     tmp_path = tmp_path_factory.mktemp("contract")
+    ports = {"fleet": free_port(), "agent": free_port()}
+    commands = {
+        "fleet": fleet_config(mqtt_broker, tmp_path, ports["fleet"]),
+        "agent": gpu_agent_config(mqtt_broker, tmp_path, ports["agent"]),
+    }
 
-    async def both() -> dict[str, list[Metric]]:
-        async with running_site(mqtt_broker, tmp_path) as running:
-            site = await asyncio.to_thread(scrape, running.config.metrics.port)
-        async with running_fleet(mqtt_broker, tmp_path) as port:
-            fleet = await asyncio.to_thread(scrape, port)
-        return {"site": site, "fleet": fleet}
+    async def scrape_each() -> dict[str, list[Metric]]:
+        processes = []
+        try:
+            for name, argv in commands.items():
+                with (tmp_path / f"{name}.log").open("ab") as log_file:
+                    processes.append(
+                        await asyncio.create_subprocess_exec(*argv, stdout=log_file, stderr=log_file)
+                    )
+            async with running_site(mqtt_broker, tmp_path) as running:
+                scraped = {"site": await asyncio.to_thread(scrape, running.config.metrics.port)}
+            for name, port in ports.items():
+                await until(lambda port=port: _answers(port), 30, f"/metrics of {name}")
+                scraped[name] = await asyncio.to_thread(scrape, port)
+            return scraped
+        finally:
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+                await asyncio.wait_for(process.wait(), 10)
 
-    return asyncio.run(both())
+    return asyncio.run(scrape_each())
 
 
 # The process collectors and build info.
 
 
-@pytest.mark.parametrize("process", ["site", "fleet"])
+@pytest.mark.parametrize("process", ["site", "fleet", "agent"])
 def test_standard_collectors_and_build_info(live: dict[str, list[Metric]], process: str) -> None:
     scraped = live[process]
     named = families(scraped)
@@ -179,7 +201,7 @@ def test_exported_families_are_the_documented_ones(live: dict[str, list[Metric]]
     """docs/metrics.md lists every mullet_ family the site daemon and the fleet dispatcher export (with
     its type) and nothing else; the active/standby series exist only with [ha] and are taken from the
     code. The standard process_ and python_ families are documented by name as a group."""
-    exported = families(live["site"]) | families(live["fleet"])
+    exported = families(live["site"]) | families(live["fleet"]) | families(live["agent"])
     ha_registry = CollectorRegistry()
     HaMetrics(ha_registry)  # registered only with [ha]
     ha = families(ha_registry.collect())

@@ -40,6 +40,7 @@ import structlog
 from pydantic import Field
 
 from mullet.daemon.agents.config import AsicAgentConfig, MinerSection
+from mullet.daemon.agents.metrics import serving_metrics
 from mullet.daemon.agents.state import CommandStore, load_command
 from mullet.daemon.device_broker import broker_of
 from mullet.drivers.device_link import DeviceLink
@@ -273,7 +274,7 @@ class AsicAgent(DeviceLink):
     async def run(self) -> None:
         cfg = self.config.agent
         log.info("asic agent starting", group=cfg.group_id, miners=len(self.workers), backend=cfg.backend)
-        async with asyncio.TaskGroup() as tg:
+        async with serving_metrics(self.config.metrics), asyncio.TaskGroup() as tg:
             tg.create_task(self.store.run(), name="agent-store")
             for worker in self.workers:
                 tg.create_task(worker.run(), name=f"agent-miner-{worker.name}")

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mullet.daemon.config import Ident, MqttSection, Port, load_model, parse_model
+from mullet.daemon.config import Ident, MetricsSection, MqttSection, Port, load_model, parse_model
 
 PositiveS = Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)]
 PositiveW = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
@@ -56,8 +56,16 @@ class AsicAgentSection(_AgentCommon):
     failsafe_after_s: PositiveS = 300.0
 
 
+class AgentMetricsSection(MetricsSection):
+    """`[metrics]`: served only when the table is present (daemon/agents/metrics.py). The default port
+    has no entry in Prometheus' "Default port allocations" (docs/metrics.md, "Ports")."""
+
+    port: Port = 11582
+
+
 class AsicAgentConfig(_Strict):
     mqtt: MqttSection = MqttSection()
+    metrics: AgentMetricsSection | None = None
     agent: AsicAgentSection
     miners: Annotated[list[MinerSection], Field(min_length=1, max_length=10_000)]
 
@@ -122,6 +130,7 @@ class GpuAgentSection(_AgentCommon):
 
 class GpuAgentConfig(_Strict):
     mqtt: MqttSection = MqttSection()
+    metrics: AgentMetricsSection | None = None
     agent: GpuAgentSection
     nvml: NvmlSection = NvmlSection()
 

@@ -26,6 +26,7 @@ import structlog
 from pydantic import Field
 
 from mullet.daemon.agents.config import GpuAgentConfig
+from mullet.daemon.agents.metrics import serving_metrics
 from mullet.daemon.device_broker import broker_of
 from mullet.drivers.device_link import DeviceLink
 from mullet.drivers.group_command import EpochFence
@@ -101,7 +102,7 @@ class GpuAgent(DeviceLink):
     async def run(self) -> None:
         log.info("gpu agent starting", tenant=self.config.agent.tenant_id, backend=self.config.nvml.backend)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with serving_metrics(self.config.metrics), asyncio.TaskGroup() as tg:
                 tg.create_task(self._control(), name="agent-control")
                 tg.create_task(super().run(), name="agent-mqtt")
         finally:
