@@ -41,7 +41,7 @@ class FleetSiteSection(Strict):
 class FleetConfig(Strict):
     fleet: FleetSection
     mqtt: MqttSection = MqttSection()
-    metrics: MetricsSection = MetricsSection(port=9118)
+    metrics: MetricsSection = MetricsSection(port=11583)
     sites: Annotated[list[FleetSiteSection], Field(min_length=1)]
 
     @model_validator(mode="after")
