@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mullet.daemon.config import Config, ConfigError, load_config
 from mullet.policies.scoring import BASELINE_METHODS
@@ -200,16 +200,24 @@ def cmd_agent(args: argparse.Namespace) -> int:
             )
         raise SystemExit(EXIT_CONFIG) from None
     configure_logging(args.log_level)
-
-    async def main(stop: asyncio.Event) -> int:
+    agent_type: Any
+    try:
         if isinstance(config, AsicAgentConfig):
             from mullet.daemon.agents.asic import AsicAgent
 
-            agent: Any = AsicAgent(config)
+            agent_type = AsicAgent
         else:
             from mullet.daemon.agents.gpu import GpuAgent
 
-            agent = GpuAgent(config)
+            agent_type = GpuAgent
+    except ModuleNotFoundError as exc:
+        _exit_on_missing_extra(exc)
+
+    async def main(stop: asyncio.Event) -> int:
+        try:
+            agent: Any = agent_type(config)  # imports the miner backend the config names
+        except ModuleNotFoundError as exc:
+            _exit_on_missing_extra(exc)
         task = asyncio.create_task(agent.run())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -221,6 +229,19 @@ def cmd_agent(args: argparse.Namespace) -> int:
         return 0
 
     return _run_until_signal(main)
+
+
+def _exit_on_missing_extra(exc: ModuleNotFoundError) -> NoReturn:
+    """A part whose optional library is not installed: say which extra to install (exit 2)."""
+    from mullet.drivers.extras import explain
+
+    problem = explain(exc)
+    if problem is None:
+        raise exc  # not an extra's module: a packaging bug, shown with its traceback
+    if "mullet[" in str(exc):  # already says what to install
+        problem = str(exc)
+    print(f"mulletd: {problem}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG) from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -524,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="the live daemon's site, obligations and groups (HTTP API)")
     status.add_argument("--config", default=None, help="site config (for the HTTP API address and token)")
-    status.add_argument("--url", default=None, help="the daemon's HTTP API, e.g. http://127.0.0.1:9110")
+    status.add_argument("--url", default=None, help="the daemon's HTTP API, e.g. http://127.0.0.1:11581")
     status.add_argument("--token", default=None, help="bearer token, where reads need one")
     status.add_argument(
         "--watch", nargs="?", type=float, const=2.0, default=None, metavar="S", help="refresh every S s"

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from mullet.drivers import extras
 from mullet.drivers.qse_points import HEALTH_BITS, HOLDING_POINTS, INPUT_POINTS, Table
 from mullet.drivers.qse_server import Network, ReadFn, RefusedFn, allowed
 
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("mullet.qse")
 
-EXTRA_HINT = "DNP3 needs the dnp3 extra: pip install 'mullet[dnp3]' (py1815)"
 # Analog input index of each point: the input points, then the holding points' levels.
 ANALOG_INDEX: Mapping[str, int] = {p.name: i for i, p in enumerate(INPUT_POINTS + HOLDING_POINTS)}
 ANALOG_COUNT = len(ANALOG_INDEX)
@@ -57,15 +57,6 @@ MAX_LINK_ADDRESS = 0xFFEF
 # The variations served (0: "any", answered with the one below).
 _ANALOG_VARIATIONS = (0, 5)  # g30v5: float32 with flags (v1 to v4 would round MW to integers)
 _BINARY_VARIATIONS = (0, 2)  # g1v2: with flags (v1, packed, carries no quality)
-
-
-def dnp3_available() -> bool:
-    """Whether the dnp3 extra is installed (for config validation: a clear error at startup)."""
-    try:
-        import py1815  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class QseDnp3Outstation:
@@ -116,10 +107,9 @@ class QseDnp3Outstation:
         """Bind and listen; ImportError naming the extra without py1815, OSError if the port is taken."""
         if self._server is not None:
             return
-        try:
-            from py1815 import Session
-        except ImportError as exc:
-            raise ImportError(EXTRA_HINT) from exc
+        extras.require("py1815", "DNP3")
+        from py1815 import Session
+
         session = Session(
             self._points,
             outstation_address=self.outstation_address,

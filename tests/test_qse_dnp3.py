@@ -337,8 +337,9 @@ def test_the_module_imports_without_the_extra_and_start_names_it() -> None:
     code = (
         "import asyncio, sys\n"
         "sys.modules['py1815'] = None\n"
-        "from mullet.drivers.qse_dnp3 import QseDnp3Outstation, dnp3_available\n"
-        "assert not dnp3_available()\n"
+        "from mullet.drivers import extras\n"
+        "from mullet.drivers.qse_dnp3 import QseDnp3Outstation\n"
+        "assert not extras.installed('py1815')\n"
         "o = QseDnp3Outstation(host='127.0.0.1', port=0, outstation_address=1024, master_address=1,\n"
         "    allow=(), read=lambda t: {}, refused=lambda r, p: None)\n"
         "try:\n"

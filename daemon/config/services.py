@@ -18,6 +18,7 @@ from mullet.daemon.config.fields import (
     SecretFile,
     Strict,
 )
+from mullet.drivers import extras
 
 
 class ListenerLimits(Strict):
@@ -76,7 +77,16 @@ class OpenAdrSection(Strict):
     @model_validator(mode="after")
     def _levels_unique(self) -> OpenAdrSection:
         _unique_ints("simple_levels", "level", [level.level for level in self.simple_levels])
+        if self.enabled:
+            _require_extra("openleadr", "the OpenADR VEN")
         return self
+
+
+def _require_extra(module: str, part: str) -> None:
+    """A configured part whose library is not installed is a config error naming the extra."""
+    problem = extras.missing(module, part)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 # The products a QSE deploys over the link (drivers/qse_points.py PRODUCTS; docs/qse.md).
@@ -136,11 +146,7 @@ class QseSection(Strict):
         if self.dnp3 and self.dnp3_outstation_address == self.dnp3_master_address:
             raise ValueError("dnp3_master_address: must differ from dnp3_outstation_address")
         if self.enabled and self.dnp3:
-            # Only then: the outstation's module pulls in pymodbus' server stack.
-            from mullet.drivers.qse_dnp3 import EXTRA_HINT, dnp3_available
-
-            if not dnp3_available():
-                raise ValueError(f"dnp3: {EXTRA_HINT}")
+            _require_extra("py1815", "dnp3")
         return self
 
 
@@ -229,3 +235,8 @@ class HaSection(Strict):
     election_key: Annotated[str, Field(min_length=2, max_length=256, pattern=r"^/[^\s]*$")] | None = None
     node_id: Ident  # this daemon's name in the pair; must differ between the two
     lease_ttl_s: Annotated[int, Field(ge=1, le=60)] = 2
+
+    @model_validator(mode="after")
+    def _etcd_client_installed(self) -> HaSection:
+        _require_extra("aetcd", "[ha]'s leader lease")
+        return self

@@ -14,9 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-import aetcd  # type: ignore[import-untyped]  # aetcd ships no type information
 import structlog
+
+from mullet.drivers import extras
+
+if TYPE_CHECKING:
+    import aetcd  # type: ignore[import-untyped]  # aetcd ships no type information
 
 log = structlog.get_logger("mullet.leader")
 
@@ -38,6 +43,11 @@ class LeaderLease:
     ) -> None:
         if ttl_s < 1:
             raise ValueError(f"ttl_s must be >= 1 s (etcd lease granularity), got {ttl_s}")
+        # Imported here, at start-up, and only by a daemon with [ha]: aetcd is the etcd extra.
+        extras.require("aetcd", "[ha]'s leader lease")
+        import aetcd
+
+        self._aetcd = aetcd
         self.host, self.port = host, port
         # Further members of the etcd cluster: a campaign that fails moves on to the next one.
         self._endpoints = [(host, port), *fallbacks]
@@ -58,7 +68,7 @@ class LeaderLease:
         log.info("leader campaign", node_id=self.node_id, key=self.key.decode(), ttl_s=self.ttl_s)
         while True:
             try:
-                async with aetcd.Client(
+                async with self._aetcd.Client(
                     host=self.host, port=self.port, timeout=max(1.0, self.ttl_s)
                 ) as client:
                     await self._campaign(client)
@@ -114,7 +124,7 @@ class LeaderLease:
         """Hand over at once (clean shutdown): delete the key if it is still ours."""
         if not self.leading:
             return
-        async with aetcd.Client(host=self.host, port=self.port, timeout=max(1.0, self.ttl_s)) as client:
+        async with self._aetcd.Client(host=self.host, port=self.port, timeout=max(1.0, self.ttl_s)) as client:
             txn = client.transactions
             await client.transaction(
                 compare=[txn.value(self.key) == self.node_id.encode()],
