@@ -153,7 +153,7 @@ class QseSection(Strict):
 class HttpApiSection(ListenerLimits):
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: Port = 9110
+    port: Port = 11581  # in no entry of Prometheus' default port allocations (docs/metrics.md)
     # Write endpoints need `Authorization: Bearer <token>`; without a token source they are refused.
     token_file: SecretFile | None = None
     token_credential: CredentialName | None = None
@@ -174,7 +174,7 @@ class HttpApiSection(ListenerLimits):
 
 class MetricsSection(ListenerLimits):
     host: str = "127.0.0.1"
-    port: Port = 9108
+    port: Port = 11580  # in no entry of Prometheus' default port allocations (docs/metrics.md)
     # A scraper or two: a smaller cap than the API's.
     max_connections: Annotated[int, Field(ge=1, le=10_000)] = 16
 
