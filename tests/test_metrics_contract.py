@@ -26,8 +26,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from mullet.daemon.agents.config import GpuAgentConfig, parse_agent_config
-from mullet.daemon.fleet.config import parse_fleet_config
+from mullet.daemon.agents.config import AgentMetricsSection, GpuAgentConfig, parse_agent_config
+from mullet.daemon.config import HttpApiSection, MetricsSection
+from mullet.daemon.fleet.config import FleetConfig, parse_fleet_config
 from mullet.daemon.pair.role import HaMetrics
 from mullet.daemon.process_metrics import revision_from
 from mullet.simulators.ports import free_port
@@ -391,3 +392,23 @@ def test_build_revision_from_each_kind_of_install(tmp_path: Path) -> None:
     assert revision_from([{"url": source.as_uri(), "dir_info": {"editable": True}}]) == head
     bogus = {"url": "https://x", "vcs_info": {"vcs": "git", "commit_id": "not-a-commit"}}
     assert revision_from([bogus, {"url": source.as_uri(), "dir_info": {}}]) == head
+
+
+# Default ports.
+
+
+def test_default_ports_are_the_documented_ones_and_off_the_exporter_allocations() -> None:
+    """docs/metrics.md's Ports table is the code's defaults; they are distinct and outside what
+    Prometheus' "Default port allocations" hands out: 9090-9999 (the server, its components, the
+    exporter block) and the entries given one by one upward from 10001 since that block filled."""
+    defaults = {
+        "mulletd run [metrics]": MetricsSection().port,
+        "mulletd run [http_api]": HttpApiSection().port,
+        "mulletd agent [metrics]": AgentMetricsSection().port,
+        "mulletd fleet [metrics]": FleetConfig.model_fields["metrics"].default.port,
+    }
+    assert len(set(defaults.values())) == len(defaults)
+    assert all(not 9090 <= port <= 10999 for port in defaults.values()), defaults
+    section = DOC.read_text().split("## Ports", 1)[1].split("\n## ", 1)[0]
+    documented_ports = {int(p) for p in re.findall(r"`127\.0\.0\.1:(\d+)`", section)}
+    assert documented_ports == set(defaults.values())
