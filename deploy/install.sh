@@ -7,10 +7,12 @@
 #   /etc/systemd/system/mulletd.service and mulletd.service.d/cpu.conf
 # Then: edit /etc/mullet/site.toml, `mulletd check-config`, `systemctl enable --now mulletd`.
 #
-# Usage: deploy/install.sh [--root DIR] [--python PY] [--pip-args ARGS] [--reuse-site DIR]
+# Usage: deploy/install.sh [--root DIR] [--python PY] [--extras LIST] [--pip-args ARGS] [--reuse-site DIR]
 #   --root DIR        install under DIR instead of / (a test or an image); paths inside the installed
 #                     unit and config then point under DIR too, and systemctl is not called
 #   --python PY       the interpreter for the venv (default python3; Debian: apt-get install python3-venv)
+#   --extras LIST     the optional parts this site runs, comma-separated: openadr, etcd (for [ha]),
+#                     dnp3, asic, gpu, or all (docs/operations.md section 5); none by default
 #   --pip-args ARGS   extra pip arguments, e.g. "--no-index --find-links /srv/wheels" on a site
 #                     without internet
 #   --reuse-site DIR  development and tests only: no pip; the venv sees the packages installed in DIR
@@ -20,11 +22,13 @@ set -eu
 root=/
 python=python3
 pip_args=
+extras=
 reuse_site=
 while [ $# -gt 0 ]; do
     case "$1" in
     --root) root=$2; shift 2 ;;
     --python) python=$2; shift 2 ;;
+    --extras) extras=$2; shift 2 ;;
     --pip-args) pip_args=$2; shift 2 ;;
     --reuse-site) reuse_site=$2; shift 2 ;;
     *) echo "install.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
@@ -69,7 +73,7 @@ EOF
 else
     "$python" -m venv --clear "$venv"
     # shellcheck disable=SC2086  # pip_args is a list of words
-    "$venv/bin/python" -m pip install --disable-pip-version-check --quiet $pip_args "$source_dir"
+    "$venv/bin/python" -m pip install --disable-pip-version-check --quiet $pip_args "$source_dir${extras:+[$extras]}"
 fi
 
 if [ -e "$etc/site.toml" ]; then
