@@ -154,17 +154,13 @@ class ModbusMeter:
             async with asyncio.timeout(self.timeout_s * DISCOVERY_TIMEOUTS):
                 model_id, address = await sunspec.discover(registers, self.sunspec_bases, self.sunspec_model)
             self._locate(sunspec.resolve(self.profile, model_id, address))
-        except sunspec.DiscoveryError as exc:
-            self._discovery_failed = (exc.reason, f"not a usable SunSpec meter: {exc}")
+        except (sunspec.DiscoveryError, ProfileError) as exc:
+            # ProfileError: the profile names a point this model does not define.
+            reason = exc.reason if isinstance(exc, sunspec.DiscoveryError) else "bad_model_map"
+            self._discovery_failed = (reason, f"not a usable SunSpec meter: {exc}")
             self._retry_discovery_s = now_s + DISCOVERY_RETRY_S
-            self.on_reject(exc.reason)
+            self.on_reject(reason)
             self.health.note("garbage", self._discovery_failed[1])
-            return False
-        except ProfileError as exc:  # the profile names a point the model does not define
-            self._discovery_failed = ("bad_model_map", str(exc))
-            self._retry_discovery_s = now_s + DISCOVERY_RETRY_S
-            self.on_reject("bad_model_map")
-            self.health.note("garbage", str(exc))
             return False
         except (ModbusException, TimeoutError, OSError) as exc:
             self.on_reject("timeout")
@@ -194,7 +190,8 @@ class ModbusMeter:
                 self.health.note("down", f"cannot connect to {self.host}:{self.port}")
                 return
             if self.profile.sunspec is not None:
-                self.layout = None  # a new connection may be a new device or new firmware: look again
+                # A new connection may be a new device or new firmware: look again.
+                self.layout, self.discovered = None, None
         if self.layout is None and not await self._discover(client):
             return
         started_s = time.monotonic()
