@@ -389,6 +389,9 @@ async def measure(args: argparse.Namespace, broker_url: str, workdir: Path) -> d
         gateway.close()
         bare.client.close()
         out["exit"] = {name: await stop(processes[name]) for name in ("run", "simulate") if name in processes}
+        for name, code in out["exit"].items():
+            if code != 0:  # e.g. -9: it did not stop within 10 s of SIGTERM; its log says where it hung
+                print(f"mulletd {name} exited {code}; log (tail):\n{_log_tail(logs[name])}", file=sys.stderr)
     return out
 
 
