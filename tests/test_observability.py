@@ -67,15 +67,13 @@ async def test_live_scrape_passes_promtool_and_status_shows_the_site(mqtt_broker
         await until(
             lambda: 'mullet_command_ack_seconds_count{class="mining"}' in running.metrics(), 30, "an ack"
         )
-        exposition = (await asyncio.to_thread(running.metrics)).text
-        checked = _promtool("check", "metrics", stdin=exposition)
+        scraped = await asyncio.to_thread(running.metrics)
+        checked = _promtool("check", "metrics", stdin=scraped.text)
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        for name in (
-            "mullet_command_ack_seconds_bucket",
-            "mullet_group_telemetry_known{",
-            "mullet_plan_feasible",
-        ):
-            assert name in exposition
+        assert scraped.value('mullet_command_ack_seconds_bucket{class="mining",le="+Inf"}') >= 1
+        assert scraped.value("mullet_plan_feasible") in (0.0, 1.0)
+        for group in config.groups:
+            assert scraped.value(f'mullet_group_telemetry_known{{group_id="{group.group_id}"}}') in (0.0, 1.0)
 
         status = await asyncio.create_subprocess_exec(
             str(MULLETD), "status", "--config", str(running.config_path), stdout=asyncio.subprocess.PIPE

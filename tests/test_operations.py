@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import tomli_w
-from helpers import Running, retained, running_site, site_config, start_daemon, until
+from helpers import Metrics, Running, retained, running_site, site_config, start_daemon, until
 
 from mullet.daemon.config import ConfigError, parse_config
 from mullet.daemon.notify import Notifier
@@ -325,8 +325,9 @@ async def test_api_writes_need_the_token_and_a_refused_write_changes_nothing(
         for bad, code in (({**override, "group_id": "zz"}, 404), ({**override, "duration_s": 1e9}, 400)):
             async with http.post(f"{base}/v1/override", json=bad, headers=auth) as response:
                 assert response.status == code
-        async with http.get(f"{base}/metrics") as response:
-            assert "mullet_http_api_refusals_total" in await response.text()
+        async with http.get(f"{base}/metrics") as response:  # the API serves the same registry
+            served = Metrics(await response.text())
+        assert served['mullet_http_api_refusals_total{reason="unauthorized"}'] == 6.0
 
         # SIGHUP with an invalid config: logged, counted, and control goes on under the old one.
         original = running.config_path.read_text()
