@@ -233,7 +233,7 @@ _GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 def promql_metrics(expr: str) -> set[str]:
     """Metric names in a PromQL expression: not functions or aggregations (a name before `(`),
     keywords, label names (inside `{}` and in by/without/on/ignoring/group_* lists), strings, numbers,
-    durations or Grafana variables. `__name__="x"` matchers name x."""
+    durations or Grafana variables. `__name__="x"` matchers name x (a `__name__=~` regex names none)."""
     tokens = [(m.lastgroup, m.group()) for m in _TOKENS.finditer(expr)]
     found: set[str] = set()
     stack: list[str] = []  # what each open bracket is: "labels", "grouping" or "call"
@@ -280,6 +280,8 @@ def test_promql_parser_finds_metrics_not_functions_labels_or_durations() -> None
         "up",
         "mullet_site_power_watts",
     }
+    assert promql_metrics("sum(rate(a_total[1m:10s] @ start())) by (le) / ignoring(x) b") == {"a_total", "b"}
+    assert promql_metrics('topk(3, c) and on() {__name__=~"mullet_.*"} offset -5m') == {"c"}
 
 
 def dashboard_queries(dashboard: dict) -> list[str]:
