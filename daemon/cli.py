@@ -244,16 +244,22 @@ def _exit_on_missing_extra(exc: ModuleNotFoundError) -> NoReturn:
     raise SystemExit(EXIT_CONFIG) from None
 
 
+def _journal_of(args: argparse.Namespace, command: str) -> tuple[Config | None, str]:
+    """`--journal PATH`, else the journal of `--config FILE` (and that config); exit 2 without either."""
+    config = _load_or_exit(args.config) if args.config else None
+    journal_path = args.journal or (config.journal.path if config is not None else None)
+    if journal_path is None:
+        print(f"mulletd {command}: give --config FILE or --journal PATH", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    return config, journal_path
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from mullet.daemon.records.report import ReportError, build_report
     from mullet.daemon.records.report_render import render
     from mullet.daemon.records.report_text import outcome
 
-    config = _load_or_exit(args.config) if args.config else None
-    journal_path = args.journal or (config.journal.path if config is not None else None)
-    if journal_path is None:
-        print("mulletd report: give --config FILE or --journal PATH", file=sys.stderr)
-        return EXIT_CONFIG
+    config, journal_path = _journal_of(args, "report")
     zone = config.site.timezone if config is not None else "UTC"  # --journal alone: UTC
     if args.season is not None:
         return _report_season(journal_path, args, zone, config)
@@ -307,11 +313,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mullet.daemon.records.report import ReportError, open_journal
     from mullet.daemon.replay.scenario import parse_time
 
-    config = _load_or_exit(args.config) if args.config else None
-    journal_path = args.journal or (config.journal.path if config is not None else None)
-    if journal_path is None:
-        print("mulletd export: give --config FILE or --journal PATH", file=sys.stderr)
-        return EXIT_CONFIG
+    config, journal_path = _journal_of(args, "export")
     try:
         from_s, to_s = parse_time(args.from_), parse_time(args.to)
     except ValueError as exc:

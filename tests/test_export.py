@@ -106,3 +106,13 @@ def test_mulletd_export_writes_the_journal_as_csv(tmp_path: Path) -> None:
         check=False,
     )
     assert refused.returncode == 2 and "no UTC offset" in refused.stderr
+
+
+def test_report_and_export_need_a_journal_and_say_how_to_give_one() -> None:
+    for argv in (
+        ["export", "--from", "2027-01-15T08:00:00Z", "--to", "2027-01-15T09:00:00Z"],
+        ["report", "--event", "e1"],
+    ):
+        done = subprocess.run([str(MULLETD), *argv], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 2, done.stderr
+        assert f"mulletd {argv[0]}: give --config FILE or --journal PATH" in done.stderr
