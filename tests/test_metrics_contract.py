@@ -12,6 +12,7 @@ import asyncio
 import importlib.metadata
 import json
 import re
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -44,9 +45,13 @@ SCRAPE_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scr
 # Scrapes.
 
 
-def scrape(port: int) -> list[Metric]:
+def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        return list(text_string_to_metric_families(response.read().decode()))
+        return response.read().decode()
+
+
+def parse(exposition: str) -> list[Metric]:
+    return list(text_string_to_metric_families(exposition))
 
 
 def families(scraped: Iterable[Metric]) -> dict[str, str]:
@@ -115,13 +120,13 @@ def gpu_agent_config(mqtt_broker, tmp_path: Path, port: int) -> list[str]:
 
 def _answers(port: int) -> bool:
     try:
-        return bool(scrape(port))
+        return bool(parse(scrape(port)))
     except OSError:
         return False
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, mqtt_broker) -> dict[str, list[Metric]]:
+def live(tmp_path_factory: pytest.TempPathFactory, mqtt_broker) -> dict[str, str]:
     """One scrape each of a running site daemon, fleet dispatcher and GPU agent, started together once
     for the module (the ASIC agent serves /metrics the same way, daemon/agents/metrics.py)."""
     tmp_path = tmp_path_factory.mktemp("contract")
@@ -131,7 +136,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, mqtt_broker) -> dict[str, lis
         "agent": gpu_agent_config(mqtt_broker, tmp_path, ports["agent"]),
     }
 
-    async def scrape_each() -> dict[str, list[Metric]]:
+    async def scrape_each() -> dict[str, str]:
         processes = []
         try:
             for name, argv in commands.items():
@@ -158,8 +163,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, mqtt_broker) -> dict[str, lis
 
 
 @pytest.mark.parametrize("process", ["site", "fleet", "agent"])
-def test_standard_collectors_and_build_info(live: dict[str, list[Metric]], process: str) -> None:
-    scraped = live[process]
+def test_standard_collectors_and_build_info(live: dict[str, str], process: str) -> None:
+    scraped = parse(live[process])
     named = families(scraped)
     for name in (
         "process_cpu_seconds_total",
@@ -195,14 +200,23 @@ def _editable_from(source: Path) -> bool:
     return False
 
 
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian `prometheus`)")
+@pytest.mark.parametrize("process", ["fleet", "agent"])  # the site's: tests/test_observability.py
+def test_scrape_passes_promtool_lint(live: dict[str, str], process: str) -> None:
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=live[process], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 # The catalogue.
 
 
-def test_exported_families_are_the_documented_ones(live: dict[str, list[Metric]]) -> None:
+def test_exported_families_are_the_documented_ones(live: dict[str, str]) -> None:
     """docs/metrics.md lists every mullet_ family the site daemon and the fleet dispatcher export (with
     its type) and nothing else; the active/standby series exist only with [ha] and are taken from the
     code. The standard process_ and python_ families are documented by name as a group."""
-    exported = families(live["site"]) | families(live["fleet"]) | families(live["agent"])
+    exported = families(parse(live["site"])) | families(parse(live["fleet"])) | families(parse(live["agent"]))
     ha_registry = CollectorRegistry()
     HaMetrics(ha_registry)  # registered only with [ha]
     ha = families(ha_registry.collect())
@@ -309,8 +323,8 @@ def unknown_metrics(queries: Iterable[str], exported: set[str]) -> dict[str, set
     return {q: names for q, names in unknown.items() if names}
 
 
-def test_every_dashboard_and_alert_query_names_an_exported_metric(live: dict[str, list[Metric]]) -> None:
-    exported = series_names(families(live["site"]))
+def test_every_dashboard_and_alert_query_names_an_exported_metric(live: dict[str, str]) -> None:
+    exported = series_names(families(parse(live["site"])))
     dashboard = json.loads(DASHBOARD.read_text())
     queries = dashboard_queries(dashboard)
     assert len(queries) > 20
