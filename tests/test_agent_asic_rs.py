@@ -24,7 +24,7 @@ from helpers import observing
 from mullet.daemon.agents.asic import AsicAgent
 from mullet.daemon.agents.config import AsicAgentConfig, parse_agent_config
 from mullet.daemon.config import ConfigError
-from mullet.drivers.miner_client import MinerEndpoint
+from mullet.drivers.miner_client import MinerEndpoint, MinerReading, usable_reading
 from mullet.drivers.miners_asic_rs import STANDARD_PORT, AsicRsMinerClient
 from mullet.drivers.protocol import GroupSetpoint, Topics, encode
 from mullet.simulators.luxos import LuxosMinerSim
@@ -104,6 +104,14 @@ async def test_an_unresponsive_or_stopped_miner_reads_as_unknown() -> None:
         assert await clients[1].read() is not None
         await alive.stop()
         assert await clients[1].read() is None
+
+
+def test_an_unusable_power_is_unknown_never_zero() -> None:
+    for power in (None, float("nan"), float("inf"), -1.0, "n/a", True):
+        assert usable_reading(power, 100.0) is None
+    assert usable_reading(3000, float("nan")) == MinerReading(3000.0, None)
+    assert usable_reading("25", -5) == MinerReading(25.0, None)
+    assert usable_reading(0, 0) == MinerReading(0.0, 0.0)
 
 
 def test_backend_config_is_validated() -> None:
