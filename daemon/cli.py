@@ -555,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     agent = sub.add_parser("agent", help="run an edge agent: a mining group's or an AI node's controller")
-    agent.add_argument("kind", choices=["asic", "gpu"], help="asic: miners through pyasic; gpu: NVML caps")
+    agent.add_argument("kind", choices=["asic", "gpu"], help="asic: miners (pyasic or asic-rs); gpu: NVML")
     agent.add_argument("--config", required=True, help="agent config (TOML, docs/agents.md)")
     agent.add_argument("--log-level", default="info")
     agent.set_defaults(func=cmd_agent)
