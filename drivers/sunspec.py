@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 
-from sunspec2 import device as sunspec_device  # type: ignore[import-untyped]  # no type information shipped
+from sunspec2 import device as sunspec_device
 from sunspec2 import mb as sunspec_mb
 
 from mullet.drivers.device_profiles import MeterProfile, Point, PointType, ProfileError
