@@ -84,6 +84,9 @@ class AsicRsMinerClient:
                 return await fallback.set_power_w(watts)
         except TimeoutError:
             self.failures["power_target_timeout"] += 1
+        except Exception as exc:  # never raise: a miner's trouble is counted, not the agent's
+            self.failures["power_target_error"] += 1
+            log.debug("miner command failed", miner=self.name, backend="asic-rs", error=repr(exc))
         return False
 
     async def read(self) -> MinerReading | None:
@@ -93,8 +96,15 @@ class AsicRsMinerClient:
                 miner = await self._get_miner()
                 if miner is None:
                     return None
-                wattage, hashrate = await asyncio.gather(miner.get_wattage(), miner.get_hashrate())
-                reading = usable_reading(wattage, _terahash(hashrate))
+                answers: tuple[Any, Any] = await asyncio.gather(
+                    miner.get_wattage(), miner.get_hashrate(), return_exceptions=True
+                )
+                wattage, hashrate = answers
+                if isinstance(wattage, BaseException):
+                    raise wattage
+                reading = usable_reading(
+                    wattage, None if isinstance(hashrate, BaseException) else _terahash(hashrate)
+                )
                 if reading is None:
                     self.failures["read_unusable"] += 1  # asic-rs gives None for an unreachable miner
                 return reading
@@ -124,6 +134,11 @@ class AsicRsMinerClient:
                 return await self._sent(what, lambda: call(miner))
         except TimeoutError:
             self.failures[f"{what}_timeout"] += 1
+        except Exception as exc:
+            self.failures[f"{what}_error"] += 1
+            log.debug(
+                "miner command failed", miner=self.name, backend="asic-rs", command=what, error=repr(exc)
+            )
         return False
 
     async def _sent(self, what: str, command: Callable[[], Awaitable[bool]]) -> bool:
