@@ -245,6 +245,39 @@ def test_a_missing_backend_library_is_a_clear_refusal(blocked: str, backend: str
     assert "pip install 'mullet[asic]'" in result["refused"] and result["name"] == blocked
 
 
+# `mulletd agent asic` in a fresh interpreter where the backend's library cannot be imported.
+AGENT_WITHOUT = """
+import importlib.abc, sys
+
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == sys.argv[1]:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Blocked())
+from mullet.daemon.cli import main
+sys.exit(main(["agent", "asic", "--config", sys.argv[2]]))
+"""
+
+
+def test_the_agent_refuses_to_start_without_its_backend_library(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        '[agent]\nsite_id = "s"\ngroup_id = "g"\nbackend = "asic-rs"\n'
+        f'state_path = "{tmp_path / "state.json"}"\n'
+        '[[miners]]\nname = "a"\nhost = "127.0.0.1"\nrated_w = 3500\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT_WITHOUT, "pyasic_rs", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'mullet[asic]'" in done.stderr and "Traceback" not in done.stderr
+
+
 def _one_library(blocked: str, backend: str) -> dict[str, Any]:
     import json
 
