@@ -262,7 +262,7 @@ async def _measure(
     return rows
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -281,7 +281,7 @@ def main() -> int:
     parser.add_argument(
         "--confirm-poll-s", type=float, default=0.05, help="agent re-read period while pending"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     options = [
         ("--calls", args.calls),
         ("--agent-backends", args.agent_backends),

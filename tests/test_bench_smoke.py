@@ -1,4 +1,4 @@
-"""The plan, replay and QSE benches still run and print their same-run reference and ratio verdicts (no
+"""The plan, replay, QSE and agent benches still run and print their same-run reference and ratio verdicts (no
 timing here: the ratio limits are set out of reach, and what is checked is the output's shape and the
 reference loop's decisions)."""
 
@@ -15,7 +15,15 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 @pytest.fixture
 def bench_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(BENCH))
-    for name in ("_common", "_reference", "plan_compute", "policy_bench", "replay_bench", "qse_bench"):
+    for name in (
+        "_common",
+        "_reference",
+        "plan_compute",
+        "policy_bench",
+        "replay_bench",
+        "qse_bench",
+        "agent_latency",
+    ):
         monkeypatch.delitem(sys.modules, name, raising=False)
 
 
@@ -81,3 +89,17 @@ def test_qse_bench_prints_freshness_against_its_floors_and_tracking_per_base_poi
         rows = [line for line in tables.splitlines() if line.split()[:1] == [base_point]]
         assert len(rows) == 2, rows  # whole interval, and once settled
     assert "refused writes: 0" in out and "problem:" not in out
+
+
+def test_agent_latency_prints_both_backends_beside_its_reference(
+    bench_path: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per call only (no agent runs): both backends drive the fake miner and the bare exchange is timed."""
+    import agent_latency
+
+    assert agent_latency.main(["--calls", "3", "--warmup", "1", "--agent-backends"]) == 0
+    out = capsys.readouterr().out
+    assert "reference  bare exchange" in out
+    for backend in ("pyasic", "asic-rs"):
+        for call in ("sleep", "wake", "read"):
+            assert any(line.split()[:2] == [backend, call] for line in out.splitlines()), (backend, call)
