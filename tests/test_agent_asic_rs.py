@@ -77,6 +77,15 @@ async def test_asic_rs_sleeps_wakes_and_reads_a_fake_luxos_miner() -> None:
         assert not client.failures
 
 
+async def test_a_lapsed_luxos_session_is_opened_again() -> None:
+    async with own_address_miners(1) as (sim,):
+        client = client_for(sim)
+        assert await client.sleep() and sim.sleeping
+        sim.end_session()  # firmware idle timeout or reboot
+        assert await client.wake() and not sim.sleeping
+        assert sim.commands["logon"] == 2 and sim.rejected["invalid_session"] == 0
+
+
 async def test_a_luxos_power_target_goes_through_pyasic() -> None:
     async with own_address_miners(1, curtail_s=0, resume_s=0) as (sim,):
         client = client_for(sim, power_fallback=True)
