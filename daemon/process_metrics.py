@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge, GCCollector, PlatformCol
 DISTRIBUTION = "mullet"
 UNKNOWN = "unknown"
 _GIT_TIMEOUT_S = 2.0
-_COMMIT_HEX_LEN = 40
+_COMMIT_HEX_LENS = (40, 64)  # SHA-1 and SHA-256 object names
 
 
 @functools.cache
@@ -85,7 +85,7 @@ def _git_head(source: Path) -> str:
 def _is_commit(value: object) -> bool:
     return (
         isinstance(value, str)
-        and len(value) == _COMMIT_HEX_LEN
+        and len(value) in _COMMIT_HEX_LENS
         and all(c in "0123456789abcdef" for c in value.lower())
     )
 

@@ -185,7 +185,7 @@ def test_standard_collectors_and_build_info(live: dict[str, str], process: str) 
     assert info.value == 1
     assert info.labels["version"] == importlib.metadata.version("mullet")
     revision = info.labels["revision"]
-    assert revision == "unknown" or re.fullmatch(r"[0-9a-f]{40}", revision), revision
+    assert revision == "unknown" or re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", revision), revision
     if _editable_from(ROOT):
         # This checkout is the install: the revision is one of its commits (HEAD may have moved on).
         known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{revision}^{{commit}}"])
