@@ -31,7 +31,8 @@ class Recorder:
         self.rejects[reason] += 1
         self.changed.set()
 
-    async def until(self, predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    async def until(self, predicate, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+        """Generous: a first sample takes a connect and, for SunSpec, a discovery."""
         async with asyncio.timeout(timeout_s):
             while not predicate():
                 self.changed.clear()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from helpers import EXAMPLE
 from prometheus_client import CollectorRegistry
+from test_meter_driver import Recorder
 
 from mullet.daemon.config import Config, ConfigError, parse_config
 from mullet.daemon.metrics import Metrics
@@ -26,27 +27,6 @@ from mullet.simulators.meter import MeterSim
 
 POWER_KW, GRID_HZ = 1234.5, 59.95
 WAIT_S = 20.0  # generous: the first sample takes a connect and, for SunSpec, a discovery
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.samples: list[MeterSample] = []
-        self.rejects: Counter[str] = Counter()
-        self.changed = asyncio.Event()
-
-    def sample(self, sample: MeterSample) -> None:
-        self.samples.append(sample)
-        self.changed.set()
-
-    def reject(self, reason: str) -> None:
-        self.rejects[reason] += 1
-        self.changed.set()
-
-    async def until(self, predicate: Any, timeout_s: float = WAIT_S) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                self.changed.clear()
-                await self.changed.wait()
 
 
 @asynccontextmanager
