@@ -142,16 +142,10 @@ class AsicRsMinerClient:
         return False
 
     async def _sent(self, what: str, command: Callable[[], Awaitable[bool]]) -> bool:
-        """Send one asic-rs command; its False or its error counts as refused, never raises."""
-        try:
-            if await command():
-                return True
-            self.failures[f"{what}_refused"] += 1
-        except Exception as exc:
-            self.failures[f"{what}_error"] += 1
-            log.debug(
-                "miner command failed", miner=self.name, backend="asic-rs", command=what, error=repr(exc)
-            )
+        """Send one asic-rs command; its False counts as refused (its errors, the callers' handlers)."""
+        if await command():
+            return True
+        self.failures[f"{what}_refused"] += 1
         return False
 
     async def _get_miner(self) -> Any:
