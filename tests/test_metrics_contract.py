@@ -355,7 +355,7 @@ def test_grafana_provisioning_points_at_the_dashboard_and_its_datasource() -> No
     providers = yaml.safe_load((GRAFANA / "dashboards" / "mullet.yaml").read_text())
     assert datasources["apiVersion"] == 1 and providers["apiVersion"] == 1
     (source,) = datasources["datasources"]
-    assert source["type"] == "prometheus" and source["url"] == "${PROMETHEUS_URL}"
+    assert source["type"] == "prometheus" and source["url"] == "http://localhost:9090"
     (provider,) = providers["providers"]
     assert provider["type"] == "file"
     provisioning = Path("/etc/grafana/provisioning")
