@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from mullet.daemon.config import ConfigError
+from mullet.daemon.config import Config, ConfigError
 from mullet.daemon.replay.configs import load_configs
-from mullet.daemon.replay.engine import Replay
+from mullet.daemon.replay.engine import Replay, config_ramp_limits
+from mullet.daemon.replay.ramps import RampLimits
 from mullet.daemon.replay.render_text import render_text
 from mullet.daemon.replay.results import interval_table, summarize, to_json
 from mullet.daemon.replay.scenario import Scenario, ScenarioError, load_scenario, parse_time
@@ -32,9 +34,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-o", "--output", default=None, help="write the HTML report here")
     parser.add_argument("--json", default=None, help="write the results (and 15-min table) as JSON here")
+    for window in ("10s", "min"):
+        parser.add_argument(
+            f"--ramp-kw-per-{window}",
+            type=_positive_kw,
+            default=None,
+            help=f"judge every configuration's site import against this ramp limit (kW per {window});"
+            f" default: the first configuration's [control] import_ramp_kw_per_{window} that is set",
+        )
     parser.add_argument(
         "--log-level", default="error", help="the controller's own log lines (default: error)"
     )
+
+
+def _positive_kw(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite kW above 0: {text!r}")
+    return value
+
+
+def yardstick(args: argparse.Namespace, configs: list[tuple[str, Config]]) -> RampLimits:
+    """One ramp limit for every configuration, so off and on are judged alike: the command line's, else
+    the first configuration's (in --config, --compare order) that sets the key."""
+    own = [config_ramp_limits(config) for _label, config in configs]
+    per_10s = args.ramp_kw_per_10s or next((o.kw_per_10s for o in own if o.kw_per_10s), None)
+    per_min = args.ramp_kw_per_min or next((o.kw_per_min for o in own if o.kw_per_min), None)
+    return RampLimits(per_10s, per_min)
 
 
 def _scenario(args: argparse.Namespace, config_path: str) -> Scenario:
@@ -63,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return EXIT_INPUT
     results, tables = [], []
+    limits = yardstick(args, configs)
     for label, config in configs:
-        replay = Replay(config, scenario).run()
+        replay = Replay(config, scenario, ramp_limits=limits).run()
         results.append(summarize(replay, label))
         tables.append(interval_table(replay))
     sys.stdout.write(render_text(results))

@@ -45,7 +45,9 @@ from mullet.daemon.core.trips import TripRecord
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.replay.ledger import Ledger
 from mullet.daemon.replay.physics import FrequencyScript, SitePhysics
+from mullet.daemon.replay.ramps import ImportRamps, RampLimits
 from mullet.daemon.replay.scenario import NOMINAL_HZ, Scenario
+from mullet.daemon.replay.switching import GroupSwitching
 from mullet.daemon.replay.tracking import SCED_INTERVAL_S, Tracker
 from mullet.drivers.meter import MeterSample
 from mullet.drivers.protocol import GridEvent, GroupState, TenantState
@@ -68,10 +70,27 @@ class EventLog:
     ended_by: str | None = None
 
 
+def config_ramp_limits(config: Config) -> RampLimits:
+    """The configuration's own `[control] import_ramp_kw_per_10s / _per_min` (None where unset, or in
+    a build whose config has no such keys)."""
+    control = config.control
+    return RampLimits(
+        getattr(control, "import_ramp_kw_per_10s", None), getattr(control, "import_ramp_kw_per_min", None)
+    )
+
+
 class Replay:
-    def __init__(self, config: Config, scenario: Scenario, *, always_step: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        scenario: Scenario,
+        *,
+        always_step: bool = False,
+        ramp_limits: RampLimits | None = None,
+    ) -> None:
         """`always_step`: run a control cycle every `step_s` even when quiet (what the quiet skip must
-        not change: tests/test_replay.py compares the two)."""
+        not change: tests/test_replay.py compares the two). `ramp_limits`: what the import's ramp is
+        judged against (default: the configuration's own keys)."""
         self.config = config
         self.always_step = always_step
         self.scenario = scenario
@@ -83,6 +102,14 @@ class Replay:
         self.frequency = FrequencyScript(scenario.frequency)
         self.ledger = Ledger(INTERVAL_S)
         self.tracking = Tracker(self.core.site.settings.deadband_kw)
+        self.ramps = ImportRamps(ramp_limits if ramp_limits is not None else config_ramp_limits(config))
+        self.switching = {
+            g.group_id: GroupSwitching(
+                g.min_on_s if g.min_on_s is not None else config.control.min_on_s,
+                g.min_off_s if g.min_off_s is not None else config.control.min_off_s,
+            )
+            for g in config.groups
+        }
         self.samples_t: list[float] = []  # site power after each step (zero-order hold in between)
         self.samples_kw: list[float] = []
         self.events: dict[str, EventLog] = {}
@@ -173,6 +200,7 @@ class Replay:
         while True:
             self._advance(t_prev, t)
             self.now_s = t
+            self.ramps.observe(t, self.physics.site_kw())  # as held until now, before anything acts
             self._observe(t)  # an event is decided on what the site draws now, as the daemon's would be
             if self._queue and self._queue[0][0] <= t:
                 while self._queue and self._queue[0][0] <= t:
@@ -302,18 +330,22 @@ class Replay:
         site_kw = self.physics.site_kw()
         self.samples_t.append(t_s)
         self.samples_kw.append(site_kw)
-        self.ledger.ramp.observe(t_s, site_kw)
+        self.ramps.observe(t_s, site_kw)
 
     def _outlets_kw(self, group_id: str, _since_mono_s: float) -> float | None:
         """The PDU readback of a group's outlets (the simulated PDU meters what the group draws)."""
         return self.groups[group_id].power_kw
 
     def _count_switches(self) -> None:
+        t_s, switching = self.now_s, self.switching
         for group_id, group in self.groups.items():
             mode = group.commanded if group.powered else "cut"
             if mode != self._mode[group_id]:
                 self.switches[group_id] += 1
                 self._mode[group_id] = mode
+            watch, on = switching[group_id], "run" if mode == "run" else "off"
+            if watch.mode != on or watch.target_kw != group.target_kw:
+                watch.observe(t_s, on, group.target_kw)
 
     def _fire(self, order: TripOrder) -> None:
         """FastPath.fire: the trip broadcast and the armed cuts at once, then the core is told."""

@@ -9,8 +9,7 @@ control boards), so hashing kW = (power - sleep) scaled to rated.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mullet.daemon.replay.physics import Step
 
@@ -47,34 +46,11 @@ class Totals:
     unpriced_s: float = 0.0  # time without a known price: its energy is not costed (never counted as $0)
 
 
-@dataclass
-class RampWatch:
-    """The largest change of site power within any `window_s` (kW per window): sliding max and min."""
-
-    window_s: float = 60.0
-    largest_kw: float = 0.0
-    at_s: float | None = None
-    _max: deque[tuple[float, float]] = field(default_factory=deque)
-    _min: deque[tuple[float, float]] = field(default_factory=deque)
-
-    def observe(self, t_s: float, kw: float) -> None:
-        for queue, sign in ((self._max, 1.0), (self._min, -1.0)):
-            while queue and sign * queue[-1][1] <= sign * kw:
-                queue.pop()
-            queue.append((t_s, kw))
-            while queue[0][0] < t_s - self.window_s:
-                queue.popleft()
-        span_kw = self._max[0][1] - self._min[0][1]
-        if span_kw > self.largest_kw + 1e-9:
-            self.largest_kw, self.at_s = span_kw, t_s
-
-
 class Ledger:
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
         self.rows: list[IntervalRow] = []
         self.totals = Totals()
-        self.ramp = RampWatch()
 
     def row(self, t_s: float, price: float | None) -> IntervalRow:
         """The interval `t_s` falls in (opened on first use; the engine moves forward only)."""

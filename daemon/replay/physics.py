@@ -75,6 +75,8 @@ class SitePhysics:
             self.groups[g.group_id] = group
             span_kw = max(group.rated_kw - group.sleep_kw, _EPS_KW)
             self.hash_ths_per_kw[g.group_id] = group.rated_kw * 1000.0 / g.efficiency_j_per_th / span_kw
+        # Per group: TH x h below its rated hashrate (asleep, partial, ramping, cut), the absorber's cost.
+        self.given_up_thh: dict[str, float] = dict.fromkeys(self.groups, 0.0)
         self.tenants = {
             t.tenant_id: Tenant(
                 t.tenant_id, t.reserved_kw - t.flexible_kw, t.reserved_kw * DEFAULT_DEMAND_FRACTION
@@ -86,9 +88,11 @@ class SitePhysics:
     def advance(self, dt_s: float) -> Step:
         """Everything `dt_s` on; the step's means (ramps are linear: the trapezoid of its ends)."""
         mining0, curtailed0, hashing0 = self.mining()
+        before_kw = [group.power_kw for group in self.groups.values()]
         for group in self.groups.values():
             group.advance(dt_s)
         mining1, curtailed1, hashing1 = self.mining()
+        self._give_up(before_kw, dt_s)
         ai_kw = self.ai_kw()
         for tenant in self.tenants.values():
             tenant.check_sla(dt_s)
@@ -100,6 +104,21 @@ class SitePhysics:
             (curtailed0 + curtailed1) / 2.0,
             (hashing0 + hashing1) / 2.0,
         )
+
+    def _give_up(self, before_kw: list[float], dt_s: float) -> None:
+        """Each group's hashrate below rated over the step: hashing is linear in power above the sleep
+        draw, so the trapezoid of the step's ends (as the ledger's revenue)."""
+        rate, given_up = self.hash_ths_per_kw, self.given_up_thh
+        h_per_s = dt_s / 3600.0
+        for (group_id, group), p0_kw in zip(self.groups.items(), before_kw, strict=True):
+            p1_kw = group.power_kw
+            if p0_kw == p1_kw == group.rated_kw:
+                continue
+            sleep_kw, per_kw = group.sleep_kw, rate[group_id]
+            rated_ths = (group.rated_kw - sleep_kw) * per_kw
+            h0 = max(0.0, p0_kw - sleep_kw) * per_kw
+            h1 = max(0.0, p1_kw - sleep_kw) * per_kw
+            given_up[group_id] += (rated_ths - (h0 + h1) / 2.0) * h_per_s
 
     def mining(self) -> tuple[float, float, float]:
         """(mining kW, curtailed kW, hashing TH/s) now."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from mullet.daemon.replay.render_text import ROWS, cell, when
+from mullet.daemon.replay.render_text import ROWS, cell, ramp_line, when
 from mullet.daemon.replay.results import MAX_EVENTS_LISTED
 from mullet.daemon.replay.svg import Series, bar_chart, time_chart
 
@@ -190,8 +190,23 @@ def _events_table(result: dict[str, Any]) -> str:
     return "<h3>Grid events</h3>\n" + table + (f"\n<p>{more} more events not listed</p>" if more else "")
 
 
+def _groups_table(result: dict[str, Any]) -> str:
+    """Per group: what the site's import steadiness cost it (render_text.group_lines in HTML)."""
+    keys = ("efficiency_j_per_th", "hashrate_given_up_thh", "wakes", "sleeps", "target_changes")
+    rows = [
+        f"<tr><td>{escape(group_id)}</td>"
+        + "".join(_td(g[k]) for k in keys)
+        + _td(f"{g['min_on_violations']} / {g['min_off_violations']}")
+        + "</tr>"
+        for group_id, g in result["groups"]["per_group"].items()
+    ]
+    head = ["group", "J/TH", "given up (TH·h)", "wakes", "sleeps", "target changes", "min on/off broken"]
+    return f"<h3>Mining groups</h3>\n<p>{escape(ramp_line(result))}</p>\n" + _table(head, rows)
+
+
 def _detail(result: dict[str, Any]) -> str:
     parts = [f"<h2>{escape(result['label'])}</h2>"]
+    parts.append(_groups_table(result))
     if result["fourcp"] is not None:
         parts.append(_fourcp_table(result["fourcp"]))
     parts.append(_events_table(result) if result["events"] else "<p>no grid events scored</p>")

@@ -27,8 +27,46 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("AI SLA violations", lambda r: r["ai_sla"]["violations"]),
     ("group switches", lambda r: r["wear"]["total_switches"]),
     ("largest site ramp (kW/min)", lambda r: r["wear"]["largest_site_ramp_kw_per_min"]),
+    ("largest 10-s import change (kW)", lambda r: r["import_ramp"]["largest_10s_kw"]),
+    ("ramp-limit violations 10 s / 60 s", lambda r: _pair(r["import_ramp"])),
+    ("hashrate given up (TH·h)", lambda r: r["groups"]["hashrate_given_up_thh"]),
+    ("wakes / sleeps / target changes", lambda r: _switching(r["groups"])),
+    ("min on/off violations", lambda r: r["groups"]["min_on_violations"] + r["groups"]["min_off_violations"]),
     ("unpriced hours", lambda r: r["unpriced_hours"]),
 ]
+
+
+def _pair(ramp: dict[str, Any]) -> str:
+    return f"{cell(ramp['violations_10s'])} / {cell(ramp['violations_60s'])}"
+
+
+def _switching(groups: dict[str, Any]) -> str:
+    return f"{groups['wakes']} / {groups['sleeps']} / {groups['target_changes']}"
+
+
+def group_lines(result: dict[str, Any]) -> list[str]:
+    """Per group: J/TH, TH x h given up, wakes / sleeps / target changes, min on and off broken."""
+    lines = ["group    J/TH  given up TH·h  wakes  sleeps  targets  min on/off broken"]
+    for group_id, g in result["groups"]["per_group"].items():
+        lines.append(
+            f"{group_id:<7} {g['efficiency_j_per_th']:>5g}  {cell(g['hashrate_given_up_thh']):>13}"
+            f"  {g['wakes']:>5}  {g['sleeps']:>6}  {g['target_changes']:>7}"
+            f"  {g['min_on_violations']} / {g['min_off_violations']}"
+        )
+    return lines
+
+
+def ramp_line(result: dict[str, Any]) -> str:
+    """The import's ramp against the limits it was judged by, and when its largest changes were."""
+    ramp = result["import_ramp"]
+    limits = (
+        f"limits {cell(ramp['limit_kw_per_10s'])} kW/10 s, {cell(ramp['limit_kw_per_min'])} kW/min"
+        if ramp["limit_kw_per_10s"] is not None or ramp["limit_kw_per_min"] is not None
+        else "no ramp limit given: violations not counted"
+    )
+    ten = f"{cell(ramp['largest_10s_kw'])} kW in 10 s at {when(ramp['largest_10s_at_s'])}"
+    sixty = f"{cell(ramp['largest_60s_kw'])} kW in 60 s at {when(ramp['largest_60s_at_s'])}"
+    return f"largest import change: {ten}, {sixty}; {limits}"
 
 
 def cell(value: Any) -> str:
@@ -78,6 +116,10 @@ def render_text(results: list[dict[str, Any]]) -> str:
     for result in results:
         for note in result.get("notes", ()):
             lines.append(f"[{result['label']}] note: {note}")
+    for result in results:
+        lines.append("")
+        lines.append(f"[{result['label']}] {ramp_line(result)}")
+        lines.extend(f"  {line}" for line in group_lines(result))
     for result in results:
         fourcp = result["fourcp"]
         if fourcp is not None:

@@ -237,13 +237,63 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
             "switches": dict(sorted(replay.switches.items())),
             "pdu_cuts": dict(sorted(replay.cuts.items())),
             "total_switches": sum(replay.switches.values()),
-            "largest_site_ramp_kw_per_min": _r(replay.ledger.ramp.largest_kw),
-            "largest_site_ramp_at_s": _r(replay.ledger.ramp.at_s),
+            "largest_site_ramp_kw_per_min": _r(replay.ramps.sixty.largest_kw),
+            "largest_site_ramp_at_s": _r(replay.ramps.sixty.at_s),
         },
+        "import_ramp": import_ramp(replay),
+        "groups": groups(replay),
     }
     if replay.tracking.rows:  # only with base points: other replays' output stays as it was
         summary["base_point_tracking"] = replay.tracking.summary()
     return summary
+
+
+def import_ramp(replay: Replay) -> dict[str, Any]:
+    """The largest change of site import within any 10 s and 60 s, and the episodes above the limits
+    it was judged against (None: no limit given, not counted)."""
+    ten, sixty = replay.ramps.ten, replay.ramps.sixty
+    return {
+        "largest_10s_kw": _r(ten.largest_kw),
+        "largest_10s_at_s": _r(ten.at_s),
+        "largest_60s_kw": _r(sixty.largest_kw),
+        "largest_60s_at_s": _r(sixty.at_s),
+        "limit_kw_per_10s": ten.limit_kw,
+        "limit_kw_per_min": sixty.limit_kw,
+        "violations_10s": ten.violations,
+        "violations_60s": sixty.violations,
+    }
+
+
+def groups(replay: Replay) -> dict[str, Any]:
+    """Per group: efficiency, hashrate given up, wakes, sleeps, target changes, min on/off broken; and
+    the totals."""
+    efficiency = {g.group_id: g.efficiency_j_per_th for g in replay.config.groups}
+    given_up = replay.physics.given_up_thh
+    per_group = {
+        group_id: {
+            "efficiency_j_per_th": efficiency[group_id],
+            "hashrate_given_up_thh": _r(given_up[group_id], 1),
+            "wakes": watch.wakes,
+            "sleeps": watch.sleeps,
+            "target_changes": watch.target_changes,
+            "min_on_violations": watch.min_on_violations,
+            "min_off_violations": watch.min_off_violations,
+        }
+        for group_id, watch in sorted(replay.switching.items())
+    }
+    watches = replay.switching.values()
+    total = {
+        "wakes": sum(w.wakes for w in watches),
+        "sleeps": sum(w.sleeps for w in watches),
+        "target_changes": sum(w.target_changes for w in watches),
+        "min_on_violations": sum(w.min_on_violations for w in watches),
+        "min_off_violations": sum(w.min_off_violations for w in watches),
+    }
+    return {
+        "per_group": per_group,
+        **total,
+        "hashrate_given_up_thh": _r(sum(given_up.values()), 1),
+    }
 
 
 def interval_table(replay: Replay) -> list[dict[str, Any]]:
