@@ -70,6 +70,12 @@ class PolicySettings:
     hashprice_usd_per_th_day: float | None = None
     price_deadband_usd_per_mwh: float = 0.0
     trip_stages: tuple[TripStage, ...] = ()
+    # The absorber (policies/plan_absorber.py), off by default: the site import may move at most this
+    # much in any 60 s / 10 s, as far as mining can make up an AI swing. None: no such limit.
+    import_ramp_kw_per_min: float | None = None
+    import_ramp_kw_per_10s: float | None = None
+    # Share of the mining rating kept in partial targets or asleep so that an AI drop can be filled.
+    swing_reserve_fraction: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +170,9 @@ class PolicyMemory:
     # AI caps in force (kW by tenant): held while an obligation or an unknown reading lasts, then
     # lifted within the restore ramp like any other load increase.
     caps: Mapping[str, float] = field(default_factory=dict)
+    # (time, kW) of the site import the recent plans planned, for the import ramp: only the entries that
+    # can still be a window's highest or lowest (plan_absorber), so it stays small. () with the ramp off.
+    imports: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +208,10 @@ class Plan:
     # What mining could draw under the site's own limits, a base point aside (the QSE reports it as
     # the maximum power consumption); None for plans made before it was kept.
     mining_max_kw: float | None = None
+    # The swing reserve this plan keeps (kW of mining held below what the budget allows, up to the
+    # reserve's share) and the hashrate that costs; 0 with no reserve configured.
+    swing_reserve_kw: float = 0.0
+    swing_reserve_th_s: float = 0.0
 
     def modes(self) -> dict[str, GroupMode]:
         return {d.group_id: d.mode for d in self.decisions}

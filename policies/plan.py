@@ -15,6 +15,11 @@ already), and it never caps AI.
 5. AI flexible shares: capped only once all mining is shed, only under an obligation that allows
    it, and never below a tenant's firm kW.
 6. Arming: under-frequency stages take running groups in merit order until their shed kW is covered.
+The absorber (plan_absorber, off by default) runs between 3. and 4.: with an import ramp limit it sheds
+mining when AI rises and fills when AI falls, as far as mining can, so the import moves within the ramp;
+with a swing reserve it keeps that share of mining in partial targets or asleep. It is soft: it never
+forces a group through its min on/off time, never raises mining above the budget or past a restore
+blocker, never caps AI, and stands aside under a base point; restores (4.) stay under its cap.
 
 Each phase is a function of its own module (plan_budget, plan_shed, plan_restore, plan_arm; the groups'
 working state in plan_groups, shared explanations in plan_reasons); `compute_plan` runs them in order.
@@ -27,6 +32,7 @@ from collections.abc import Mapping, Sequence
 
 from mullet.policies.budget import site_limit, tenant_allowance_kw
 from mullet.policies.model import GroupSpec, Obligation, Override, Plan, PolicyMemory, SiteSnapshot, SiteSpec
+from mullet.policies.plan_absorber import Absorber, absorb_drop, absorb_rise, reserve_cost
 from mullet.policies.plan_arm import arm
 from mullet.policies.plan_budget import cap_ai_flex, make_budget
 from mullet.policies.plan_cache import PlanCache, rank
@@ -109,13 +115,36 @@ def compute_plan(
         exact_kw=settings.deadband_kw if exact else None,
     )
 
-    # 4. Restore: AI caps first, then groups, within one ramp.
+    # The absorber, soft, after every hard limit: shed towards its cap (AI up, or the reserve).
+    absorber = Absorber.at(site, snapshot, memory.imports, groups, load_kw, now)
+    absorbing = absorber.on and point is None
+    if absorbing:
+        planned_kw, note = absorb_rise(groups, absorber, planned_kw, load_kw, now)
+        reasons.extend([note] if note else [])
+    elif absorber.on:
+        reasons.append(f"absorber aside: mining follows base point '{point.event_id if point else ''}'")
+
+    # 4. Restore: AI caps first, then groups, within one ramp; the absorber fills an AI drop between.
     ramp = RestoreRamp.at(settings, memory.restores, now)
     blocker = restore_blocker(active, unknown)
     lift_caps(site, budget, ramp, blocker, planned_kw, now)
+    restore_kw = budget.mining_kw
+    if absorbing:
+        planned_kw, note = absorb_drop(
+            groups, absorber, settings, budget.mining_kw, planned_kw, views, blocker, load_kw, now
+        )
+        reasons.extend([note] if note else [])
+        restore_kw = min(restore_kw, absorber.cap_kw())
     planned_kw = restore_groups(
-        groups, settings, budget.mining_kw, planned_kw, ramp, views, blocker, load_kw, now, exact=exact
+        groups, settings, restore_kw, planned_kw, ramp, views, blocker, load_kw, now, exact=exact
     )
+    reserve_kw, reserve_th_s = (0.0, 0.0)
+    if absorbing and absorber.reserve_kw > 0:
+        reserve_kw, reserve_th_s = reserve_cost(groups, absorber, budget.mining_kw, planned_kw, load_kw)
+        reasons.append(
+            f"swing reserve: {reserve_kw:.0f} of {absorber.reserve_kw:.0f} kW held below the budget"
+            f" ({reserve_th_s:.0f} TH/s given up)"
+        )
 
     # 5. AI flexible shares.
     tenant_decisions = cap_ai_flex(site, budget, groups, planned_kw)
@@ -161,7 +190,12 @@ def compute_plan(
         reasons=tuple(reasons),
         tenants=tenant_decisions,
         memory=PolicyMemory(
-            groups=next_groups(memory.groups, groups, now), restores=ramp.ledger(), caps=budget.caps
+            groups=next_groups(memory.groups, groups, now),
+            restores=ramp.ledger(),
+            caps=budget.caps,
+            imports=absorber.next_ledger(planned_kw, now),
         ),
         mining_max_kw=budget.mining_max_kw,
+        swing_reserve_kw=reserve_kw,
+        swing_reserve_th_s=reserve_th_s,
     )

@@ -2,16 +2,19 @@
 
 `compute_plan` reads the clock through a handful of rules only: a group's minimum on and off times
 (from `GroupMemory.since_s`), the restore stagger and the restore ramp's one-minute window (the
-ledger's entries), obligations starting and ending, and operator overrides expiring. Between two of
-those instants the same inputs give the same plan, so a simulation (`mulletd replay`) may skip the
-cycles in between; the daemon still plans every period.
+ledger's entries), the absorber's import windows (its import ledger's entries), obligations starting
+and ending, and operator overrides expiring. Between two of those instants the same inputs give the
+same plan, so a simulation (`mulletd replay`) may skip the cycles in between; the daemon still plans
+every period.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 from mullet.policies.model import NEVER, Obligation, Override, PolicyMemory, SiteSpec
+from mullet.policies.plan_absorber import IMPORT_WINDOWS_S
 from mullet.policies.plan_restore import RAMP_WINDOW_S
 
 
@@ -33,6 +36,8 @@ def next_change_s(
     stagger_s = site.settings.restore_stagger_s
     for t, _kw in memory.restores:
         moments += (t + stagger_s, t + RAMP_WINDOW_S)
+    for t, _kw in memory.imports:  # the absorber's import ledger: each entry leaves its windows (both
+        moments += (math.nextafter(t + window_s, math.inf) for window_s in IMPORT_WINDOWS_S)  # ends in)
     for obligation in obligations:
         moments.append(obligation.start_s)
         if obligation.end_s is not None and not obligation.explicit_recall:

@@ -1,0 +1,305 @@
+"""The absorber (issue 23): mining fills AI drops and sheds for AI rises so the site import moves within a
+ramp limit, with a swing reserve to fill from; soft, after obligations, the interconnect and firm AI.
+
+Properties over the random sites of test_policy_properties (each plan checked against the plan the same
+inputs give with the absorber off), and unit sequences with instant physics: the plan's commands are
+what the groups draw at the next step (the live e2e test in test_e2e_absorber has firmware ramps).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import replace
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from test_policy_properties import Scenario, _commanded_kw, _memory_kw, run, scenarios
+
+from mullet.policies.model import (
+    GroupSpec,
+    Obligation,
+    Override,
+    Plan,
+    PolicyMemory,
+    PolicySettings,
+    SiteSnapshot,
+    SiteSpec,
+    TenantSpec,
+)
+from mullet.policies.plan import compute_plan
+from mullet.policies.plan_absorber import MAX_IMPORTS, keep_imports
+from mullet.policies.plan_timers import next_change_s
+
+TOL_KW = 1e-6
+EXAMPLES = int(os.environ.get("MULLET_POLICY_EXAMPLES", "60"))
+PROPERTY_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def _with_absorber(
+    scenario: Scenario, ramp_60_kw: float, ramp_10_kw: float | None, fraction: float
+) -> Scenario:
+    site = replace(
+        scenario.site,
+        settings=replace(
+            scenario.site.settings,
+            import_ramp_kw_per_min=ramp_60_kw,
+            import_ramp_kw_per_10s=ramp_10_kw,
+            swing_reserve_fraction=fraction,
+        ),
+    )
+    return Scenario(site, scenario.memory, scenario.steps, scenario.seed)
+
+
+def _off(site: SiteSpec) -> SiteSpec:
+    return replace(
+        site,
+        settings=replace(
+            site.settings,
+            import_ramp_kw_per_min=None,
+            import_ramp_kw_per_10s=None,
+            swing_reserve_fraction=0.0,
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Off by default: unset keys change nothing.
+
+
+@PROPERTY_SETTINGS
+@given(scenarios(max_steps=8))
+def test_off_by_default_and_a_ramp_that_never_binds_changes_no_decision(scenario: Scenario) -> None:
+    assert scenario.site.settings.import_ramp_kw_per_min is None
+    assert scenario.site.settings.import_ramp_kw_per_10s is None
+    assert scenario.site.settings.swing_reserve_fraction == 0.0
+    loose = _with_absorber(scenario, 1e15, 1e15, 0.0)
+    for (_, _, plan), (_, _, loose_plan) in zip(run(scenario), run(loose), strict=True):
+        assert plan.memory.imports == ()
+        assert plan.swing_reserve_kw == plan.swing_reserve_th_s == 0.0
+        assert not any("absorber" in r or "swing reserve" in r for r in plan.reasons)
+        # A ramp no swing can reach: the same commands, caps and budget, only the import ledger kept.
+        assert loose_plan.decisions == plan.decisions
+        assert loose_plan.tenants == plan.tenants
+        assert loose_plan.mining_planned_kw == plan.mining_planned_kw
+        assert len(loose_plan.memory.imports) <= MAX_IMPORTS
+
+
+# --------------------------------------------------------------------------------------------------
+# On: never against obligations, the interconnect, firm AI, min on/off times; never restores when blocked.
+
+
+@PROPERTY_SETTINGS
+@given(
+    scenarios(max_steps=10),
+    st.floats(10.0, 5000.0),
+    st.one_of(st.none(), st.floats(5.0, 5000.0)),
+    st.floats(0.0, 1.0),
+)
+def test_the_absorber_binds_after_every_hard_limit(
+    scenario: Scenario, ramp_60_kw: float, ramp_10_kw: float | None, fraction: float
+) -> None:
+    if ramp_10_kw is not None:
+        ramp_10_kw = min(ramp_10_kw, ramp_60_kw)
+    on = _with_absorber(scenario, ramp_60_kw, ramp_10_kw, fraction)
+    site = on.site
+    for step, memory, plan in run(on):
+        off = compute_plan(_off(site), step.snapshot, step.obligations, step.now, memory)
+        # The budget (interconnect, obligations, firm AI's allowance) is the absorber-off plan's; AI
+        # caps are exactly the absorber-off plan's: the absorber never caps AI.
+        assert plan.mining_budget_kw == off.mining_budget_kw
+        assert plan.tenants == off.tenants
+        if off.mining_planned_kw <= off.mining_budget_kw + TOL_KW:
+            assert plan.mining_planned_kw <= plan.mining_budget_kw + TOL_KW
+        assert plan.feasible == off.feasible or plan.mining_planned_kw < off.mining_planned_kw
+        blocked = any(o.active(step.now) and o.kind != "base_point" for o in step.obligations) or (
+            step.snapshot.site_power_kw is None
+            or any(step.snapshot.tenant_power_kw.get(t.tenant_id) is None for t in site.tenants)
+            or any(step.snapshot.group_power_kw.get(g.group_id) is None for g in site.groups)
+        )
+        for group in site.groups:
+            before = memory.groups.get(group.group_id)
+            after = plan.memory.groups[group.group_id]
+            after_kw = _commanded_kw(group, after.mode, after.power_kw)
+            if blocked:
+                # An obligation (or an unknown reading) holds mining down: nothing rises.
+                event("absorber blocked")
+                assert after_kw <= _memory_kw(group, memory) + TOL_KW
+            if before is None or before.mode == after.mode:
+                continue
+            hold_s = group.min_on_s if before.mode == "run" else group.min_off_s
+            if step.now - before.since_s < hold_s:
+                # Only the budget's forced shed may cut a min on-time short; the absorber never does.
+                decision = next(d for d in plan.decisions if d.group_id == group.group_id)
+                assert "nothing else fits" in decision.reason, decision
+        if any("absorber:" in r for r in plan.reasons):
+            event("absorber moved mining")
+
+
+# --------------------------------------------------------------------------------------------------
+# Unit sequences with instant physics.
+
+AI_KW = 1000.0
+BASE_KW = 200.0
+
+
+def _site(**control: float | None) -> SiteSpec:
+    groups = tuple(
+        GroupSpec(
+            f"g{i}",
+            rated_kw=500.0,
+            efficiency_j_per_th=20.0 + i,
+            priority=100,
+            sleep_kw=10.0,
+            supports_power_target=i % 2 == 0,
+            min_power_kw=150.0 if i % 2 == 0 else 0.0,
+        )
+        for i in range(4)
+    )
+    return SiteSpec(
+        interconnect_kw=10_000.0,
+        safety_margin_kw=100.0,
+        base_load_kw=BASE_KW,
+        groups=groups,
+        tenants=(TenantSpec("ai", reserved_kw=AI_KW, headroom_kw=0.0),),
+        settings=PolicySettings(deadband_kw=0.0, **control),  # type: ignore[arg-type]
+    )
+
+
+def _simulate(
+    site: SiteSpec,
+    ai_kw: list[float],
+    obligations: tuple[Obligation, ...] = (),
+    overrides: dict[str, Override] | None = None,
+) -> tuple[list[float], list[Plan]]:
+    """One plan a second; each group draws its command from the next second. The imports and plans."""
+    memory = PolicyMemory()
+    power = {g.group_id: g.rated_kw for g in site.groups}
+    imports, plans = [], []
+    for step, ai in enumerate(ai_kw):
+        now = 1000.0 + step
+        site_kw = BASE_KW + ai + sum(power.values())
+        imports.append(site_kw)
+        snapshot = SiteSnapshot(site_kw, {"ai": ai}, dict(power))
+        plan = compute_plan(site, snapshot, obligations, now, memory, overrides)
+        plans.append(plan)
+        memory = plan.memory
+        for decision, spec in zip(plan.decisions, site.groups, strict=True):
+            asleep = decision.mode == "curtail"
+            power[spec.group_id] = spec.sleep_kw if asleep else decision.power_kw or spec.rated_kw
+    return imports, plans
+
+
+def _largest_change(imports: list[float], window_s: int) -> float:
+    return max(
+        max(imports[i : i + window_s + 1]) - min(imports[i : i + window_s + 1]) for i in range(len(imports))
+    )
+
+
+# 40 s steady (the reserve builds), a 30 % drop over 2 s, 40 s low, back up in one step.
+DROP = [AI_KW] * 40 + [0.85 * AI_KW, 0.7 * AI_KW] + [0.7 * AI_KW] * 40 + [AI_KW] * 20
+RAMPS = {"import_ramp_kw_per_min": 300.0, "import_ramp_kw_per_10s": 100.0}
+
+
+def test_an_ai_drop_is_filled_within_the_ramp_where_the_reserve_covers_it() -> None:
+    site = _site(**RAMPS, swing_reserve_fraction=0.25)
+    imports, plans = _simulate(site, DROP)
+    before_kw = imports[39]
+    # The reserve built at the ramp's pace while AI was steady: 100 kW per 10 s, 300 in the minute.
+    assert plans[39].swing_reserve_kw == 300.0
+    assert _largest_change(imports[:40], 10) <= 100.0 + TOL_KW
+    # The 300 kW drop shows for the plan's lag (a second here), then mining has filled it: the import
+    # is back inside the 10-s ramp of where it was, and moves within both ramps from then on.
+    assert imports[42] >= before_kw - 100.0 - TOL_KW
+    settled = imports[42:82]
+    assert _largest_change(settled, 10) <= 100.0 + TOL_KW
+    assert _largest_change(settled, 60) <= 300.0 + TOL_KW
+    fills = [r for p in plans for r in p.reasons if r.startswith("absorber: filling an AI drop")]
+    assert fills and "within the 60-s and 10-s ramp" in fills[0]
+    assert any("absorber: filling" in d.reason for p in plans for d in p.decisions)  # the group says so
+    assert plans[45].swing_reserve_kw == 0.0  # spent on the drop, rebuilt within the ramp after
+
+    off_imports, _ = _simulate(_site(), DROP)
+    assert _largest_change(off_imports[38:50], 10) >= 300.0 - TOL_KW  # nothing fills with it off
+    assert min(off_imports[42:82]) <= off_imports[39] - 300.0 + TOL_KW
+
+
+def test_the_reserve_costs_what_the_plan_says() -> None:
+    site = _site(swing_reserve_fraction=0.25)
+    _, plans = _simulate(site, [AI_KW] * 3)
+    plan = plans[-1]
+    # 25 % of 2000 kW, held in g0/g2's partial targets and g1/g3 asleep as the merit order allows.
+    assert plan.swing_reserve_kw == 500.0
+    held = {d.group_id: d for d in plan.decisions}
+    assert any(d.mode == "curtail" or d.power_kw is not None for d in held.values())
+    assert plan.mining_planned_kw <= 1500.0 + TOL_KW
+    # Counted on the most efficient room first: g0 (20 J/TH) then g1 (21) ...
+    assert 500.0 * 1000.0 / 23.0 - 1.0 <= plan.swing_reserve_th_s <= 500.0 * 1000.0 / 20.0 + 1.0
+    assert any(
+        r.startswith("swing reserve: 500 of 500 kW held") and "TH/s given up" in r for r in plan.reasons
+    )
+
+
+def test_an_obligation_holds_mining_down_through_an_ai_drop() -> None:
+    site = _site(**RAMPS, swing_reserve_fraction=0.25)
+    limit = Obligation("ev-1", "limit", kw=BASE_KW + 100.0 + AI_KW + 600.0, start_s=1020.0, end_s=None)
+    _, plans = _simulate(site, DROP, obligations=(limit,))
+    for before, plan in itertools.pairwise(plans):
+        if plan.computed_at_s < 1020.0:
+            continue
+        assert plan.mining_planned_kw <= before.mining_planned_kw + TOL_KW
+        assert not any("absorber: filling" in r for r in plan.reasons)
+    assert all(p.mining_planned_kw <= 600.0 + TOL_KW for p in plans if p.computed_at_s >= 1020.0)
+
+
+def test_an_override_holds_its_group_and_min_off_time_holds_a_wake() -> None:
+    site = _site(**RAMPS, swing_reserve_fraction=0.25)
+    groups = tuple(replace(g, min_off_s=1000.0) if g.group_id == "g1" else g for g in site.groups)
+    site = replace(site, groups=groups)
+    held = {"g0": Override("g0", "curtail", until_s=1e9)}
+    _, plans = _simulate(site, DROP, overrides=held)
+    for plan in plans:
+        modes = {d.group_id: d for d in plan.decisions}
+        assert modes["g0"].mode == "curtail"
+    # g1 slept for the reserve, then stays asleep through the drop: its min off-time holds.
+    slept = [p.computed_at_s for p in plans if p.modes()["g1"] == "curtail"]
+    if slept:
+        assert all(p.modes()["g1"] == "curtail" for p in plans if p.computed_at_s >= slept[0])
+
+
+def test_a_rise_is_shed_within_the_ramp_as_far_as_mining_can() -> None:
+    site = _site(**RAMPS)
+    rise = [0.4 * AI_KW] * 5 + [AI_KW] * 20
+    imports, plans = _simulate(site, rise)
+    # 600 kW up at once, unseen for one plan; then mining sheds back to within the 10-s ramp of where
+    # the import was, least efficient first (g3, asleep whole, then g2's partial target).
+    assert imports[5] - imports[4] == 600.0
+    assert imports[6] <= imports[4] + 100.0 + TOL_KW
+    assert any(r.startswith("absorber: shed so the import rises within the") for r in plans[5].reasons)
+    assert plans[5].modes()["g3"] == "curtail"
+    off_imports, _ = _simulate(_site(), rise)
+    assert off_imports[6] - off_imports[4] == 600.0
+
+
+def test_the_import_ledger_keeps_only_window_extremes_and_is_bounded() -> None:
+    ledger: tuple[tuple[float, float], ...] = ()
+    for i in range(2000):
+        ledger = keep_imports(ledger, float(i) * 0.01, float(i))  # rising: each entry a later minimum
+    assert len(ledger) <= MAX_IMPORTS
+    assert ledger[-1] == (1999 * 0.01, 1999.0)
+    flat: tuple[tuple[float, float], ...] = ()
+    for i in range(100):
+        flat = keep_imports(flat, float(i), 500.0)
+    assert flat == ((99.0, 500.0),)
+    assert keep_imports(((0.0, 1.0),), 61.0, None) == ()
+    # The ledger's entries are when the plan may change with nothing new coming in.
+    site = _site(import_ramp_kw_per_min=300.0)
+    memory = PolicyMemory(imports=((100.0, 5.0),))
+    # Both ends of a window are in it: the entry leaves the 10-s window just after 110 s.
+    assert next_change_s(site, memory, (), {}, 101.0) == math.nextafter(110.0, math.inf)
+    assert next_change_s(site, memory, (), {}, 111.0) == math.nextafter(160.0, math.inf)
