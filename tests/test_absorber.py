@@ -11,12 +11,16 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import tomllib
 from dataclasses import replace
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_policy_properties import Scenario, _commanded_kw, _memory_kw, run, scenarios
 
+from mullet.daemon.config import ConfigError, parse_config
 from mullet.policies.model import (
     GroupSpec,
     Obligation,
@@ -33,6 +37,7 @@ from mullet.policies.plan_absorber import MAX_IMPORTS, keep_imports
 from mullet.policies.plan_timers import next_change_s
 
 TOL_KW = 1e-6
+ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = int(os.environ.get("MULLET_POLICY_EXAMPLES", "60"))
 PROPERTY_SETTINGS = settings(
     max_examples=EXAMPLES,
@@ -303,3 +308,51 @@ def test_the_import_ledger_keeps_only_window_extremes_and_is_bounded() -> None:
     # Both ends of a window are in it: the entry leaves the 10-s window just after 110 s.
     assert next_change_s(site, memory, (), {}, 101.0) == math.nextafter(110.0, math.inf)
     assert next_change_s(site, memory, (), {}, 111.0) == math.nextafter(160.0, math.inf)
+
+
+# --------------------------------------------------------------------------------------------------
+# [control] keys: validated, off by default, mapped onto PolicySettings.
+
+
+def _config(**control: object) -> dict:
+    data = tomllib.loads((ROOT / "deploy" / "site.example.toml").read_text())
+    data["control"].update(control)
+    return data
+
+
+def test_the_control_keys_are_off_by_default_and_reach_the_policy() -> None:
+    config = parse_config(_config())
+    assert config.control.import_ramp_kw_per_min is None
+    assert config.control.import_ramp_kw_per_10s is None
+    assert config.control.swing_reserve_fraction == 0.0
+    off = config.site_spec().settings
+    assert (off.import_ramp_kw_per_min, off.import_ramp_kw_per_10s, off.swing_reserve_fraction) == (
+        None,
+        None,
+        0,
+    )
+    on = parse_config(
+        _config(import_ramp_kw_per_min=2000.0, import_ramp_kw_per_10s=500.0, swing_reserve_fraction=0.2)
+    )
+    settings_on = on.site_spec().settings
+    assert (settings_on.import_ramp_kw_per_min, settings_on.import_ramp_kw_per_10s) == (2000.0, 500.0)
+    assert settings_on.swing_reserve_fraction == 0.2
+
+
+@pytest.mark.parametrize(
+    ("control", "expected"),
+    [
+        ({"import_ramp_kw_per_min": 0}, "control.import_ramp_kw_per_min: must be > 0"),
+        ({"import_ramp_kw_per_10s": -5}, "control.import_ramp_kw_per_10s: must be > 0"),
+        (
+            {"import_ramp_kw_per_min": 100, "import_ramp_kw_per_10s": 200},
+            "import_ramp_kw_per_10s: must be <= import_ramp_kw_per_min (100), got 200",
+        ),
+        ({"swing_reserve_fraction": 1.5}, "control.swing_reserve_fraction: must be <= 1"),
+        ({"swing_reserve_fraction": -0.1}, "control.swing_reserve_fraction: must be >= 0"),
+    ],
+)
+def test_bad_absorber_keys_name_the_key(control: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_config(**control))
+    assert any(expected in problem for problem in info.value.problems), info.value.problems

@@ -222,6 +222,11 @@ class ControlSection(Strict):
     deadband_kw: NonNegativeKw = 50.0
     restore_ramp_kw_per_min: PositiveKw = 10_000.0
     restore_stagger_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    # The absorber (policies/plan_absorber.py), off by default: the import's ramp limit mining keeps it
+    # within as far as it can, and the share of the mining rating held back to fill AI drops from.
+    import_ramp_kw_per_min: PositiveKw | None = None
+    import_ramp_kw_per_10s: PositiveKw | None = None
+    swing_reserve_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
     min_on_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     min_off_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     trip_stages: list[TripStageSection] = Field(default_factory=list, max_length=MAX_TRIP_STAGES)
@@ -243,6 +248,15 @@ class ControlSection(Strict):
     # How long mining firmware takes to sleep (LuxOS: ~5 s). A program whose deadline is shorter is
     # met on the fast path (policies/programs.py).
     firmware_sleep_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+    @model_validator(mode="after")
+    def _ramps_ordered(self) -> ControlSection:
+        per_10s, per_min = self.import_ramp_kw_per_10s, self.import_ramp_kw_per_min
+        if per_10s is not None and per_min is not None and per_10s > per_min:
+            raise ValueError(
+                f"import_ramp_kw_per_10s: must be <= import_ramp_kw_per_min ({per_min:g}), got {per_10s:g}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stages_ordered(self) -> ControlSection:
