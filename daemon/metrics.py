@@ -229,6 +229,28 @@ class Metrics(ListenerSeries):
         self.plan_feasible = Gauge(
             "mullet_plan_feasible", "1 when the last plan fits the site limit, 0 when it cannot.", registry=r
         )
+        # The absorber (issue 23): the import's ramp as the meter saw it, and the swing reserve's cost.
+        self.import_ramp_10s = Gauge(
+            "mullet_import_ramp_10s_watts",
+            "Largest change of the metered site import within any 10 s of the last minute; NaN before"
+            " two samples.",
+            registry=r,
+        )
+        self.import_ramp_60s = Gauge(
+            "mullet_import_ramp_60s_watts",
+            "Largest change of the metered site import within the last minute; NaN before two samples.",
+            registry=r,
+        )
+        self.swing_reserve = Gauge(
+            "mullet_swing_reserve_watts",
+            "Mining the last plan holds below its budget as the swing reserve (0 with none configured).",
+            registry=r,
+        )
+        self.swing_reserve_hashrate = Gauge(
+            "mullet_swing_reserve_hashrate_terahashes_per_second",
+            "Hashrate the swing reserve gives up (kW x 1000 / J/TH, most efficient room first).",
+            registry=r,
+        )
         self.obligation_excess = Gauge(
             "mullet_obligation_excess_watts",
             "Site import above the tightest active obligation's limit (0 when under it or with no "

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from test_policy_properties import Scenario, _commanded_kw, _memory_kw, run, scenarios
 
 from mullet.daemon.config import ConfigError, parse_config
+from mullet.daemon.core.import_ramp import MAX_SAMPLES, ImportRamp
 from mullet.policies.model import (
     GroupSpec,
     Obligation,
@@ -356,3 +357,30 @@ def test_bad_absorber_keys_name_the_key(control: dict, expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(_config(**control))
     assert any(expected in problem for problem in info.value.problems), info.value.problems
+
+
+# --------------------------------------------------------------------------------------------------
+# The meter's import ramp (mullet_import_ramp_10s_watts / _60s_watts).
+
+
+def test_the_import_ramp_is_the_largest_change_within_each_span_of_the_last_minute() -> None:
+    ramp = ImportRamp()
+    assert ramp.largest_kw(10.0, 0.0) is None  # unknown, not 0
+    for t in range(30):  # flat, then a 300 kW step over 2 s at 30 s, then flat
+        ramp.add(float(t), 1000.0)
+    ramp.add(30.0, 850.0)
+    ramp.add(31.0, 700.0)
+    ramp.add(29.5, 5000.0)  # out of order: ignored
+    for t in range(32, 50):
+        ramp.add(float(t), 700.0 + 10.0 * (t - 31))  # filled back at 10 kW/s
+    assert ramp.largest_kw(10.0, 49.0) == 300.0
+    assert ramp.largest_kw(60.0, 49.0) == 300.0
+    assert ramp.largest_kw(1.0, 49.0) == 150.0
+    # A minute later the step has left; only the slow fill is within the window.
+    for t in range(50, 95):
+        ramp.add(float(t), 880.0)
+    assert ramp.largest_kw(10.0, 94.0) == 10.0 * 10  # 10 kW/s for 10 s
+    assert ramp.largest_kw(60.0, 94.0) == 880.0 - 730.0  # from t = 34 s
+    for t in range(2000):  # bounded whatever the sample rate
+        ramp.add(100.0 + t * 0.001, 1.0)
+    assert len(ramp._samples) == MAX_SAMPLES

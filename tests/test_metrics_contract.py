@@ -79,7 +79,7 @@ def series_names(named: dict[str, str]) -> set[str]:
 
 def documented() -> dict[str, str]:
     doc = DOC.read_text()
-    return dict(re.findall(r"^\| `(mullet_[a-z_]+)` \| (gauge|counter|histogram) \|", doc, re.M))
+    return dict(re.findall(r"^\| `(mullet_[a-z0-9_]+)` \| (gauge|counter|histogram) \|", doc, re.M))
 
 
 def sample(scraped: Iterable[Metric], name: str) -> float:

@@ -33,6 +33,7 @@ from mullet.daemon.core.commands import (
 )
 from mullet.daemon.core.drills import is_drill
 from mullet.daemon.core.handover import Handover
+from mullet.daemon.core.import_ramp import ImportRamp
 from mullet.daemon.core.obligation_book import Decision, ObligationBook, rejected
 from mullet.daemon.core.plan_change import plan_change
 from mullet.daemon.core.plan_document import decision_key, plan_summary
@@ -96,6 +97,7 @@ class SiteController:
         self.verifier = ShedVerifier(deadline_s=config.control.shed_deadline_s, threshold_kw={})
         self.set_shed_thresholds(config)
         self.meter_refresh = RefreshWatch()
+        self.import_ramp = ImportRamp()  # the meter's import over the last minute, for its ramp gauges
         self.seq = seq
         # Set by the active/standby pair: whether this controller may plan, publish, fire and ack, and
         # the leader epoch every command carries (None without [ha]: nothing added to the wire).
@@ -198,6 +200,7 @@ class SiteController:
     def meter_sample(self, sample: MeterSample) -> None:
         """Everything a sample means besides the trigger (after the trip, if any, is out)."""
         self.meter_refresh.observe(sample.frequency_hz, sample.monotonic_s)
+        self.import_ramp.add(sample.monotonic_s, sample.power_kw)
         for curve in self.trip_curves.sample(sample.monotonic_s, sample.power_kw, sample.frequency_hz):
             self._emit(Record("trip_curve", curve, str(curve["stage"])))
         was_stale = self.state.site_power_kw(sample.monotonic_s) is None

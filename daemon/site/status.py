@@ -41,6 +41,11 @@ def update_metrics(
     for group_id, setpoint in core.commanded.items():
         m.set_group_mode(group_id, setpoint.mode)
     m.plan_feasible.set(1.0 if plan.feasible else 0.0)
+    for gauge, span_s in ((m.import_ramp_10s, 10.0), (m.import_ramp_60s, 60.0)):
+        ramp_kw = core.import_ramp.largest_kw(span_s, now_mono_s)
+        gauge.set(math.nan if ramp_kw is None else ramp_kw * 1000.0)
+    m.swing_reserve.set(plan.swing_reserve_kw * 1000.0)
+    m.swing_reserve_hashrate.set(plan.swing_reserve_th_s)
     limits = core.obligation_limits_kw(now_s)
     if not limits:
         m.obligation_excess.set(0.0)
