@@ -2,7 +2,7 @@
 
 AI training swings fast (a stopped job drops tens of percent in seconds); grid operators scrutinise such
 ramps at the point of interconnection. With `import_ramp_kw_per_min` / `_per_10s` set, each plan keeps
-the import it plans (the measured import less the measured mining, plus the mining it plans) inside a
+the import it plans (the base load and the AI tenants as they report, plus the mining it plans) inside a
 band: no more than the ramp above the lowest, nor below the highest, import planned in the last 60 s
 (10 s). When AI falls, mining fills (wakes groups, raises partial targets, most efficient first); when
 AI rises, mining is shed (least efficient first), both as far as mining can. The swing reserve
@@ -79,7 +79,7 @@ class Absorber:
 
     on: bool
     ramps: tuple[tuple[float, float], ...]
-    nonmining_kw: float | None  # the measured import less the measured mining; None: unknown
+    nonmining_kw: float | None  # the base load and the AI tenants' readings; None: unknown
     floor_kw: float  # mining the import band wants at least (-inf: none)
     ceiling_kw: float  # mining the import band allows at most (inf: none)
     reserve_kw: float  # the swing reserve's share of the mining rating
@@ -100,10 +100,10 @@ class Absorber:
         ramps = _ramps(settings)
         nonmining_kw = _nonmining_kw(site, snapshot)
         floor_kw, ceiling_kw = -math.inf, math.inf
-        if ramps and snapshot.site_power_kw is not None and not _recent(ledger, now):
+        if ramps and nonmining_kw is not None and not _recent(ledger, now):
             # Nothing planned in the windows (a start, or readings back after a gap): the band starts
-            # from the import measured now, so the first plans move it within the ramp too.
-            ledger = ((now, snapshot.site_power_kw),)
+            # from the import the last commands make, so the first plans move it within the ramp too.
+            ledger = ((now, nonmining_kw + sum(_commanded_kw(g, load_kw) for g in groups)),)
         if ramps and nonmining_kw is not None:
             band = _band(ledger, ramps, now)
             if band is not None:
@@ -135,16 +135,25 @@ class Absorber:
 
 
 def _nonmining_kw(site: SiteSpec, snapshot: SiteSnapshot) -> float | None:
-    """The measured import less the measured mining (AI, base load, losses); None if any is unknown."""
-    if snapshot.site_power_kw is None:
-        return None
-    mining_kw = 0.0
-    for spec in site.groups:
-        reading = snapshot.group_power_kw.get(spec.group_id)
+    """The import that is not mining: the base load and the AI tenants as they report; None if a tenant
+    is unknown. Not the meter less the groups' readings: those lag the meter by up to a telemetry
+    period while a group ramps, and the plan would chase its own ramps. A constant error (the base
+    load is configured, not metered) leaves every change, and so the ramp, as it is."""
+    ai_kw = 0.0
+    for tenant in site.tenants:
+        reading = snapshot.tenant_power_kw.get(tenant.tenant_id)
         if reading is None:
             return None
-        mining_kw += reading
-    return snapshot.site_power_kw - mining_kw
+        ai_kw += reading
+    return site.base_load_kw + ai_kw
+
+
+def _commanded_kw(group: WorkingGroup, load_kw: LoadFn) -> float:
+    """What the last plan's command has a group draw (a group no plan has moved: full power)."""
+    previous = group.previous
+    return (
+        load_kw(group, "run", None) if previous is None else load_kw(group, previous.mode, previous.power_kw)
+    )
 
 
 def _recent(ledger: tuple[tuple[float, float], ...], now: float) -> bool:
