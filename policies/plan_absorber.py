@@ -124,6 +124,8 @@ class Absorber:
     def cap_kw(self) -> float:
         """The most mining may draw for the absorber: the band's ceiling, and the reserve's cap as far
         as the band lets mining go down."""
+        if self.ramps and self.nonmining_kw is None:
+            return math.inf  # the import unknown: no band, and no reserve built past the ramp
         reserve_cap_kw = self.full_kw - self.reserve_kw if self.reserve_kw > 0 else math.inf
         return min(self.ceiling_kw, max(reserve_cap_kw, self.floor_kw))
 
@@ -253,11 +255,13 @@ def absorb_drop(
 ) -> tuple[float, str]:
     """Raise mining to the band's floor, most efficient first, within the mining budget (less the
     deadband) and the cap; return the planned kW and what it did ("": nothing)."""
-    target_kw = min(absorber.floor_kw, budget_kw - settings.deadband_kw, absorber.cap_kw())
+    # Up to the band's ceiling, not the reserve's cap: a fill spends the reserve (rebuilt after it
+    # within the ramp).
+    ceiling_kw = min(budget_kw - settings.deadband_kw, absorber.ceiling_kw)
+    target_kw = min(absorber.floor_kw, ceiling_kw)
     gap_kw = target_kw - planned_kw
     if gap_kw <= EPSILON_KW or blocker:
         return planned_kw, ""
-    ceiling_kw = min(budget_kw - settings.deadband_kw, absorber.cap_kw())
     text = f"absorber: filling an AI drop of {gap_kw:.0f} kW within the {_label(absorber.ramps)}"
     before_kw = planned_kw
     for group in reversed(groups):  # most efficient first

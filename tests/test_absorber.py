@@ -384,3 +384,17 @@ def test_the_import_ramp_is_the_largest_change_within_each_span_of_the_last_minu
     for t in range(2000):  # bounded whatever the sample rate
         ramp.add(100.0 + t * 0.001, 1.0)
     assert len(ramp._samples) == MAX_SAMPLES
+
+
+def test_with_an_ai_reading_unknown_the_reserve_is_not_built_past_the_ramp() -> None:
+    # The e2e test found it: a daemon's first plans, before the tenants report, slept whole groups for
+    # the reserve with no band to keep the import in.
+    site = _site(**RAMPS, swing_reserve_fraction=0.5)
+    power = {g.group_id: g.rated_kw for g in site.groups}
+    snapshot = SiteSnapshot(BASE_KW + AI_KW + sum(power.values()), {"ai": None}, power)
+    plan = compute_plan(site, snapshot, (), 1000.0, PolicyMemory())
+    assert plan.mining_planned_kw == sum(power.values())
+    assert plan.memory.imports == ()
+    known = SiteSnapshot(snapshot.site_power_kw, {"ai": AI_KW}, power)
+    plan = compute_plan(site, known, (), 1001.0, plan.memory)
+    assert plan.mining_planned_kw == sum(power.values()) - 100.0  # the 10-s ramp's worth, partial
