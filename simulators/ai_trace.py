@@ -155,12 +155,43 @@ def swing_rows(events: list[Swing]) -> Iterator[tuple[float, float]]:
                 last_kw = kw
 
 
+def smoothed(rows: Iterator[tuple[float, float]], ramp_s: int) -> Iterator[tuple[float, float]]:
+    """The rows as GPU-side smoothing (power caps, rack storage) would pass them on: every change spread
+    over `ramp_s` seconds in one-second rows on the straight line, a change that comes sooner starting
+    from wherever the last one had got to. What is left is the slower part, the part mining can take."""
+    last_kw: float | None = None
+    planned: list[tuple[float, float]] = []
+    for t_s, kw in rows:
+        for at_s, planned_kw in planned:
+            if at_s >= t_s:
+                break
+            if planned_kw != last_kw:
+                yield at_s, planned_kw
+                last_kw = planned_kw
+        if last_kw is None:
+            yield t_s, kw
+            last_kw, planned = kw, []
+            continue
+        start_kw, span = last_kw, max(1, ramp_s)
+        planned = [(t_s + n - 1, round(start_kw + (kw - start_kw) * n / span, 1)) for n in range(1, span + 1)]
+    for at_s, planned_kw in planned:
+        if planned_kw != last_kw:
+            yield at_s, planned_kw
+            last_kw = planned_kw
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reserved-kw", type=float, required=True)
     parser.add_argument("--start", required=True, help="ISO-8601 with a UTC offset")
     parser.add_argument("--days", type=float, required=True)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--smooth-s",
+        type=int,
+        default=0,
+        help="spread every change over this many seconds (GPU-side smoothing; 0: as generated)",
+    )
     parser.add_argument(
         "--swings",
         action="store_true",
@@ -178,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.swings
         else demand_steps(args.reserved_kw, duration_s, args.seed)
     )
+    if args.smooth_s > 1:
+        rows = smoothed(rows, args.smooth_s)
     for offset_s, kw in rows:
         out.write(f"{(start + timedelta(seconds=round(offset_s))).isoformat()},{kw}\n")
     return 0

@@ -103,6 +103,7 @@ class Replay:
         self.ledger = Ledger(INTERVAL_S)
         self.tracking = Tracker(self.core.site.settings.deadband_kw)
         self.ramps = ImportRamps(ramp_limits if ramp_limits is not None else config_ramp_limits(config))
+        self.ai_ramps = ImportRamps(RampLimits())  # the AI load's own: what mining works against
         self.switching = {
             g.group_id: GroupSwitching(
                 g.min_on_s if g.min_on_s is not None else config.control.min_on_s,
@@ -201,6 +202,7 @@ class Replay:
             self._advance(t_prev, t)
             self.now_s = t
             self.ramps.observe(t, self.physics.site_kw())  # as held until now, before anything acts
+            self.ai_ramps.observe(t, self.physics.ai_kw())
             self._observe(t)  # an event is decided on what the site draws now, as the daemon's would be
             if self._queue and self._queue[0][0] <= t:
                 while self._queue and self._queue[0][0] <= t:
@@ -331,6 +333,7 @@ class Replay:
         self.samples_t.append(t_s)
         self.samples_kw.append(site_kw)
         self.ramps.observe(t_s, site_kw)
+        self.ai_ramps.observe(t_s, self.physics.ai_kw())
 
     def _outlets_kw(self, group_id: str, _since_mono_s: float) -> float | None:
         """The PDU readback of a group's outlets (the simulated PDU meters what the group draws)."""

@@ -28,6 +28,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("group switches", lambda r: r["wear"]["total_switches"]),
     ("largest site ramp (kW/min)", lambda r: r["wear"]["largest_site_ramp_kw_per_min"]),
     ("largest 10-s import change (kW)", lambda r: r["import_ramp"]["largest_10s_kw"]),
+    ("AI alone: largest 10-s / 60-s (kW)", lambda r: _ai_pair(r["import_ramp"])),
     ("ramp-limit violations 10 s / 60 s", lambda r: _pair(r["import_ramp"])),
     ("hashrate given up (TH·h)", lambda r: r["groups"]["hashrate_given_up_thh"]),
     ("wakes / sleeps / target changes", lambda r: _switching(r["groups"])),
@@ -38,6 +39,10 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
 
 def _pair(ramp: dict[str, Any]) -> str:
     return f"{cell(ramp['violations_10s'])} / {cell(ramp['violations_60s'])}"
+
+
+def _ai_pair(ramp: dict[str, Any]) -> str:
+    return f"{cell(ramp['ai_largest_10s_kw'])} / {cell(ramp['ai_largest_60s_kw'])}"
 
 
 def _switching(groups: dict[str, Any]) -> str:

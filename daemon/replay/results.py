@@ -250,7 +250,8 @@ def summarize(replay: Replay, label: str) -> dict[str, Any]:
 
 def import_ramp(replay: Replay) -> dict[str, Any]:
     """The largest change of site import within any 10 s and 60 s, and the episodes above the limits
-    it was judged against (None: no limit given, not counted)."""
+    it was judged against (None: no limit given, not counted); beside them the AI load's own largest
+    changes, what mining works against."""
     ten, sixty = replay.ramps.ten, replay.ramps.sixty
     return {
         "largest_10s_kw": _r(ten.largest_kw),
@@ -261,6 +262,8 @@ def import_ramp(replay: Replay) -> dict[str, Any]:
         "limit_kw_per_min": sixty.limit_kw,
         "violations_10s": ten.violations,
         "violations_60s": sixty.violations,
+        "ai_largest_10s_kw": _r(replay.ai_ramps.ten.largest_kw),
+        "ai_largest_60s_kw": _r(replay.ai_ramps.sixty.largest_kw),
     }
 
 
