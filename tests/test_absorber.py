@@ -398,3 +398,89 @@ def test_with_an_ai_reading_unknown_the_reserve_is_not_built_past_the_ramp() -> 
     known = SiteSnapshot(snapshot.site_power_kw, {"ai": AI_KW}, power)
     plan = compute_plan(site, known, (), 1001.0, plan.memory)
     assert plan.mining_planned_kw == sum(power.values()) - 100.0  # the 10-s ramp's worth, partial
+
+
+# --------------------------------------------------------------------------------------------------
+# With the ramp on, the import the plans make moves within it whenever mining is not at an end.
+
+
+@st.composite
+def swinging_sites(draw: st.DrawFn) -> tuple[SiteSpec, list[tuple[float, float]]]:
+    """Partial-target groups with no min on/off times under an ample interconnect, and an AI tenant
+    swinging at random: (site, [(dt s, AI kW)])."""
+    groups = tuple(
+        GroupSpec(
+            f"g{i}",
+            rated_kw=(rated := draw(st.floats(100.0, 2000.0))),
+            efficiency_j_per_th=draw(st.floats(15.0, 40.0)),
+            priority=draw(st.integers(0, 5)),
+            sleep_kw=0.02 * rated,
+            supports_power_target=True,
+            min_power_kw=0.1 * rated,
+        )
+        for i in range(draw(st.integers(1, 6)))
+    )
+    ai_max_kw = draw(st.floats(100.0, 10_000.0))
+    ramp_60_kw = draw(st.floats(20.0, 3000.0))
+    ramp_10_kw = draw(st.one_of(st.none(), st.floats(10.0, ramp_60_kw)))
+    site = SiteSpec(
+        interconnect_kw=1e7,
+        safety_margin_kw=0.0,
+        base_load_kw=draw(st.floats(0.0, 500.0)),
+        groups=groups,
+        tenants=(TenantSpec("ai", reserved_kw=ai_max_kw, headroom_kw=0.0),),
+        settings=PolicySettings(
+            deadband_kw=0.0,
+            import_ramp_kw_per_min=ramp_60_kw,
+            import_ramp_kw_per_10s=ramp_10_kw,
+            swing_reserve_fraction=draw(st.floats(0.2, 0.9)),  # mostly room both ways
+        ),
+    )
+    steps = draw(
+        st.lists(st.tuples(st.floats(0.2, 20.0), st.floats(0.0, ai_max_kw)), min_size=2, max_size=30)
+    )
+    return site, steps
+
+
+@PROPERTY_SETTINGS
+@given(swinging_sites())
+def test_the_planned_import_moves_within_the_ramp_while_mining_can_cover_the_swing(
+    case: tuple[SiteSpec, list[tuple[float, float]]],
+) -> None:
+    site, steps = case
+    settings_ = site.settings
+    full_kw = sum(g.rated_kw for g in site.groups)
+    lowest_kw = sum(g.min_power_kw for g in site.groups)
+    slack_kw = 1.0 * len(site.groups) + TOL_KW  # whole-kW targets
+    memory = PolicyMemory()
+    power = {g.group_id: g.rated_kw for g in site.groups}
+    ai_kw = steps[0][1]
+    now = 1000.0
+    # The first plan's band starts from the import the commands make (all groups at full power).
+    history: list[tuple[float, float]] = [(now, site.base_load_kw + ai_kw + full_kw)]
+    for dt_s, ai_kw in steps:
+        now += dt_s
+        snapshot = SiteSnapshot(site.base_load_kw + ai_kw + sum(power.values()), {"ai": ai_kw}, dict(power))
+        plan = compute_plan(site, snapshot, (), now, memory)
+        memory = plan.memory
+        for decision, spec in zip(plan.decisions, site.groups, strict=True):
+            power[spec.group_id] = (
+                spec.sleep_kw if decision.mode == "curtail" else decision.power_kw or spec.rated_kw
+            )
+        import_kw = site.base_load_kw + ai_kw + plan.mining_planned_kw
+        saturated = not (lowest_kw + slack_kw < plan.mining_planned_kw < full_kw - slack_kw)
+        if saturated:
+            event("mining at an end: the swing passes through")
+            return  # mining could not cover it: the ramp may be broken, by the swing, from here on
+        for window_s, ramp_kw in (
+            (60.0, settings_.import_ramp_kw_per_min),
+            (10.0, settings_.import_ramp_kw_per_10s),
+        ):
+            if ramp_kw is None:
+                continue
+            recent = [kw for t, kw in history if t >= now - window_s]
+            if recent:
+                assert import_kw >= max(recent) - ramp_kw - slack_kw, (window_s, import_kw, recent)
+                assert import_kw <= min(recent) + ramp_kw + slack_kw, (window_s, import_kw, recent)
+        history.append((now, import_kw))
+    event(f"every step covered ({len(steps) // 10 * 10}+ steps)")
