@@ -164,6 +164,24 @@ def test_gpu_side_smoothing_spreads_every_change_over_its_seconds() -> None:
     assert max(a[1] - b[1] for a, b in itertools.pairwise(steps)) < 200.0 and steps[-1] == (15.0, 320.0)
 
 
+def test_a_scenario_smooths_a_tenant_trace_when_asked(tmp_path: Path) -> None:
+    (tmp_path / "ai.csv").write_text("time,kw\n0,1900\n100,300\n")
+    (tmp_path / "s.toml").write_text(
+        '[scenario]\nname = "s"\nstart = 1970-01-01T00:00:00Z\nend = 1970-01-01T00:10:00Z\n'
+        '[[tenants]]\ntenant_id = "ai-a"\nfile = "ai.csv"\nsmooth_s = 4\n'
+    )
+    # 1900 -> 300 over 4 s: -400 a second from t = 100.
+    assert load_scenario(tmp_path / "s.toml").demand_kw["ai-a"] == (
+        (0.0, 1900.0),
+        (100.0, 1500.0),
+        (101.0, 1100.0),
+        (102.0, 700.0),
+        (103.0, 300.0),
+    )
+    shipped = load_scenario(SWINGS / "gpu-smoothed.toml").demand_kw["ai-a"]
+    assert len(shipped) > len(list(swing_rows(swing_events(2000.0, 3 * 86_400.0, 1))))
+
+
 def _read_csv(path: Path, start: datetime) -> list[tuple[float, float]]:
     lines = path.read_text().splitlines()[1:]
     out = []

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError
 from mullet.daemon.config.fields import Ident, NonNegativeKw, Strict
 from mullet.daemon.config.loading import ConfigError, load_model
 from mullet.drivers.protocol import GridEvent
+from mullet.simulators.ai_trace import smoothed
 
 # Bounds on what one scenario may hold: a year of 5-minute prices is 105,120 rows; a scenario beyond
 # these is a generator gone wrong, and would otherwise hold the machine's memory.
@@ -59,6 +60,9 @@ class HashpriceSection(Strict):
 class TenantTraceSection(Strict):
     tenant_id: Ident
     file: str
+    # GPU-side smoothing (power caps, rack storage): every change of the trace spread over this many
+    # seconds, in one-second steps (simulators/ai_trace.py, `smoothed`); 0: as written.
+    smooth_s: Annotated[int, Field(ge=0, le=3600)] = 0
 
 
 class FourCpSection(Strict):
@@ -285,9 +289,10 @@ def load_scenario(path: str | Path) -> Scenario:
     for trace in spec.tenants:
         if trace.tenant_id in demand:
             problems.append(f"{path}: tenants: {trace.tenant_id!r} named twice")
-        demand[trace.tenant_id] = reader.series(
-            trace.file, "time", "kw", lambda t: _number(t, "kw", allow_negative=False)
-        )
+        series = reader.series(trace.file, "time", "kw", lambda t: _number(t, "kw", allow_negative=False))
+        if trace.smooth_s > 1:
+            series = tuple(smoothed(iter(series), trace.smooth_s))
+        demand[trace.tenant_id] = series
     events: list[tuple[float, GridEvent]] = []
     if spec.events is not None:
         columns = ("time", "id", "kind")
