@@ -28,6 +28,7 @@ A caller that plans the same site over and over passes a `PlanCache` (plan_cache
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from mullet.policies.budget import site_limit, tenant_allowance_kw
@@ -134,7 +135,8 @@ def compute_plan(
             groups, absorber, settings, budget.mining_kw, planned_kw, views, blocker, load_kw, now
         )
         reasons.extend([note] if note else [])
-        restore_kw = min(restore_kw, absorber.cap_kw())
+        # No restore stacked on a fill: past where the import was, the AI's return would land on it.
+        restore_kw = min(restore_kw, absorber.cap_kw(), absorber.previous_kw if note else math.inf)
     planned_kw = restore_groups(
         groups, settings, restore_kw, planned_kw, ramp, views, blocker, load_kw, now, exact=exact
     )

@@ -82,6 +82,9 @@ class Absorber:
     nonmining_kw: float | None  # the base load and the AI tenants' readings; None: unknown
     floor_kw: float  # mining the import band wants at least (-inf: none)
     ceiling_kw: float  # mining the import band allows at most (inf: none)
+    # Mining that brings the import back to the highest of the windows, where it was before a drop:
+    # a fill goes no higher, or the AI's return would land on top of it (inf: none).
+    previous_kw: float
     reserve_kw: float  # the swing reserve's share of the mining rating
     full_kw: float  # all mining at full power, as the plan counts it
     ledger: tuple[tuple[float, float], ...]
@@ -99,7 +102,7 @@ class Absorber:
         settings = site.settings
         ramps = _ramps(settings)
         nonmining_kw = _nonmining_kw(site, snapshot)
-        floor_kw, ceiling_kw = -math.inf, math.inf
+        floor_kw, ceiling_kw, previous_kw = -math.inf, math.inf, math.inf
         if ramps and nonmining_kw is not None and not _recent(ledger, now):
             # Nothing planned in the windows (a start, or readings back after a gap): the band starts
             # from the import the last commands make, so the first plans move it within the ramp too.
@@ -108,6 +111,8 @@ class Absorber:
             band = _band(ledger, ramps, now)
             if band is not None:
                 floor_kw, ceiling_kw = band[0] - nonmining_kw, band[1] - nonmining_kw
+                longest_s = max(w for w, _ in ramps)
+                previous_kw = max(kw for t, kw in ledger if t >= now - longest_s) - nonmining_kw
         full_kw = sum(load_kw(g, "run", None) for g in groups)
         rated_kw = sum(g.spec.rated_kw for g in groups)
         return cls(
@@ -116,6 +121,7 @@ class Absorber:
             nonmining_kw=nonmining_kw,
             floor_kw=floor_kw,
             ceiling_kw=ceiling_kw,
+            previous_kw=previous_kw,
             reserve_kw=settings.swing_reserve_fraction * rated_kw,
             full_kw=full_kw,
             ledger=ledger,
@@ -254,9 +260,11 @@ def absorb_drop(
     now: float,
 ) -> tuple[float, str]:
     """Raise mining to the band's floor, most efficient first, within the mining budget (less the
-    deadband) and the cap; return the planned kW and what it did ("": nothing)."""
-    # Up to the band's ceiling, not the reserve's cap: a fill spends the reserve (rebuilt after it
-    # within the ramp).
+    deadband) and the band's ceiling; return the planned kW and what it did ("": nothing). A fill
+    spends the reserve (rebuilt after it within the ramp), so the reserve's cap does not bound it.
+    It first takes only moves that keep the import at or below where it was (the windows' highest:
+    past it, the AI's return would land on top of the fill), then, still short of the floor, whole
+    groups that overshoot it within the ceiling."""
     ceiling_kw = min(budget_kw - settings.deadband_kw, absorber.ceiling_kw)
     target_kw = min(absorber.floor_kw, ceiling_kw)
     gap_kw = target_kw - planned_kw
@@ -264,33 +272,46 @@ def absorb_drop(
         return planned_kw, ""
     text = f"absorber: filling an AI drop of {gap_kw:.0f} kW within the {_label(absorber.ramps)}"
     before_kw = planned_kw
-    for group in reversed(groups):  # most efficient first
-        need_kw = target_kw - planned_kw
-        if need_kw <= EPSILON_KW:
-            break
-        if group.reason or group.held or not group.known:
-            continue  # decided by an earlier rule, held, or unseen
-        view = views.get(group.spec.group_id)
-        if view is not None and view.wish != "run":
-            continue
-        if group.mode == "curtail" and now - group.since_s < group.spec.min_off_s:
-            group.reason = f"curtail: held, min off until {until(group, now, 'off')}; absorber waits"
-            continue
-        current_kw = load_kw(group, group.mode, group.power_kw)
-        full_kw = load_kw(group, "run", None)
-        if full_kw - current_kw <= EPSILON_KW:
-            continue
-        new_kw = _raised_kw(group, current_kw, full_kw, need_kw)
-        if new_kw is None or planned_kw + new_kw - current_kw > ceiling_kw + EPSILON_KW:
-            continue
-        group.mode = "run"
-        group.power_kw = None if new_kw >= full_kw - EPSILON_KW else new_kw
-        planned_kw += new_kw - current_kw
-        target = "" if group.power_kw is None else f" at {new_kw:.0f} kW"
-        group.reason = f"run{target}: {text}"
+    for limit_kw in (min(ceiling_kw, absorber.previous_kw), ceiling_kw):
+        for group in reversed(groups):  # most efficient first
+            need_kw = target_kw - planned_kw
+            if need_kw <= EPSILON_KW:
+                break
+            new_kw = _fill_kw(group, views, need_kw, load_kw, now)
+            if new_kw is None:
+                continue
+            current_kw = load_kw(group, group.mode, group.power_kw)
+            if planned_kw + new_kw - current_kw > limit_kw + EPSILON_KW:
+                continue
+            full_kw = load_kw(group, "run", None)
+            group.mode = "run"
+            group.power_kw = None if new_kw >= full_kw - EPSILON_KW else new_kw
+            planned_kw += new_kw - current_kw
+            target = "" if group.power_kw is None else f" at {new_kw:.0f} kW"
+            group.reason = f"run{target}: {text}"
     if planned_kw <= before_kw + EPSILON_KW:
         return planned_kw, ""
     return planned_kw, f"{text}: mining +{planned_kw - before_kw:.0f} kW"
+
+
+def _fill_kw(
+    group: WorkingGroup, views: Mapping[str, EconomicView | None], need_kw: float, load_kw: LoadFn, now: float
+) -> float | None:
+    """The load a fill may raise one group to (None: not this group): never one an earlier rule
+    decided, held, unseen, uneconomic or inside its minimum off-time (which it says)."""
+    if group.reason or group.held or not group.known:
+        return None
+    view = views.get(group.spec.group_id)
+    if view is not None and view.wish != "run":
+        return None
+    if group.mode == "curtail" and now - group.since_s < group.spec.min_off_s:
+        group.reason = f"curtail: held, min off until {until(group, now, 'off')}; absorber waits"
+        return None
+    current_kw = load_kw(group, group.mode, group.power_kw)
+    full_kw = load_kw(group, "run", None)
+    if full_kw - current_kw <= EPSILON_KW:
+        return None
+    return _raised_kw(group, current_kw, full_kw, need_kw)
 
 
 def _raised_kw(group: WorkingGroup, current_kw: float, full_kw: float, need_kw: float) -> float | None:

@@ -23,6 +23,7 @@ from test_policy_properties import Scenario, _commanded_kw, _memory_kw, run, sce
 from mullet.daemon.config import ConfigError, parse_config
 from mullet.daemon.core.import_ramp import MAX_SAMPLES, ImportRamp
 from mullet.policies.model import (
+    GroupMemory,
     GroupSpec,
     Obligation,
     Override,
@@ -484,3 +485,39 @@ def test_the_planned_import_moves_within_the_ramp_while_mining_can_cover_the_swi
                 assert import_kw <= min(recent) + ramp_kw + slack_kw, (window_s, import_kw, recent)
         history.append((now, import_kw))
     event(f"every step covered ({len(steps) // 10 * 10}+ steps)")
+
+
+def test_a_fill_prefers_moves_that_keep_the_import_at_or_below_where_it_was() -> None:
+    whole = GroupSpec("whole", 500.0, 15.0, 100, 10.0)  # the most efficient, asleep, no power target
+    partial = GroupSpec("partial", 500.0, 30.0, 100, 10.0, supports_power_target=True, min_power_kw=100.0)
+    site = SiteSpec(
+        10_000.0,
+        0.0,
+        0.0,
+        (whole, partial),
+        (TenantSpec("ai", 2000.0, 0.0),),
+        PolicySettings(deadband_kw=0.0, import_ramp_kw_per_min=300.0, import_ramp_kw_per_10s=300.0),
+    )
+    before_kw = 2000.0 + 10.0 + 200.0
+    memory = PolicyMemory(
+        groups={"whole": GroupMemory("curtail", None, 0.0), "partial": GroupMemory("run", 200.0, 0.0)},
+        imports=((999.0, before_kw),),
+    )
+    power = {"whole": 10.0, "partial": 200.0}
+    # AI drops 400 kW: the floor is 300 kW below where the import was, 100 kW to fill.
+    snapshot = SiteSnapshot(1600.0 + 210.0, {"ai": 1600.0}, power)
+    plan = compute_plan(site, snapshot, (), 1000.0, memory)
+    modes = {d.group_id: d for d in plan.decisions}
+    # Waking the whole group would put the import 90 kW above where it was (inside the ramp, but the
+    # AI's return would land on it): the partial group's 100 kW does it.
+    assert modes["whole"].mode == "curtail"
+    assert modes["partial"].power_kw == 300.0
+    assert 1600.0 + plan.mining_planned_kw == before_kw - 300.0
+    # With only the whole group to move, it wakes: inside the band beats 300 kW under its floor.
+    memory = replace(memory, groups={**memory.groups, "partial": GroupMemory("run", 100.0, 0.0)})
+    power = {"whole": 10.0, "partial": 100.0}
+    site = replace(site, groups=(whole, replace(partial, rated_kw=100.0)))
+    snapshot = SiteSnapshot(1600.0 + 110.0, {"ai": 1600.0}, power)
+    plan = compute_plan(site, snapshot, (), 1000.0, replace(memory, imports=((999.0, 2110.0),)))
+    assert plan.modes()["whole"] == "run"
+    assert any(r.startswith("absorber: filling an AI drop") for r in plan.reasons)
