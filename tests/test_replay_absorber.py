@@ -17,7 +17,7 @@ import pytest
 
 from mullet.daemon.cli import main
 from mullet.daemon.config import Config, ConfigError, parse_config
-from mullet.daemon.replay.configs import merged
+from mullet.daemon.replay.configs import load_configs, merged
 from mullet.daemon.replay.engine import Replay
 from mullet.daemon.replay.physics import SitePhysics
 from mullet.daemon.replay.ramps import RampLimits, WindowSpan
@@ -273,6 +273,13 @@ def absorber_on() -> Config:
         return parse_config(merged(example_data(), overlay))
     except ConfigError as exc:  # until the controller core takes the [control] keys (issue 23, part D)
         pytest.skip(f"absorber keys not in this build: {exc.problems[:1]}")
+
+
+def test_the_shipped_overlays_parse() -> None:
+    absorber_on()
+    loaded = load_configs(EXAMPLE, [SWINGS / "absorber-all-targets.toml"])
+    (_label, config) = loaded[1]
+    assert all(g.supports_power_target for g in config.groups) and len(config.groups) == 12
 
 
 def test_absorber_on_against_off_on_a_slice(tmp_path: Path) -> None:
