@@ -26,7 +26,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("4CP charge implied ($)", lambda r: (r["fourcp"] or {}).get("charge_usd")),
     ("AI SLA violations", lambda r: r["ai_sla"]["violations"]),
     ("group switches", lambda r: r["wear"]["total_switches"]),
-    ("largest site ramp (kW/min)", lambda r: r["wear"]["largest_site_ramp_kw_per_min"]),
+    ("largest 60-s import change (kW)", lambda r: r["import_ramp"]["largest_60s_kw"]),
     ("largest 10-s import change (kW)", lambda r: r["import_ramp"]["largest_10s_kw"]),
     ("AI alone: largest 10-s / 60-s (kW)", lambda r: _ai_pair(r["import_ramp"])),
     ("ramp-limit violations 10 s / 60 s", lambda r: _pair(r["import_ramp"])),
