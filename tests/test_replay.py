@@ -109,6 +109,14 @@ def test_the_quiet_skip_changes_no_decision(tmp_path: Path) -> None:
     stepped, _, slow = run(example(True), path, always_step=True)
     assert fast.steps < slow.steps / 5
     assert skipped["wear"] == stepped["wear"]
+    assert skipped["import_ramp"] == stepped["import_ramp"]  # the held value is sampled before inputs
+    skipped_groups, stepped_groups = dict(skipped["groups"]), dict(stepped["groups"])
+    given_up = skipped_groups.pop("hashrate_given_up_thh"), stepped_groups.pop("hashrate_given_up_thh")
+    assert given_up[0] == pytest.approx(given_up[1], rel=1e-6) and given_up[0] > 0
+    assert [g["wakes"] for g in skipped_groups.pop("per_group").values()] == [
+        g["wakes"] for g in stepped_groups.pop("per_group").values()
+    ]
+    assert skipped_groups == stepped_groups
     assert skipped["trips"] == stepped["trips"]
     assert skipped["grid_acks"] == stepped["grid_acks"]
     for a, b in zip(skipped["events"], stepped["events"], strict=True):
