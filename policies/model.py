@@ -170,7 +170,7 @@ class PolicyMemory:
     # AI caps in force (kW by tenant): held while an obligation or an unknown reading lasts, then
     # lifted within the restore ramp like any other load increase.
     caps: Mapping[str, float] = field(default_factory=dict)
-    # (time, kW) of the site import the recent plans planned, for the import ramp: only the entries that
+    # (time, kW): the site import the plans planned from that time on, for the import ramp: only what
     # can still be a window's highest or lowest (plan_absorber), so it stays small. () with the ramp off.
     imports: tuple[tuple[float, float], ...] = ()
 

@@ -35,7 +35,9 @@ __all__ = [
     "Absorber",
     "absorb_drop",
     "absorb_rise",
+    "in_window",
     "keep_imports",
+    "leave_times",
     "reserve_cost",
 ]
 
@@ -48,19 +50,41 @@ MAX_IMPORTS = 256
 def keep_imports(
     ledger: tuple[tuple[float, float], ...], now: float, import_kw: float | None
 ) -> tuple[tuple[float, float], ...]:
-    """The ledger with this plan's import added (None: unknown, nothing added), entries older than the
-    longest window dropped, and only those a later window could still take as highest or lowest: an
-    entry with a later one at least as high and a later one at least as low never is."""
-    entries = [(t, kw) for t, kw in ledger if t >= now - IMPORT_WINDOWS_S[0]]
-    if import_kw is not None:
+    """The ledger after a plan: each entry is the import planned from its time until the next one's
+    (a step function, so a plan that changes nothing adds nothing, and skipping quiet cycles, as
+    `mulletd replay` does, leaves it as planning every cycle would). This plan's import is added when
+    it differs from the last; None (unknown) empties it: the next known plan starts afresh. Dropped:
+    entries no window can reach (before the one in force a minute ago), and those a later entry at
+    least as high and a later one at least as low make no window's extreme; the later kept entry
+    takes over the dropped one's time, so what is in force at a window's start stays an extreme it has."""
+    if import_kw is None:
+        return ()
+    entries = list(ledger)
+    if not entries or entries[-1][1] != import_kw:
         entries.append((now, import_kw))
+    start = max((i for i, (t, _) in enumerate(entries) if t <= now - IMPORT_WINDOWS_S[0]), default=0)
     kept: list[tuple[float, float]] = []
     high, low = -math.inf, math.inf
-    for t, kw in reversed(entries):
+    for t, kw in reversed(entries[start:]):
         if kw > high or kw < low:
             kept.append((t, kw))
+        else:
+            kept[-1] = (t, kept[-1][1])
         high, low = max(high, kw), min(low, kw)
     return tuple(reversed(kept[:MAX_IMPORTS]))
+
+
+def in_window(ledger: tuple[tuple[float, float], ...], window_s: float, now: float) -> list[float]:
+    """The imports planned within the last `window_s` (both ends in): the one in force at its start
+    and every later one."""
+    values = [kw for t, kw in ledger if t > now - window_s]
+    before = [kw for t, kw in ledger if t <= now - window_s]
+    return before[-1:] + values
+
+
+def leave_times(ledger: tuple[tuple[float, float], ...]) -> list[float]:
+    """When each entry stops being in force (the next one's time): it leaves a window that long after."""
+    return [t for t, _ in ledger[1:]]
 
 
 def _ramps(settings: PolicySettings) -> tuple[tuple[float, float], ...]:
@@ -103,8 +127,8 @@ class Absorber:
         ramps = _ramps(settings)
         nonmining_kw = _nonmining_kw(site, snapshot)
         floor_kw, ceiling_kw, previous_kw = -math.inf, math.inf, math.inf
-        if ramps and nonmining_kw is not None and not _recent(ledger, now):
-            # Nothing planned in the windows (a start, or readings back after a gap): the band starts
+        if ramps and nonmining_kw is not None and not ledger:
+            # Nothing planned yet (a start, or readings back after an unknown one): the band starts
             # from the import the last commands make, so the first plans move it within the ramp too.
             ledger = ((now, nonmining_kw + sum(_commanded_kw(g, load_kw) for g in groups)),)
         if ramps and nonmining_kw is not None:
@@ -112,7 +136,7 @@ class Absorber:
             if band is not None:
                 floor_kw, ceiling_kw = band[0] - nonmining_kw, band[1] - nonmining_kw
                 longest_s = max(w for w, _ in ramps)
-                previous_kw = max(kw for t, kw in ledger if t >= now - longest_s) - nonmining_kw
+                previous_kw = max(in_window(ledger, longest_s, now)) - nonmining_kw
         full_kw = sum(load_kw(g, "run", None) for g in groups)
         rated_kw = sum(g.spec.rated_kw for g in groups)
         return cls(
@@ -164,10 +188,6 @@ def _commanded_kw(group: WorkingGroup, load_kw: LoadFn) -> float:
     )
 
 
-def _recent(ledger: tuple[tuple[float, float], ...], now: float) -> bool:
-    return any(t >= now - IMPORT_WINDOWS_S[0] for t, _ in ledger)
-
-
 def _band(
     ledger: tuple[tuple[float, float], ...], ramps: tuple[tuple[float, float], ...], now: float
 ) -> tuple[float, float] | None:
@@ -176,7 +196,7 @@ def _band(
     of it, towards where the import was. None: nothing planned in the windows yet."""
     low, high = -math.inf, math.inf
     for window_s, ramp_kw in ramps:
-        recent = [kw for t, kw in ledger if t >= now - window_s]  # both ends: 10 s apart is in 10 s
+        recent = in_window(ledger, window_s, now)
         if recent:
             low, high = max(low, max(recent) - ramp_kw), min(high, min(recent) + ramp_kw)
     if low == -math.inf and high == math.inf:

@@ -10,11 +10,10 @@ every period.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 from mullet.policies.model import NEVER, Obligation, Override, PolicyMemory, SiteSpec
-from mullet.policies.plan_absorber import IMPORT_WINDOWS_S
+from mullet.policies.plan_absorber import IMPORT_WINDOWS_S, leave_times
 from mullet.policies.plan_restore import RAMP_WINDOW_S
 
 
@@ -36,8 +35,8 @@ def next_change_s(
     stagger_s = site.settings.restore_stagger_s
     for t, _kw in memory.restores:
         moments += (t + stagger_s, t + RAMP_WINDOW_S)
-    for t, _kw in memory.imports:  # the absorber's import ledger: each entry leaves its windows (both
-        moments += (math.nextafter(t + window_s, math.inf) for window_s in IMPORT_WINDOWS_S)  # ends in)
+    for t in leave_times(memory.imports):  # an import stops being in force: it leaves each window
+        moments += (t + window_s for window_s in IMPORT_WINDOWS_S)
     for obligation in obligations:
         moments.append(obligation.start_s)
         if obligation.end_s is not None and not obligation.explicit_recall:

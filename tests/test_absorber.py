@@ -35,7 +35,7 @@ from mullet.policies.model import (
     TenantSpec,
 )
 from mullet.policies.plan import compute_plan
-from mullet.policies.plan_absorber import MAX_IMPORTS, keep_imports
+from mullet.policies.plan_absorber import MAX_IMPORTS, in_window, keep_imports
 from mullet.policies.plan_timers import next_change_s
 
 TOL_KW = 1e-6
@@ -293,7 +293,7 @@ def test_a_rise_is_shed_within_the_ramp_as_far_as_mining_can() -> None:
     assert off_imports[6] - off_imports[4] == 600.0
 
 
-def test_the_import_ledger_keeps_only_window_extremes_and_is_bounded() -> None:
+def test_the_import_ledger_is_a_bounded_step_function_of_window_extremes() -> None:
     ledger: tuple[tuple[float, float], ...] = ()
     for i in range(2000):
         ledger = keep_imports(ledger, float(i) * 0.01, float(i))  # rising: each entry a later minimum
@@ -302,14 +302,25 @@ def test_the_import_ledger_keeps_only_window_extremes_and_is_bounded() -> None:
     flat: tuple[tuple[float, float], ...] = ()
     for i in range(100):
         flat = keep_imports(flat, float(i), 500.0)
-    assert flat == ((99.0, 500.0),)
-    assert keep_imports(((0.0, 1.0),), 61.0, None) == ()
-    # The ledger's entries are when the plan may change with nothing new coming in.
+    assert flat == ((0.0, 500.0),)  # the same import planned again adds nothing
+    assert keep_imports(((0.0, 1.0),), 61.0, None) == ()  # unknown: start afresh
+    # 100 kW from 0 s, 50 from 10 s, 200 from 20 s, 40 from 30 s: 100 and 50 lie between later ones
+    # (no window's extreme), so they go and 200 takes over from 0 s (every window reaching back there
+    # holds 200 and 40 too).
+    steps = ((0.0, 100.0), (10.0, 50.0), (20.0, 200.0), (30.0, 40.0))
+    ledger = ()
+    for t, kw in steps:
+        ledger = keep_imports(ledger, t, kw)
+    assert ledger == ((0.0, 200.0), (30.0, 40.0))
+    assert in_window(ledger, 10.0, 35.0) == [200.0, 40.0]  # 200 was in force at 25 s
+    assert in_window(ledger, 60.0, 95.0) == [40.0]
+    assert keep_imports(ledger, 95.0, 40.0) == ((30.0, 40.0),)  # 200 left every window at 90 s
+    # When an import stops being in force it leaves each window: the plan may change then.
     site = _site(import_ramp_kw_per_min=300.0)
-    memory = PolicyMemory(imports=((100.0, 5.0),))
-    # Both ends of a window are in it: the entry leaves the 10-s window just after 110 s.
-    assert next_change_s(site, memory, (), {}, 101.0) == math.nextafter(110.0, math.inf)
-    assert next_change_s(site, memory, (), {}, 111.0) == math.nextafter(160.0, math.inf)
+    memory = PolicyMemory(imports=((90.0, 7.0), (100.0, 5.0)))
+    assert next_change_s(site, memory, (), {}, 101.0) == 110.0
+    assert next_change_s(site, memory, (), {}, 111.0) == 160.0
+    assert next_change_s(site, PolicyMemory(imports=((100.0, 5.0),)), (), {}, 101.0) is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -521,3 +532,39 @@ def test_a_fill_prefers_moves_that_keep_the_import_at_or_below_where_it_was() ->
     plan = compute_plan(site, snapshot, (), 1000.0, replace(memory, imports=((999.0, 2110.0),)))
     assert plan.modes()["whole"] == "run"
     assert any(r.startswith("absorber: filling an AI drop") for r in plan.reasons)
+
+
+def test_skipping_quiet_cycles_plans_as_planning_every_cycle_does() -> None:
+    # `mulletd replay` plans only when an input changes or a time rule ends (plan_timers): the import
+    # ledger's windows must be among those rules, and a plan that changes nothing must add nothing.
+    site = _site(**RAMPS, swing_reserve_fraction=0.25)
+    ai = {1000: AI_KW, 1030: 0.7 * AI_KW, 1031: 0.4 * AI_KW, 1050: 0.9 * AI_KW, 1090: AI_KW}
+    power = {g.group_id: g.rated_kw for g in site.groups}
+
+    def snapshot(now: int) -> SiteSnapshot:
+        level = ai[max(t for t in ai if t <= now)]
+        return SiteSnapshot(BASE_KW + level + sum(power.values()), {"ai": level}, dict(power))
+
+    every: dict[int, Plan] = {}
+    memory = PolicyMemory()
+    for now in range(1000, 1200):
+        every[now] = compute_plan(site, snapshot(now), (), float(now), memory)
+        memory = every[now].memory
+    skipped: dict[int, Plan] = {}
+    memory, now = PolicyMemory(), 1000
+    while now < 1200:
+        skipped[now] = compute_plan(site, snapshot(now), (), float(now), memory)
+        memory = skipped[now].memory
+        timer_s = next_change_s(site, memory, (), {}, float(now))
+        later = [t for t in ai if t > now] + ([math.ceil(timer_s)] if timer_s is not None else []) + [1200]
+        now = min(later)
+    assert len(skipped) < len(every) / 3
+    last: Plan | None = None
+    for now, plan in every.items():
+        last = skipped.get(now, last)
+        assert last is not None
+        # The same commands (a reason may say "restore waits" where the last plan said why it moved).
+        assert [(d.mode, d.power_kw) for d in plan.decisions] == [
+            (d.mode, d.power_kw) for d in last.decisions
+        ], now
+    assert any("absorber: filling" in r for p in skipped.values() for r in p.reasons)
