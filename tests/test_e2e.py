@@ -143,7 +143,8 @@ async def test_bad_grid_events_are_rejected_with_a_reason_and_never_acted_on(run
         ),
         30,
     )
-    assert running.metric("mullet_grid_obligations_active") == 1.0
+    # The gauge follows the next control cycle, not the ack: wait for it rather than read it once.
+    await running.until_metric("mullet_grid_obligations_active", lambda active: active == 1.0, 30)
     assert not math.isnan(running.metric("mullet_site_power_watts"))
 
 
