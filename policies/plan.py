@@ -136,7 +136,7 @@ def compute_plan(
         )
         reasons.extend([note] if note else [])
         # No restore stacked on a fill: past where the import was, the AI's return would land on it.
-        restore_kw = min(restore_kw, absorber.cap_kw(), absorber.previous_kw if note else math.inf)
+        restore_kw = min(restore_kw, absorber.restore_cap_kw(), absorber.previous_kw if note else math.inf)
     planned_kw = restore_groups(
         groups, settings, restore_kw, planned_kw, ramp, views, blocker, load_kw, now, exact=exact
     )

@@ -7,7 +7,11 @@ band: no more than the ramp above the lowest, nor below the highest, import plan
 (10 s). When AI falls, mining fills (wakes groups, raises partial targets, most efficient first); when
 AI rises, mining is shed (least efficient first), both as far as mining can. The swing reserve
 (`swing_reserve_fraction`) keeps a share of the mining rating in partial targets or asleep so that
-there is something to fill with.
+there is something to fill with. The absorber's own moves (building the reserve, restores under it)
+take only `OWN_MOVE_SHARE` of the ramp, leaving the rest to the AI's: moved to the limit, any AI
+change on top would break it (on `mulletd replay`'s ai-swings behind 30 s of GPU smoothing with every
+group on power targets, half the ramp instead of all of it cut the episodes over the limit from
+1,041 / 213 to 285 / 23 in 10 s / 60 s).
 
 It binds after everything that is not soft: obligations, the interconnect, firm AI power and operator
 overrides bind first (the budget's shed runs before it, and it never raises mining above the budget);
@@ -42,6 +46,9 @@ __all__ = [
 ]
 
 IMPORT_WINDOWS_S = (60.0, 10.0)
+# The absorber's own moves (building the reserve, restores) take this share of the ramp, the rest is
+# left for the AI's: moved to the limit, any AI change on top would break it.
+OWN_MOVE_SHARE = 0.5
 # Entries of the import ledger kept at most (the newest): only a window's possible extremes are kept,
 # so a 1-s control period holds a few; this bounds it whatever the period and the swings.
 MAX_IMPORTS = 256
@@ -106,6 +113,9 @@ class Absorber:
     nonmining_kw: float | None  # the base load and the AI tenants' readings; None: unknown
     floor_kw: float  # mining the import band wants at least (-inf: none)
     ceiling_kw: float  # mining the import band allows at most (inf: none)
+    # The same band at OWN_MOVE_SHARE of the ramps: what building the reserve and restores keep to.
+    own_floor_kw: float
+    own_ceiling_kw: float
     # Mining that brings the import back to the highest of the windows, where it was before a drop:
     # a fill goes no higher, or the AI's return would land on top of it (inf: none).
     previous_kw: float
@@ -127,6 +137,7 @@ class Absorber:
         ramps = _ramps(settings)
         nonmining_kw = _nonmining_kw(site, snapshot)
         floor_kw, ceiling_kw, previous_kw = -math.inf, math.inf, math.inf
+        own_floor_kw, own_ceiling_kw = -math.inf, math.inf
         if ramps and nonmining_kw is not None and not ledger:
             # Nothing planned yet (a start, or readings back after an unknown one): the band starts
             # from the import the last commands make, so the first plans move it within the ramp too.
@@ -135,6 +146,8 @@ class Absorber:
             band = _band(ledger, ramps, now)
             if band is not None:
                 floor_kw, ceiling_kw = band[0] - nonmining_kw, band[1] - nonmining_kw
+                own = _band(ledger, tuple((w, kw * OWN_MOVE_SHARE) for w, kw in ramps), now) or band
+                own_floor_kw, own_ceiling_kw = own[0] - nonmining_kw, own[1] - nonmining_kw
                 longest_s = max(w for w, _ in ramps)
                 previous_kw = max(in_window(ledger, longest_s, now)) - nonmining_kw
         full_kw = sum(load_kw(g, "run", None) for g in groups)
@@ -145,6 +158,8 @@ class Absorber:
             nonmining_kw=nonmining_kw,
             floor_kw=floor_kw,
             ceiling_kw=ceiling_kw,
+            own_floor_kw=own_floor_kw,
+            own_ceiling_kw=own_ceiling_kw,
             previous_kw=previous_kw,
             reserve_kw=settings.swing_reserve_fraction * rated_kw,
             full_kw=full_kw,
@@ -157,7 +172,13 @@ class Absorber:
         if self.ramps and self.nonmining_kw is None:
             return math.inf  # the import unknown: no band, and no reserve built past the ramp
         reserve_cap_kw = self.full_kw - self.reserve_kw if self.reserve_kw > 0 else math.inf
-        return min(self.ceiling_kw, max(reserve_cap_kw, self.floor_kw))
+        # Never under the band's floor, where a fill would take it back up (the absorber's own band
+        # can lie lower when earlier swings leave no import within the ramp of all).
+        return min(self.ceiling_kw, max(reserve_cap_kw, self.own_floor_kw, self.floor_kw))
+
+    def restore_cap_kw(self) -> float:
+        """The most restores may bring mining to: the cap, within the absorber's share of the ramp."""
+        return min(self.cap_kw(), max(self.own_ceiling_kw, self.floor_kw))
 
     def next_ledger(self, planned_kw: float, now: float) -> tuple[tuple[float, float], ...]:
         if not self.ramps:
@@ -232,7 +253,9 @@ def absorb_rise(
             continue
         if now - group.since_s < group.spec.min_on_s:
             continue
-        slack_kw = planned_kw - absorber.floor_kw  # what the band lets mining give up
+        # What the band lets mining give up: to its floor for the AI's rise, to the absorber's own
+        # share of the ramp for the reserve.
+        slack_kw = planned_kw - (absorber.floor_kw if ramp_binds else absorber.own_floor_kw)
         current_kw = load_kw(group, "run", group.power_kw)
         target_kw = _lowered_kw(group, current_kw, over_kw, slack_kw, load_kw)
         if target_kw is None:

@@ -11,11 +11,11 @@ import math
 
 from helpers import Running, running_site, until
 
-RAMP_10S_KW = 300.0
-RAMP_MIN_KW = 900.0
-AI_A_KW, AI_B_KW = 1800.0, 1100.0
+RAMP_10S_KW = 400.0
+RAMP_MIN_KW = 1200.0
+AI_A_KW, AI_B_KW = 2000.0, 1100.0
 DROP_FRACTION, DROP_S = 0.3, 2.0
-# Meter and telemetry noise around the band's edge: small against the 540 kW drop less the ramp.
+# Meter and telemetry noise around the band's edge: small against the 600 kW drop less the ramp.
 TOLERANCE_KW = 60.0
 
 
@@ -53,10 +53,11 @@ async def test_an_ai_drop_of_30_percent_in_2_s_is_filled_and_the_import_returns_
     async with running_site(mqtt_broker, tmp_path, _absorber) as running:
         site, config = running.site, running.config
         rated_kw = sum(g.rated_kw for g in config.groups)
-        # The swing reserve is built within the 10-s ramp: mining sheds about 300 kW, in partial targets.
-        await running.until_metric("mullet_swing_reserve_watts", lambda w: w >= 250e3, 30)
+        # The swing reserve is built within the absorber's half of the 10-s ramp: mining sheds about
+        # 200 kW at once, in partial targets.
+        await running.until_metric("mullet_swing_reserve_watts", lambda w: w >= 150e3, 30)
         await until(
-            lambda: site.mining_power_kw() <= rated_kw - 250.0, 30, "the reserve held by the firmware"
+            lambda: site.mining_power_kw() <= rated_kw - 150.0, 30, "the reserve held by the firmware"
         )
         mining_before_kw = site.mining_power_kw()
         before_kw = site.site_power_kw()
@@ -77,14 +78,14 @@ async def test_an_ai_drop_of_30_percent_in_2_s_is_filled_and_the_import_returns_
             await until(
                 lambda: site.ai_power_kw() <= AI_A_KW + AI_B_KW - dropped_kw + 1.0, 30, "the AI drop done"
             )
-            # Without the absorber the import would now sit 540 kW lower; with it, mining fills until the
+            # Without the absorber the import would now sit 600 kW lower; with it, mining fills until the
             # import is back within the 10-s ramp of where it was.
             took_s = await until(
                 lambda: site.site_power_kw() >= before_kw - RAMP_10S_KW - TOLERANCE_KW,
                 30,
                 "the import back inside the ramp",
             )
-            await until(lambda: site.mining_power_kw() >= mining_before_kw + 200.0, 30, "mining filled")
+            await until(lambda: site.mining_power_kw() >= mining_before_kw + 150.0, 30, "mining filled")
         except AssertionError:
             plans = [m.json() for m in running.observer.received if m.topic == running.topics.daemon_plan]
             for plan in plans[-3:]:
