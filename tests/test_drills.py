@@ -112,7 +112,7 @@ async def test_drills_run_the_real_path_score_themselves_and_are_never_grid_even
             "--kw",
             "2000",
             "--duration",
-            "16s",
+            "12s",
             "--at",
             f"{time.time() + 8:.3f}",
         )
@@ -159,7 +159,7 @@ async def test_drills_run_the_real_path_score_themselves_and_are_never_grid_even
             "--kw",
             f"{rated_kw - sleep_kw:.0f}",
             "--duration",
-            "16s",
+            "12s",
             "--format",
             "json",
         )
