@@ -10,47 +10,11 @@ within a ramping step, so its extremes are at the samples).
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-_EPS_S = 1e-9
-_EPS_KW = 1e-6
+from mullet.daemon.core.import_ramp import WindowSpan
 
-
-@dataclass
-class WindowSpan:
-    """The largest max - min of site power over any `window_s`, and the episodes above `limit_kw`."""
-
-    window_s: float
-    limit_kw: float | None = None
-    largest_kw: float = 0.0
-    at_s: float | None = None
-    # Episodes: a sample at which the window's span first exceeds the limit after one at which it did
-    # not. None without a limit (not counted is not zero).
-    violations: int | None = None
-    _above: bool = False
-    _max: deque[tuple[float, float]] = field(default_factory=deque)
-    _min: deque[tuple[float, float]] = field(default_factory=deque)
-
-    def __post_init__(self) -> None:
-        if self.limit_kw is not None:
-            self.violations = 0
-
-    def observe(self, t_s: float, kw: float) -> None:
-        for queue, sign in ((self._max, 1.0), (self._min, -1.0)):
-            while queue and sign * queue[-1][1] <= sign * kw:
-                queue.pop()
-            queue.append((t_s, kw))
-            while queue[0][0] < t_s - self.window_s - _EPS_S:
-                queue.popleft()
-        span_kw = self._max[0][1] - self._min[0][1]
-        if span_kw > self.largest_kw + _EPS_KW:
-            self.largest_kw, self.at_s = span_kw, t_s
-        if self.limit_kw is not None:
-            above = span_kw > self.limit_kw + _EPS_KW
-            if above and not self._above:
-                self.violations = (self.violations or 0) + 1
-            self._above = above
+__all__ = ["ImportRamps", "RampLimits", "WindowSpan"]
 
 
 @dataclass(frozen=True, slots=True)
