@@ -233,13 +233,11 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 def _exit_on_missing_extra(exc: ModuleNotFoundError) -> NoReturn:
     """A part whose optional library is not installed: say which extra to install (exit 2)."""
-    from mullet.drivers.extras import explain
+    from mullet.drivers.extras import MissingExtra, explain
 
-    problem = explain(exc)
+    problem = str(exc) if isinstance(exc, MissingExtra) else explain(exc)
     if problem is None:
         raise exc  # not an extra's module: a packaging bug, shown with its traceback
-    if "mullet[" in str(exc):  # already says what to install
-        problem = str(exc)
     print(f"mulletd: {problem}", file=sys.stderr)
     raise SystemExit(EXIT_CONFIG) from None
 

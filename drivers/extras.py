@@ -25,8 +25,8 @@ _EXTRA_OF_MODULE: Final[dict[str, str]] = {
 }
 
 
-class MissingExtra(ImportError):
-    """A configured part needs an extra that is not installed."""
+class MissingExtra(ModuleNotFoundError):
+    """A configured part needs an extra that is not installed; its message says what to install."""
 
 
 def installed(module: str) -> bool:

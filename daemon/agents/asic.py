@@ -43,6 +43,7 @@ from mullet.daemon.agents.config import AsicAgentConfig, MinerSection
 from mullet.daemon.agents.metrics import serving_metrics
 from mullet.daemon.agents.state import CommandStore, load_command
 from mullet.daemon.device_broker import broker_of
+from mullet.drivers import extras
 from mullet.drivers.device_link import DeviceLink
 from mullet.drivers.group_command import CommandMode, GroupCommand
 from mullet.drivers.miner_client import MinerClient, MinerEndpoint, MinerReading
@@ -67,7 +68,7 @@ _BACKENDS = {
 }
 
 
-class BackendUnavailable(ModuleNotFoundError):
+class BackendUnavailable(extras.MissingExtra):
     """The agent's miner library is not installed: the agent cannot start (`name`: the missing module)."""
 
 
