@@ -40,6 +40,7 @@ from mullet.daemon.config.fields import (
     Strict,
     unique,
 )
+from mullet.daemon.config.fourcp import FourCpSection
 from mullet.daemon.config.loading import ConfigError, load_model, parse_model
 from mullet.daemon.config.sections import (
     ControlSection,
@@ -80,6 +81,7 @@ class Config(Strict):
     tenants: list[TenantSection] = Field(default_factory=list, max_length=MAX_TENANTS)
     control: ControlSection = ControlSection()
     economics: EconomicsSection = EconomicsSection()
+    fourcp: FourCpSection = FourCpSection()
     metrics: MetricsSection = MetricsSection()
     journal: JournalSection = JournalSection()
     simulator: SimulatorSection = SimulatorSection()

@@ -1,0 +1,70 @@
+"""The site config's `[fourcp]` section: ERCOT 4CP avoidance from the published system-load forecast
+(policies/fourcp.py holds the rule; docs/programs.md, "4CP", the figures it is judged by)."""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from mullet.daemon.config.fields import NonNegativeKw, PositiveKw, Strict
+from mullet.policies.fourcp import SUMMER_MONTHS, FourCpRule
+
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class FourCpSection(Strict):
+    enabled: bool = False
+    # The site's transmission rate ($/kW-year): what one kW in the four intervals costs for a year.
+    usd_per_kw_year: NonNegativeKw = 0.0
+    months: Annotated[list[Annotated[int, Field(ge=1, le=12)]], Field(min_length=1, max_length=12)] = sorted(
+        SUMMER_MONTHS
+    )
+    forecast_error_fraction: Annotated[float, Field(gt=0, le=0.5, allow_inf_nan=False)] = 0.03
+    window_fraction: Annotated[float, Field(ge=0, le=0.5, allow_inf_nan=False)] = 0.02
+    guard_s: Annotated[float, Field(ge=0, le=6 * 3600)] = 3600.0
+    max_window_s: Annotated[float, Field(gt=0, le=6 * 3600)] = 6 * 3600.0
+    hold_kw: NonNegativeKw = 0.0
+    min_probability: Fraction = 0.01
+    # Each month's expected system peak (MW), e.g. last year's; keys are month numbers.
+    reference_peak_mw: dict[Annotated[int, Field(ge=1, le=12)], PositiveKw] = Field(
+        default_factory=dict, max_length=12
+    )
+    bias_intervals: Annotated[int, Field(ge=0, le=96)] = 3
+    # Where the rule cuts days and reads `decide_at` (ERCOT settles in Central Prevailing Time).
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "America/Chicago"
+    # Local times the rule runs each day; each run may add a window, never removes one.
+    decide_at: Annotated[list[time], Field(min_length=1, max_length=24)] = Field(
+        default_factory=lambda: [time(6, 0), time(13, 0)]
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _priced(self) -> FourCpSection:
+        if self.enabled and self.usd_per_kw_year <= 0:
+            raise ValueError("fourcp.usd_per_kw_year: required when 4CP avoidance is enabled")
+        return self
+
+    def rule(self) -> FourCpRule:
+        return FourCpRule(
+            usd_per_kw_year=self.usd_per_kw_year,
+            months=frozenset(self.months),
+            forecast_error_fraction=self.forecast_error_fraction,
+            window_fraction=self.window_fraction,
+            guard_s=self.guard_s,
+            max_window_s=self.max_window_s,
+            hold_kw=self.hold_kw,
+            min_probability=self.min_probability,
+            reference_peak_mw=dict(self.reference_peak_mw),
+            bias_intervals=self.bias_intervals,
+        )
