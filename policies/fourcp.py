@@ -88,7 +88,7 @@ class FourCpDecision:
     def obligation_id(self, now_s: float) -> str:
         """One id per decision: a later, wider window is a second obligation, never an edit of the
         first (an id with different content is a conflict to the acceptance rules)."""
-        return f"4cp-{self.label}-{int(now_s) % 86_400:05d}"
+        return f"4cp-{self.label}-at-{int(now_s)}"
 
 
 def decide(rule: FourCpRule, day: DayInputs, now_s: float) -> FourCpDecision:
