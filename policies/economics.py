@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -53,3 +54,20 @@ def economic_view(
     return EconomicView(
         "hold", f"economics: ${price_usd_per_mwh:.2f}/MWh within the deadband below ${break_even:.2f}/MWh"
     )
+
+
+def mining_margin_usd_per_kwh(
+    groups: Sequence[GroupSpec], hashprice_usd_per_th_day: float | None, price_usd_per_mwh: float
+) -> float | None:
+    """What a kWh of the site's mining earns over its energy at `price_usd_per_mwh` (negative when
+    mining loses), rating-weighted over the groups whose break-even is known: at break-even B a kWh
+    earns B/1000 in hashing, so the margin is (B - price)/1000. None when no group's is known."""
+    weighted = 0.0
+    rated_kw = 0.0
+    for group in groups:
+        break_even = break_even_usd_per_mwh(group, hashprice_usd_per_th_day)
+        if break_even is None or group.rated_kw <= 0:
+            continue
+        weighted += group.rated_kw * (break_even - price_usd_per_mwh) / 1000.0
+        rated_kw += group.rated_kw
+    return weighted / rated_kw if rated_kw > 0 else None
