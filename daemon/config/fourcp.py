@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import time
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -39,6 +39,17 @@ class FourCpSection(Strict):
     decide_at: Annotated[list[time], Field(min_length=1, max_length=24)] = Field(
         default_factory=lambda: [time(6, 0), time(13, 0)]
     )
+
+    # Live daemon only (`mulletd replay` takes the scenario's files): the system-load files an operator's
+    # cron refreshes from ERCOT's MIS (docs/programs.md, "4CP"); Mullet itself makes no network call.
+    forecast_file: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    actual_file: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    # "canonical" (interval_start,actual_mw,forecast_mw) or "ercot" (NP3-565-CD / NP6-345-CD CSVs).
+    file_format: Literal["canonical", "ercot"] = "canonical"
+    # How often the files' mtime and size are checked, and the decide times looked at.
+    poll_s: Annotated[float, Field(ge=0.5, le=3600, allow_inf_nan=False)] = 60.0
+    # A forecast file older than this (by its mtime) is stale: no decision until a fresh one arrives.
+    max_forecast_age_s: Annotated[float, Field(ge=60, le=7 * 86_400, allow_inf_nan=False)] = 36 * 3600.0
 
     @field_validator("timezone")
     @classmethod
