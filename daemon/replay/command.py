@@ -10,7 +10,16 @@ from pathlib import Path
 from mullet.daemon.config import Config, ConfigError
 from mullet.daemon.replay.configs import load_configs
 from mullet.daemon.replay.engine import Replay, config_ramp_limits
+from mullet.daemon.replay.fourcp import (
+    RuleRun,
+    iter_columns,
+    rule_runs,
+    run_rule,
+    strategy_scenario,
+    summer_score,
+)
 from mullet.daemon.replay.ramps import RampLimits
+from mullet.daemon.replay.render_fourcp import summer_lines
 from mullet.daemon.replay.render_text import render_text
 from mullet.daemon.replay.results import interval_table, summarize, to_json
 from mullet.daemon.replay.scenario import Scenario, ScenarioError, load_scenario, parse_time
@@ -42,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             help=f"judge every configuration's site import against this ramp limit (kW per {window});"
             f" default: the first configuration's [control] import_ramp_kw_per_{window} that is set",
         )
+    parser.add_argument(
+        "--fourcp-baselines",
+        action="store_true",
+        help="beside each configuration, run it with no 4CP window (never) and with exactly the year's"
+        " four intervals held (oracle), and score the summer (docs/replay.md, 4CP)",
+    )
     parser.add_argument(
         "--log-level", default="error", help="the controller's own log lines (default: error)"
     )
@@ -91,13 +106,32 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_INPUT
-    results, tables = [], []
+    if args.fourcp_baselines and scenario.fourcp is None:
+        print(
+            "--fourcp-baselines: the scenario has no [fourcp] file of the year's intervals", file=sys.stderr
+        )
+        return EXIT_INPUT
+    results, tables, scores = [], [], []
     limits = yardstick(args, configs)
     for label, config in configs:
-        replay = Replay(config, scenario, ramp_limits=limits).run()
-        results.append(summarize(replay, label))
-        tables.append(interval_table(replay))
+        rule = run_rule(config, scenario) if rule_runs(config, scenario) else RuleRun((), (), ())
+        columns = {}
+        for strategy in iter_columns(args.fourcp_baselines):
+            ran = strategy_scenario(config, scenario, strategy, rule)
+            replay = Replay(config, ran, ramp_limits=limits).run()
+            result = summarize(replay, label if strategy == "rule" else f"{label}-{strategy}")
+            if strategy == "rule":
+                result["notes"].extend(rule.notes)
+            results.append(result)
+            tables.append(interval_table(replay))
+            columns[strategy] = (result, tables[-1], ran)
+        if scenario.fourcp is not None and (args.fourcp_baselines or rule.decisions):
+            score = summer_score(columns, config, scenario, rule)
+            columns["rule"][0]["fourcp_summer"] = score
+            scores.append((label, score))
     sys.stdout.write(render_text(results))
+    for label, score in scores:
+        sys.stdout.write("\n" + "\n".join(summer_lines(label, score)) + "\n")
     if args.json is not None:
         payload = [{**r, "intervals": t} for r, t in zip(results, tables, strict=True)]
         Path(args.json).write_text(to_json(payload) + "\n")

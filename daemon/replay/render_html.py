@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from mullet.daemon.replay.render_fourcp import summer_html
 from mullet.daemon.replay.render_text import ROWS, cell, ramp_line, when
 from mullet.daemon.replay.results import MAX_EVENTS_LISTED
 from mullet.daemon.replay.svg import Series, bar_chart, time_chart
@@ -209,6 +210,8 @@ def _detail(result: dict[str, Any]) -> str:
     parts.append(_groups_table(result))
     if result["fourcp"] is not None:
         parts.append(_fourcp_table(result["fourcp"]))
+    if result.get("fourcp_summer") is not None:
+        parts.append(summer_html(result["label"], result["fourcp_summer"]))
     parts.append(_events_table(result) if result["events"] else "<p>no grid events scored</p>")
     return "\n".join(parts)
 

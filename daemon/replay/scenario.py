@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from mullet.daemon.config.fields import Ident, NonNegativeKw, Strict
 from mullet.daemon.config.loading import ConfigError, load_model
+from mullet.drivers.ercot_load import SystemLoadError, SystemLoadPoint, read_system_load
 from mullet.drivers.protocol import GridEvent
 from mullet.simulators.ai_trace import smoothed
 
@@ -52,6 +53,20 @@ class FileSection(Strict):
     file: str
 
 
+class PricesSection(Strict):
+    """The energy price: a file of intervals, or one flat $/MWh for the whole period (an assumption
+    the scenario's README must say)."""
+
+    file: str | None = None
+    usd_per_mwh: Annotated[float, Field(allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PricesSection:
+        if (self.file is None) == (self.usd_per_mwh is None):
+            raise ValueError("prices: give either file or usd_per_mwh")
+        return self
+
+
 class HashpriceSection(Strict):
     file: str | None = None
     usd_per_th_day: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
@@ -72,6 +87,12 @@ class FourCpSection(Strict):
     # Avoidance windows the operator would have called (start,end,limit_kw): each becomes a `limit`
     # event under program "4CP" delivered at its start.
     avoid_file: str | None = None
+    # ERCOT system load (drivers/ercot_load.py's canonical CSV): with it, a site config with
+    # `[fourcp] enabled = true` runs the 4CP rule over the period as the live daemon would.
+    system_load_file: str | None = None
+    # A day the file has no forecast for: "none" leaves it undecided; "persistence" forecasts it
+    # as the day before's actuals, hour by hour (known at midnight: an honest, crude forecast).
+    missing_forecast: Literal["none", "persistence"] = "none"
 
 
 class ProgramRateSection(Strict):
@@ -93,7 +114,7 @@ class PhysicsSection(Strict):
 
 class ScenarioFile(Strict):
     scenario: RunSection
-    prices: FileSection | None = None
+    prices: PricesSection | None = None
     hashprice: HashpriceSection | None = None
     tenants: list[TenantTraceSection] = Field(default_factory=list, max_length=200)
     events: FileSection | None = None
@@ -111,6 +132,8 @@ class FourCp:
     intervals: tuple[tuple[float, str, float | None], ...]  # (start Unix s, month, peak MW)
     usd_per_kw_year: float
     interval_s: float
+    system_load: tuple[SystemLoadPoint, ...] = ()
+    missing_forecast: str = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +293,9 @@ def load_scenario(path: str | Path) -> Scenario:
         problems.append(f"{path}: scenario.end must be after start, at most {MAX_DURATION_S / 86400:g} days")
 
     prices: tuple[tuple[float, float], ...] = ()
-    if spec.prices is not None:
+    if spec.prices is not None and spec.prices.usd_per_mwh is not None:
+        prices = ((start_s, spec.prices.usd_per_mwh),)
+    elif spec.prices is not None and spec.prices.file is not None:
         prices = reader.series(
             spec.prices.file, "interval_start", "usd_per_mwh", lambda t: _number(t, "price")
         )
@@ -323,7 +348,22 @@ def load_scenario(path: str | Path) -> Scenario:
                 )
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
-        fourcp = FourCp(tuple(intervals), spec.fourcp.usd_per_kw_year, spec.fourcp.interval_s)
+        system_load: list[SystemLoadPoint] = []
+        if spec.fourcp.system_load_file is not None:
+            load_path = reader.path(spec.fourcp.system_load_file)
+            try:
+                system_load = read_system_load(load_path)
+            except SystemLoadError as exc:
+                problems.append(f"fourcp.system_load_file: {exc}")
+            else:
+                reader.sources[spec.fourcp.system_load_file] = str(load_path)
+        fourcp = FourCp(
+            tuple(intervals),
+            spec.fourcp.usd_per_kw_year,
+            spec.fourcp.interval_s,
+            tuple(system_load),
+            spec.fourcp.missing_forecast,
+        )
         if spec.fourcp.avoid_file is not None:
             for n, (where, row) in enumerate(
                 reader.rows(spec.fourcp.avoid_file, ("start", "end", "limit_kw"))
