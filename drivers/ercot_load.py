@@ -181,12 +181,16 @@ def _canonical(header: list[str], rows: _Rows) -> list[SystemLoadPoint]:
 
 
 def _interval(rows: _Rows, starts: list[float]) -> float:
-    """The file's interval: the smallest step between rows (hourly when there is one row)."""
+    """The file's interval: the longest of INTERVALS_S that every step between rows is a whole number
+    of (a gap is a missing row, not a longer interval); hourly when there is one row."""
     steps = [b - a for a, b in itertools.pairwise(starts)]
-    interval_s = min(steps, default=3600.0)
-    if interval_s not in INTERVALS_S:
-        raise SystemLoadError(f"{rows.name}: rows are {interval_s:g} s apart, not one of {INTERVALS_S}")
-    return interval_s
+    fits = [i for i in INTERVALS_S if all(step % i == 0 for step in steps)]
+    if not fits:
+        raise SystemLoadError(
+            f"{rows.name}: rows are not on a grid of {', '.join(f'{i:g}' for i in INTERVALS_S)} s"
+            f" (steps of {min(steps):g} s)"
+        )
+    return 3600.0 if not steps else max(fits)
 
 
 # ERCOT's columns, lower-cased: the MIS CSVs and the public API's differ only in case.
@@ -215,12 +219,12 @@ def _ercot(header: list[str], rows: _Rows, zone: ZoneInfo) -> tuple[list[SystemL
             continue  # another model's forecast for the hour
         try:
             start_s = _hour_start(cell[columns["date"]], cell["hourending"], cell["dstflag"], zone)
-            mw = _mw(cell[columns["total"]], columns["total"])
+            mw = _mw(cell[columns["total"]], lower[columns["total"]])
         except ValueError as exc:
             rows.reject(line, str(exc))
             continue
         if mw is None:
-            rows.reject(line, f"{columns['total']} is empty")
+            rows.reject(line, f"{lower[columns['total']]} is empty")
         elif start_s in by_start:
             rows.reject(line, f"a second row for {cell[columns['date']]} {cell['hourending']}")
         else:
