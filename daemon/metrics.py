@@ -154,6 +154,7 @@ class Metrics(ListenerSeries):
             registry=r,
         )
         self._add_qse_series(r)
+        self._add_fourcp_series(r)
         self.setpoints = Counter("mullet_setpoints_published_total", "Group setpoints published.", registry=r)
         self.plan_seconds = Histogram(
             "mullet_plan_compute_seconds", "Time to compute one plan.", buckets=_FAST_BUCKETS_S, registry=r
@@ -317,5 +318,55 @@ class Metrics(ListenerSeries):
             "mullet_qse_refusals_total",
             "Connections and requests the QSE link refused, by reason (docs/qse.md).",
             ["reason"],
+            registry=r,
+        )
+
+    def _add_fourcp_series(self, r: CollectorRegistry) -> None:
+        """4CP avoidance (`[fourcp]`, docs/programs.md "4CP"): its input files and its decisions."""
+        self.fourcp_forecast_ready = Gauge(
+            "mullet_fourcp_forecast_ready",
+            "1 while a fresh forecast for today lets the 4CP rule decide (0 also without [fourcp]).",
+            registry=r,
+        )
+        self.fourcp_forecast_age = Gauge(
+            "mullet_fourcp_forecast_age_seconds",
+            "Age of the last good 4CP forecast file, by its mtime; NaN before one is read.",
+            registry=r,
+        )
+        self.fourcp_forecast_age.set(float("nan"))
+        self.fourcp_peak_probability = Gauge(
+            "mullet_fourcp_peak_probability",
+            "The last 4CP decision's chance that its day tops the month; NaN when none or unknown.",
+            registry=r,
+        )
+        self.fourcp_peak_probability.set(float("nan"))
+        self.fourcp_break_even_probability = Gauge(
+            "mullet_fourcp_break_even_probability",
+            "The last 4CP decision's break-even chance (hold when the peak probability reaches it).",
+            registry=r,
+        )
+        self.fourcp_break_even_probability.set(float("nan"))
+        self.fourcp_decisions = Counter(
+            "mullet_fourcp_decisions_total",
+            "4CP decisions, by decision (hold, run).",
+            ["decision"],
+            registry=r,
+        )
+        self.fourcp_events = Counter(
+            "mullet_fourcp_events_total",
+            "4CP holds submitted as grid events, by outcome (accepted, duplicate, rejected, timeout).",
+            ["outcome"],
+            registry=r,
+        )
+        self.fourcp_file_loads = Counter(
+            "mullet_fourcp_file_loads_total",
+            "4CP system-load file reads, by file (forecast, actual) and result (ok, refused, missing).",
+            ["file", "result"],
+            registry=r,
+        )
+        self.fourcp_rows_rejected = Counter(
+            "mullet_fourcp_rows_rejected_total",
+            "Rows of 4CP system-load files rejected (the rest of the file is used), by file.",
+            ["file"],
             registry=r,
         )

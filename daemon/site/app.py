@@ -22,6 +22,7 @@ from mullet.daemon.site import broker_history, recovery
 from mullet.daemon.site.drills import DrillService
 from mullet.daemon.site.executor import CommandRunner
 from mullet.daemon.site.fastpath import FastPath, TripSettled
+from mullet.daemon.site.fourcp import FourCpService
 from mullet.daemon.site.http_api import serve_http_api
 from mullet.daemon.site.intake import Intake
 from mullet.daemon.site.pdu_metrics import PduCollector
@@ -152,6 +153,10 @@ class Daemon:
                 config.qse, self.core, self.intake, self.journal, self.metrics, start_mono_s=time.monotonic()
             )
             recovery.recover_qse(self.journal, self.core, self.qse.link)
+        # 4CP avoidance ([fourcp], docs/programs.md): decisions from ERCOT's forecast, holds as events.
+        self.fourcp: FourCpService | None = None
+        if config.fourcp.enabled:
+            self.fourcp = FourCpService(config, self.core, self.intake, self.journal, self.metrics)
 
     # ---- what other parts of the daemon read ------------------------------------------------
 
@@ -201,6 +206,8 @@ class Daemon:
                     tg.create_task(run_ven(self, self.config.openadr), name="openadr")
                 if self.qse is not None:
                     tg.create_task(self.qse.run(), name="qse")
+                if self.fourcp is not None:
+                    tg.create_task(self.fourcp.run(), name="fourcp")
                 tg.create_task(self.supervisor.run(), name="supervisor")
                 if self.ha is not None:
                     tg.create_task(self.ha.run(self), name="ha")
@@ -248,6 +255,8 @@ class Daemon:
         if self.qse is not None:
             document["qse"] = self.qse.status(now_mono_s)
         document["drills"] = self.drills.status()
+        if self.fourcp is not None:
+            document["fourcp"] = self.fourcp.status()
         return document
 
     def lifecycle_status(self) -> dict[str, Any]:
