@@ -247,3 +247,16 @@ def test_a_hold_becomes_a_4cp_limit_event_and_a_run_none() -> None:
     assert not run.curtail
     with pytest.raises(ValueError, match="holds nothing"):
         to_event(run, at(0, 6).timestamp())
+
+
+@pytest.mark.parametrize("summer", ["ercot-summer-2022", "ercot-summer-2023"])
+def test_the_shipped_summers_and_overlays_parse(summer: str) -> None:
+    from mullet.daemon.replay.configs import load_configs
+
+    folder = ROOT / "simulators" / "scenarios"
+    scenario = load_scenario(folder / summer / "scenario.toml")
+    assert scenario.fourcp is not None and len(scenario.fourcp.intervals) == 4
+    assert len(scenario.fourcp.system_load) == 122 * 24
+    overlays = sorted((folder / "ercot-summer-2023").glob("fourcp-*.toml"))
+    configs = load_configs(EXAMPLE, overlays)
+    assert [c.fourcp.enabled for _label, c in configs] == [False] + [True] * len(overlays)
