@@ -260,3 +260,20 @@ def test_the_shipped_summers_and_overlays_parse(summer: str) -> None:
     overlays = sorted((folder / "ercot-summer-2023").glob("fourcp-*.toml"))
     configs = load_configs(EXAMPLE, overlays)
     assert [c.fourcp.enabled for _label, c in configs] == [False] + [True] * len(overlays)
+
+
+def test_a_forecast_is_read_only_once_it_was_published(tmp_path: Path) -> None:
+    """Day D's forecast is known from `forecast_known_h` after D's midnight (default 06:00, EIA-930's
+    timing): a 05:00 decide time finds none, unless the scenario says it was out the day before."""
+    from mullet.daemon.replay.configs import load_configs
+    from mullet.daemon.replay.fourcp import run_rule
+
+    scenario, overlay = write_summer(tmp_path)
+    overlay.write_text(overlay.read_text() + 'decide_at = ["05:00:00"]\n')
+    _site, (_label, config) = load_configs(EXAMPLE, [overlay])
+    decisions = run_rule(config, load_scenario(scenario)).decisions
+    assert [d.reason for _t, d in decisions] == ["run: no forecast for the day"] * 3
+    scenario.write_text(scenario.read_text() + "forecast_known_h = -18\n")
+    decisions = run_rule(config, load_scenario(scenario)).decisions
+    assert [d.label for _t, d in decisions if d.curtail] == ["2023-08-10"]
+    assert all(d.forecast_peak_mw is not None for _t, d in decisions)

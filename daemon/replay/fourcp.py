@@ -57,15 +57,21 @@ def rule_runs(config: Config, scenario: Scenario) -> bool:
 
 
 def run_rule(config: Config, scenario: Scenario) -> RuleRun:
-    """The scheduler fed the system load as it arrived (a day's forecast from the start of the day
-    before; each actual once its interval ended), called at every decide time of the period."""
+    """The scheduler fed the system load as it arrived (a day's forecast from `forecast_known_h`
+    after its midnight; each actual once its interval ended), called at every decide time of the
+    period."""
     spec = scenario.fourcp
     section = config.fourcp
     if spec is None or not spec.system_load:
         return RuleRun((), (), ())
     scheduler = FourCpScheduler(section.rule(), section.timezone, section.decide_at)
     zone = ZoneInfo(section.timezone)
-    arrivals = _arrivals(spec.system_load, zone, persistence=spec.missing_forecast == "persistence")
+    arrivals = _arrivals(
+        spec.system_load,
+        zone,
+        known_h=spec.forecast_known_h,
+        persistence=spec.missing_forecast == "persistence",
+    )
     groups = config.site_spec().groups
     curtail_kw = mining_rating_kw(config)
     forecast_by_start: dict[float, float] = {}
@@ -103,12 +109,11 @@ def run_rule(config: Config, scenario: Scenario) -> RuleRun:
 
 
 def _arrivals(
-    points: tuple[SystemLoadPoint, ...], zone: ZoneInfo, *, persistence: bool
+    points: tuple[SystemLoadPoint, ...], zone: ZoneInfo, *, known_h: float, persistence: bool
 ) -> list[tuple[float, int, SystemLoadPoint]]:
     """(known from, order, point) as a heap: each actual when its interval ends, each forecast from
-    the start of the day before its day (ERCOT's day-ahead forecast); with `persistence`, a day the
-    file forecasts nothing for gets the day before's actuals at the same local hour, known at its
-    midnight."""
+    `known_h` hours after its day's local midnight; with `persistence`, a day the file forecasts
+    nothing for gets the day before's actuals at the same local hour, known at its midnight."""
     out: list[tuple[float, int, SystemLoadPoint]] = []
     forecast_days = set()
     for n, p in enumerate(points):
@@ -117,7 +122,7 @@ def _arrivals(
             out.append((p.start_s + p.interval_s, 2 * n, dataclasses.replace(p, forecast_mw=None)))
         if p.forecast_mw is not None:
             forecast_days.add(day)
-            known_s = datetime.combine(day - timedelta(days=1), time(0), zone).timestamp()
+            known_s = datetime.combine(day, time(0), zone).timestamp() + known_h * 3600.0
             out.append((known_s, 2 * n + 1, dataclasses.replace(p, actual_mw=None)))
     if persistence:
         base = 2 * len(points)

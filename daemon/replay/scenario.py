@@ -93,6 +93,9 @@ class FourCpSection(Strict):
     # A day the file has no forecast for: "none" leaves it undecided; "persistence" forecasts it
     # as the day before's actuals, hour by hour (known at midnight: an honest, crude forecast).
     missing_forecast: Literal["none", "persistence"] = "none"
+    # When day D's forecast is known, in hours after D's local midnight (negative: the day before).
+    # 6: EIA-930's copy of ERCOT's day-ahead forecast is public by 06:00 CDT on D.
+    forecast_known_h: Annotated[float, Field(ge=-48, le=24, allow_inf_nan=False)] = 6.0
 
 
 class ProgramRateSection(Strict):
@@ -134,6 +137,7 @@ class FourCp:
     interval_s: float
     system_load: tuple[SystemLoadPoint, ...] = ()
     missing_forecast: str = "none"
+    forecast_known_h: float = 6.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +367,7 @@ def load_scenario(path: str | Path) -> Scenario:
             spec.fourcp.interval_s,
             tuple(system_load),
             spec.fourcp.missing_forecast,
+            spec.fourcp.forecast_known_h,
         )
         if spec.fourcp.avoid_file is not None:
             for n, (where, row) in enumerate(
