@@ -58,13 +58,8 @@ class FourCpService:
         self, config: Config, core: SiteController, intake: Intake, journal: Journal, metrics: Metrics
     ) -> None:
         self.section: FourCpSection = config.fourcp
-        self.config, self.core, self.intake, self.journal, self.metrics = (
-            config,
-            core,
-            intake,
-            journal,
-            metrics,
-        )
+        self.config = config
+        self.core, self.intake, self.journal, self.metrics = core, intake, journal, metrics
         self.scheduler = FourCpScheduler(self.section.rule(), self.section.timezone, self.section.decide_at)
         self.zone = ZoneInfo(self.section.timezone)
         self.sources: list[_Source] = []
@@ -87,7 +82,7 @@ class FourCpService:
     async def tick(self, now_s: float, now_mono_s: float) -> None:
         """Re-read what changed, then decide at the decide times passed (wall clock: epoch)."""
         for source in self.sources:
-            self._refresh(source)
+            await self._refresh(source)
         forecast = self.sources[0] if self.sources and self.sources[0].role == "forecast" else None
         age_s = None if forecast is None or forecast.good_mtime_s is None else now_s - forecast.good_mtime_s
         self.metrics.fourcp_forecast_age.set(math.nan if age_s is None else max(0.0, age_s))
@@ -104,7 +99,7 @@ class FourCpService:
 
     # ---- files -------------------------------------------------------------------------------
 
-    def _refresh(self, source: _Source) -> None:
+    async def _refresh(self, source: _Source) -> None:
         try:
             stat = os.stat(source.path)
         except OSError as exc:
@@ -116,7 +111,11 @@ class FourCpService:
             return
         source.stamp = stamp
         try:
-            loaded = load_system_load(source.path, self.section.file_format, timezone=self.section.timezone)
+            # In a worker thread: a file at the reader's bounds takes seconds to parse, and the event
+            # loop carries the meter and the fast path.
+            loaded = await asyncio.to_thread(
+                load_system_load, source.path, self.section.file_format, timezone=self.section.timezone
+            )
         except SystemLoadError as exc:
             self.metrics.fourcp_file_loads.labels(file=source.role, result="refused").inc()
             source.state = "changed"  # each refused version is logged
