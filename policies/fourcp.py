@@ -6,9 +6,13 @@ TDSPs' tariffs). Missing one costs a quarter of a year's charge on the load that
 curtailing on a day that held no peak costs only the mining margin of the hours held down. The rule
 weighs the two explicitly (docs/programs.md, "4CP"):
 
-- p, the chance that the day tops the month: the day's forecast peak F against the month's reference
-  R (the highest actual system load of the month so far, or the configured prior if higher), with a
-  normal forecast error of `forecast_error_fraction` x F: p = Phi((F - R) / (sigma F)).
+- p, the chance that the day holds the month's peak: that it tops the month so far, from the day's
+  forecast peak F against the month's reference R (the highest actual system load of the month so
+  far, or the configured prior if higher) with a normal forecast error of `forecast_error_fraction` x
+  F, Phi((F - R) / (sigma F)); times the chance that none of the month's remaining days tops it,
+  q(F) ** (days_left / spell_days), q(F) being the share of the last `history_days` days' actual
+  peaks below F, counted as (below + 1) / (n + 1) so that with little history it leans towards
+  holding, and hot days taken to come in spells of `spell_days`.
 - p*, the break-even chance: a window costs `curtail_kw` x hours x margin ($/kWh at the forecast
   price); a miss costs `curtail_kw` x rate ($/kW-year) / 4. Curtail when p >= p*.
 
@@ -51,6 +55,12 @@ class FourCpRule:
     reference_peak_mw: Mapping[int, float] = field(default_factory=dict)
     # How many of today's latest actual intervals correct the rest of today's forecast.
     bias_intervals: int = 3
+    # How many of the latest days' actual peaks say how high the rest of the month may go: recent
+    # enough to follow the season (September cools, June warms).
+    history_days: int = 14
+    # Hot days come in spells (a heat dome lasts days): the days left count as this many fewer
+    # independent draws. 1 treats every day as independent and runs too often (docs/programs.md).
+    spell_days: float = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,10 @@ class DayInputs:
     actual: Sequence[tuple[float, float]] = ()
     # Highest actual system load of the month before today (MW); None when nothing is known yet.
     month_peak_mw: float | None = None
+    # Days of the month after this one (each could still top it), and the actual daily peaks (MW) of
+    # the days before this one, oldest first: how often a day reaches a given peak.
+    days_left: int = 0
+    daily_peaks_mw: Sequence[float] = ()
     # The mining load a window would take off (kW): what the 4CP charge would otherwise be levied on.
     curtail_kw: float = 0.0
     # Mining margin per kWh at the forecast price (hashprice revenue less energy); may be negative.
@@ -102,7 +116,7 @@ def decide(rule: FourCpRule, day: DayInputs, now_s: float) -> FourCpDecision:
     if peak_start_s + day.interval_s <= now_s:
         return _no(rule, day, "the day's forecast peak is past", peak_mw=peak_mw)
     reference_mw = max(day.month_peak_mw or 0.0, rule.reference_peak_mw.get(day.month, 0.0))
-    p_peak = _p_top(rule, peak_mw, reference_mw)
+    p_peak = _p_top(rule, peak_mw, reference_mw) * _p_stays(rule, peak_mw, day)
     start_s, end_s = _window(rule, forecast, day.interval_s, peak_start_s, peak_mw)
     start_s = max(start_s, _next_boundary(now_s))
     hours = max(0.0, end_s - start_s) / 3600.0
@@ -110,7 +124,8 @@ def decide(rule: FourCpRule, day: DayInputs, now_s: float) -> FourCpDecision:
     window_usd = day.curtail_kw * hours * max(0.0, day.margin_usd_per_kwh)
     p_threshold = max(rule.min_probability, window_usd / miss_usd if miss_usd > 0 else 1.0)
     figures = (
-        f"forecast peak {peak_mw:,.0f} MW vs reference {reference_mw:,.0f} MW: p {p_peak:.3f};"
+        f"forecast peak {peak_mw:,.0f} MW vs reference {reference_mw:,.0f} MW,"
+        f" {day.days_left} day(s) left: p {p_peak:.3f};"
         f" a {hours:.2f} h window costs ${window_usd:,.0f} against ${miss_usd:,.0f} for a miss:"
         f" break-even p {p_threshold:.3f}"
     )
@@ -155,6 +170,17 @@ def _p_top(rule: FourCpRule, peak_mw: float, reference_mw: float) -> float:
         return 1.0 if peak_mw >= reference_mw else 0.0
     z = (peak_mw - reference_mw) / sigma_mw
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def _p_stays(rule: FourCpRule, peak_mw: float, day: DayInputs) -> float:
+    """Chance that none of the month's remaining days tops `peak_mw`, the days taken as independent
+    draws from the recent days' peaks: with no history, 1 (unknown is not a mild rest of the month)."""
+    recent = list(day.daily_peaks_mw)[-rule.history_days :] if rule.history_days > 0 else []
+    peaks = [mw for mw in recent if math.isfinite(mw) and mw > 0]
+    if day.days_left <= 0:
+        return 1.0
+    below = sum(1 for mw in peaks if mw < peak_mw)
+    return float(((below + 1) / (len(peaks) + 1)) ** (day.days_left / rule.spell_days))
 
 
 def _window(

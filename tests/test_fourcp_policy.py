@@ -201,3 +201,45 @@ def test_the_config_section_builds_the_rule_and_refuses_an_unpriced_program() ->
         parse_config(base + '[fourcp]\ntimezone = "Mars/Olympus"\n')
     with pytest.raises(ConfigError, match="months"):
         parse_config(base + "[fourcp]\nmonths = [13]\n")
+
+
+def test_a_day_that_tops_the_month_so_far_early_in_the_month_is_less_likely_its_peak() -> None:
+    """Beating the month so far on the 3rd is not holding the month's peak: 27 days remain, and the
+    recent days show how often a day gets that high."""
+    history = [60_000.0] * 20 + [76_000.0, 78_000.0, 81_000.0, 74_000.0, 79_000.0, 82_000.0, 77_000.0] * 2
+    early = _day(SUMMER_SHAPE, days_left=27, daily_peaks_mw=history, margin_usd_per_kwh=0.3)
+    last = _day(SUMMER_SHAPE, days_left=0, daily_peaks_mw=history, margin_usd_per_kwh=0.3)
+    p_early = decide(RULE, early, now_s=DAY0_S).p_peak
+    p_last = decide(RULE, last, now_s=DAY0_S).p_peak
+    assert p_early is not None and p_last is not None
+    # Only the last 14 days count (older, cooler days are another season): 80,500 MW tops 10 of
+    # them, (10 + 1) / (14 + 1) per independent draw, 27 days left in spells of 3: 9 draws.
+    assert (RULE.history_days, RULE.spell_days) == (14, 3.0)
+    assert p_early == pytest.approx(p_last * (11 / 15) ** 9)
+    assert not decide(RULE, early, now_s=DAY0_S).curtail and decide(RULE, last, now_s=DAY0_S).curtail
+    # No history: the rest of the month is unknown, not mild.
+    blind = decide(RULE, _day(SUMMER_SHAPE, days_left=27), now_s=DAY0_S).p_peak
+    assert blind == pytest.approx(p_last)
+
+
+@PROPERTY_SETTINGS
+@given(
+    shape=shapes,
+    low=scales,
+    high=scales,
+    days_left=st.integers(0, 30),
+    history=st.lists(st.floats(40_000, 95_000), max_size=62),
+)
+def test_monotone_in_the_forecast_whatever_the_days_left_and_the_history(
+    shape: list[float], low: float, high: float, days_left: int, history: list[float]
+) -> None:
+    low, high = sorted((low, high))
+    extra = {"days_left": days_left, "daily_peaks_mw": history}
+    lo = decide(RULE, _day(shape, scale=low, **extra), now_s=DAY0_S)
+    hi = decide(RULE, _day(shape, scale=high, **extra), now_s=DAY0_S)
+    assert lo.p_peak is not None and hi.p_peak is not None and hi.p_peak >= lo.p_peak
+    assert hi.curtail or not lo.curtail
+    fewer = decide(
+        RULE, _day(shape, scale=low, **{**extra, "days_left": max(0, days_left - 1)}), now_s=DAY0_S
+    )
+    assert fewer.curtail or not lo.curtail

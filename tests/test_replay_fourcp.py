@@ -212,6 +212,23 @@ def test_the_month_reference_is_the_months_actuals_before_the_day() -> None:
     assert decision.reference_mw == pytest.approx(81_000.0)
 
 
+def test_the_rule_is_told_the_days_left_and_the_recent_daily_peaks() -> None:
+    def decision_after(history_mw: float):
+        s = FourCpScheduler(FourCpRule(usd_per_kw_year=60.0), "America/Chicago", [time(13)])
+        # A day of last month (its peak is history, not this month's reference) and one of this month.
+        s.observe(
+            day_points(-10, history_mw) + day_points(1, 70_000.0) + day_points(2, 80_000.0, actual=False)
+        )
+        (decision,) = due(s, at(2, 13))
+        return decision
+
+    mild, hot = decision_after(75_000.0), decision_after(95_000.0)
+    assert "21 day(s) left" in mild.reason  # 2023-08-10: eleven to 31 August
+    # A recent day hotter than today's forecast makes the rest of the month likelier to top it.
+    assert hot.reference_mw == mild.reference_mw
+    assert hot.p_peak is not None and mild.p_peak is not None and hot.p_peak < mild.p_peak
+
+
 def test_the_scheduler_is_bounded_and_rejects_bad_points() -> None:
     s = scheduler()
     start = datetime(2023, 5, 1, tzinfo=CENTRAL).timestamp()

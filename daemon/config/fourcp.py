@@ -33,6 +33,8 @@ class FourCpSection(Strict):
         default_factory=dict, max_length=12
     )
     bias_intervals: Annotated[int, Field(ge=0, le=96)] = 3
+    history_days: Annotated[int, Field(ge=0, le=60)] = 14
+    spell_days: Annotated[float, Field(ge=1, le=31, allow_inf_nan=False)] = 3.0
     # Where the rule cuts days and reads `decide_at` (ERCOT settles in Central Prevailing Time).
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "America/Chicago"
     # Local times the rule runs each day; each run may add a window, never removes one.
@@ -78,4 +80,6 @@ class FourCpSection(Strict):
             min_probability=self.min_probability,
             reference_peak_mw=dict(self.reference_peak_mw),
             bias_intervals=self.bias_intervals,
+            history_days=self.history_days,
+            spell_days=self.spell_days,
         )

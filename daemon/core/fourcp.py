@@ -116,6 +116,7 @@ class FourCpScheduler:
         actual: list[tuple[float, float]] = []
         month_peak: float | None = None
         interval_s: float | None = None
+        daily_peaks: dict[date, float] = {}  # the recent days' actual peaks (this month and the last)
         for t, iv in sorted(self._points.items()):
             ended = t + iv.interval_s <= now_s
             if start_s <= t < end_s:
@@ -124,8 +125,12 @@ class FourCpScheduler:
                     forecast.append((t, iv.forecast_mw))
                 if ended and iv.actual_mw is not None:
                     actual.append((t, iv.actual_mw))
-            elif month_start_s <= t < start_s and ended and iv.actual_mw is not None:
-                month_peak = iv.actual_mw if month_peak is None else max(month_peak, iv.actual_mw)
+            elif t < start_s and ended and iv.actual_mw is not None:
+                local_day = datetime.fromtimestamp(t, self.zone).date()
+                daily_peaks[local_day] = max(daily_peaks.get(local_day, 0.0), iv.actual_mw)
+                if month_start_s <= t:
+                    month_peak = iv.actual_mw if month_peak is None else max(month_peak, iv.actual_mw)
+        next_month = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
         return DayInputs(
             label=day.isoformat(),
             month=day.month,
@@ -133,6 +138,8 @@ class FourCpScheduler:
             forecast=forecast,
             actual=actual,
             month_peak_mw=month_peak,
+            days_left=(next_month - day).days - 1,
+            daily_peaks_mw=tuple(daily_peaks[d] for d in sorted(daily_peaks)),
             curtail_kw=curtail_kw,
             margin_usd_per_kwh=margin,
         )
