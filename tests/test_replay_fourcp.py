@@ -101,6 +101,7 @@ def test_rule_windows_land_as_4cp_events_beside_never_and_the_oracle(tmp_path: P
     rule_ids = fourcp_events("fourcp-on")
     assert rule_ids and all(i.startswith("4cp-2023-08-10-") for i in rule_ids), rule_ids
     assert fourcp_events("site.example") == []  # [fourcp] off: the rule does not run
+    assert "4CP: [fourcp] is off in this configuration: no rule" in results["site.example"]["notes"]
     assert fourcp_events("fourcp-on-never") == []
     assert fourcp_events("fourcp-on-oracle") == ["4cp-oracle-1", "4cp-oracle-2"]
 

@@ -122,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
             result = summarize(replay, label if strategy == "rule" else f"{label}-{strategy}")
             if strategy == "rule":
                 result["notes"].extend(rule.notes)
+                if scenario.fourcp and scenario.fourcp.system_load and not config.fourcp.enabled:
+                    result["notes"].append("4CP: [fourcp] is off in this configuration: no rule")
             results.append(result)
             tables.append(interval_table(replay))
             columns[strategy] = (result, tables[-1], ran)
