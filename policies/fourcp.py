@@ -118,7 +118,8 @@ def decide(rule: FourCpRule, day: DayInputs, now_s: float) -> FourCpDecision:
     reference_mw = max(day.month_peak_mw or 0.0, rule.reference_peak_mw.get(day.month, 0.0))
     p_peak = _p_top(rule, peak_mw, reference_mw) * _p_stays(rule, peak_mw, day)
     start_s, end_s = _window(rule, forecast, day.interval_s, peak_start_s, peak_mw)
-    start_s = max(start_s, _next_boundary(now_s))
+    # From now, not the next quarter hour: the quarter under way may be the peak one.
+    start_s = max(start_s, math.ceil(now_s))
     hours = max(0.0, end_s - start_s) / 3600.0
     miss_usd = day.curtail_kw * rule.usd_per_kw_year / 4.0
     window_usd = day.curtail_kw * hours * max(0.0, day.margin_usd_per_kwh)
@@ -208,11 +209,6 @@ def _window(
         start_s = max(start_s, centre_s - rule.max_window_s / 2.0)
         end_s = start_s + rule.max_window_s
     return start_s, end_s
-
-
-def _next_boundary(now_s: float) -> float:
-    """A window cannot start in the past: the next 15-minute settlement boundary from now."""
-    return math.ceil(now_s / 900.0) * 900.0
 
 
 def _no(rule: FourCpRule, day: DayInputs, why: str, *, peak_mw: float | None = None) -> FourCpDecision:

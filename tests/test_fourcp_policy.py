@@ -99,7 +99,7 @@ def test_a_window_never_starts_before_now_and_a_past_peak_is_not_chased() -> Non
     now_s = DAY0_S + 15.5 * HOUR_S
     decision = decide(RULE, _day(SUMMER_SHAPE), now_s=now_s)
     assert decision.curtail and decision.start_s is not None
-    assert decision.start_s >= now_s and decision.start_s % 900 == 0
+    assert decision.start_s == now_s  # the quarter under way may be the peak one
     late = decide(RULE, _day(SUMMER_SHAPE), now_s=DAY0_S + 17 * HOUR_S)
     assert not late.curtail and "past" in late.reason
 
