@@ -53,7 +53,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"{args.file}: journal.path: {journal_problem}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"ok: {config.summary()}")
-    for ok, line in config.stage_budget_lines():
+    lines = config.stage_budget_lines()
+    if config.fourcp.enabled:  # the files read as the daemon would (imported only then: the site stack)
+        import time
+
+        from mullet.daemon.site.fourcp import check_lines
+
+        lines = [*lines, *check_lines(config.fourcp, time.time())]
+    for ok, line in lines:
         if ok:
             print(line)
         else:

@@ -3,19 +3,23 @@ the real broker reads the forecast file an operator's cron drops. A stale foreca
 state logged once, the metrics say so); a half-written one is refused whole and the last good data
 kept; a fresh one with today's peak over the month's reference makes the daemon hold: the decision
 journaled with p and p*, a `4CP` limit event accepted through the grid-event queue and journaled,
-and mining shed in the window."""
+and mining shed in the window. `mulletd check-config` reads the files as the daemon would."""
 
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
+import tomllib
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from helpers import Running, running_site, until
+import tomli_w
+from helpers import EXAMPLE, Running, running_site, until
 
 ZONE = ZoneInfo("America/Chicago")
 MAX_AGE_S = 3600.0
@@ -133,3 +137,39 @@ async def test_stale_forecast_decides_nothing_then_a_fresh_peak_holds_mining_dow
         records = running.log_records()
         assert [r["state"] for r in records if r.get("event") == "4CP: no decisions"] == ["stale"]
         assert [r["state"] for r in records if r.get("event") == "4CP file unusable"] == ["refused"]
+
+
+def test_check_config_reads_the_4cp_files_as_the_daemon_would(tmp_path: Path) -> None:
+    forecast, actual = tmp_path / "np3-565-cd.csv", tmp_path / "np6-345-cd.csv"
+    header = '"DeliveryDate","HourEnding","SystemTotal","Model","InUseFlag","DSTFlag"\n'
+    rows = [f'"08/10/2023","{h:02d}:00","{60_000 + h}","E","Y","N"\n' for h in range(1, 25)]
+    rows.insert(3, '"08/10/2023","04:00","NaN","E","Y","N"\n')  # line 5
+    forecast.write_text(header + "".join(rows))
+    data = tomllib.loads(EXAMPLE.read_text())
+    data["fourcp"] = {
+        "enabled": True,
+        "usd_per_kw_year": 50.0,
+        "forecast_file": str(forecast),
+        "actual_file": str(actual),
+        "file_format": "ercot",
+        "max_forecast_age_s": MAX_AGE_S,
+    }
+    path = tmp_path / "site.toml"
+    path.write_text(tomli_w.dumps(data))
+
+    def check() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mullet.daemon.cli", "check-config", str(path)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    result = check()
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "fourcp" in line]
+    assert warnings[0].startswith("warning: fourcp.forecast_file: NP3-565-CD, 24 intervals")
+    assert "2023-08-10T00:00:00-05:00 to 2023-08-10T23:00:00-05:00, 1 rows rejected" in warnings[0]
+    assert warnings[1].endswith("np3-565-cd.csv:5: SystemTotal 'NaN' is not finite")
+    assert "fourcp.actual_file" in warnings[2] and "No such file" in warnings[2]
+
+    old_s = time.time() - 2 * MAX_AGE_S
+    os.utime(forecast, (old_s, old_s))
+    stale = [line for line in check().stderr.splitlines() if "forecast_file: NP3" in line]
+    assert stale and "(stale: over max_forecast_age_s 3600 s)" in stale[0]

@@ -268,3 +268,42 @@ def _nan(value: float | None) -> float:
 
 def _iso(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="minutes")
+
+
+def check_lines(section: FourCpSection, now_s: float) -> list[tuple[bool, str]]:
+    """`mulletd check-config`'s word on 4CP: each file read now as the daemon would read it, with its
+    span, rejected rows and age; (False, line) is a warning. Nothing when 4CP is off."""
+    if not section.enabled:
+        return []
+    lines: list[tuple[bool, str]] = []
+    if section.forecast_file is None:
+        lines.append((False, "fourcp: enabled without forecast_file: nothing is decided in the 4CP months"))
+    zone = ZoneInfo(section.timezone)
+    for role, name in (("forecast", section.forecast_file), ("actual", section.actual_file)):
+        if name is None:
+            continue
+        try:
+            age_s = now_s - os.stat(name).st_mtime
+            loaded = load_system_load(name, section.file_format, timezone=section.timezone)
+        except OSError as exc:
+            lines.append(
+                (False, f"fourcp.{role}_file: {name}: {exc.strerror or exc} (the cron has not run?)")
+            )
+            continue
+        except SystemLoadError as exc:
+            lines.append((False, f"fourcp.{role}_file: refused: {str(exc)[:REASON_CHARS]}"))
+            continue
+        first, last = (
+            datetime.fromtimestamp(p.start_s, zone).isoformat() for p in (loaded.points[0], loaded.points[-1])
+        )
+        stale = role == "forecast" and age_s > section.max_forecast_age_s
+        lines.append(
+            (
+                not stale and not loaded.rejected,
+                f"fourcp.{role}_file: {loaded.report}, {len(loaded.points)} intervals {first} to {last},"
+                f" {loaded.rejected} rows rejected, {age_s / 3600:.1f} h old"
+                + (f" (stale: over max_forecast_age_s {section.max_forecast_age_s:g} s)" if stale else ""),
+            )
+        )
+        lines.extend((False, f"fourcp.{role}_file: {reason}") for reason in loaded.reasons[:3])
+    return lines
