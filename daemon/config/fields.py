@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -30,6 +31,16 @@ def _public_file(path: str) -> str:
     return path
 
 
+def _time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. America/Chicago)") from exc
+    return name
+
+
+# An IANA time zone name the machine's tz database (or the tzdata package) knows.
+TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_time_zone)]
 # A file holding a secret: must exist and be unreadable by others (daemon/secrets.py).
 SecretFile = Annotated[str, AfterValidator(_secret_file)]
 PublicFile = Annotated[str, AfterValidator(_public_file)]

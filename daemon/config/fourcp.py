@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from datetime import time
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from mullet.daemon.config.fields import NonNegativeKw, PositiveKw, Strict
+from mullet.daemon.config.fields import NonNegativeKw, PositiveKw, Strict, TimeZoneName
 from mullet.policies.fourcp import SUMMER_MONTHS, FourCpRule
 
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -36,7 +35,7 @@ class FourCpSection(Strict):
     history_days: Annotated[int, Field(ge=0, le=60)] = 14
     spell_days: Annotated[float, Field(ge=1, le=31, allow_inf_nan=False)] = 3.0
     # Where the rule cuts days and reads `decide_at` (ERCOT settles in Central Prevailing Time).
-    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "America/Chicago"
+    timezone: TimeZoneName = "America/Chicago"
     # Local times the rule runs each day; each run may add a window, never removes one.
     decide_at: Annotated[list[time], Field(min_length=1, max_length=24)] = Field(
         default_factory=lambda: [time(6, 0), time(13, 0)]
@@ -52,15 +51,6 @@ class FourCpSection(Strict):
     poll_s: Annotated[float, Field(ge=0.5, le=3600, allow_inf_nan=False)] = 60.0
     # A forecast file older than this (by its mtime) is stale: no decision until a fresh one arrives.
     max_forecast_age_s: Annotated[float, Field(ge=60, le=7 * 86_400, allow_inf_nan=False)] = 36 * 3600.0
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
 
     @model_validator(mode="after")
     def _priced(self) -> FourCpSection:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
@@ -22,6 +21,7 @@ from mullet.daemon.config.fields import (
     PublicFile,
     SecretFile,
     Strict,
+    TimeZoneName,
 )
 from mullet.drivers.device_profiles import ProfileError, load_meter_profile
 from mullet.policies.scoring import BaselineMethod
@@ -34,16 +34,7 @@ class SiteSection(Strict):
     base_load_kw: NonNegativeKw = 0.0
     # IANA name of the site's time zone: what reports label their time axes and days in (ERCOT's
     # settlement days are Central Prevailing Time: America/Chicago). Journals and exports stay in UTC.
-    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. America/Chicago)") from exc
-        return value
+    timezone: TimeZoneName = "UTC"
 
 
 class MqttSection(Strict):
