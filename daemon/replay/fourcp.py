@@ -9,7 +9,6 @@ the engine accepts and holds them as it would any `limit` under program 4CP.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import heapq
 import math
@@ -20,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from mullet.daemon.config import Config
 from mullet.daemon.core.fourcp import FourCpScheduler, to_event
-from mullet.daemon.replay.scenario import Scenario
+from mullet.daemon.replay.scenario import Scenario, step_at
 from mullet.drivers.ercot_load import SystemLoadPoint
 from mullet.drivers.protocol import GridEvent
 from mullet.policies.economics import mining_margin_usd_per_kwh
@@ -90,7 +89,7 @@ def run_rule(config: Config, scenario: Scenario) -> RuleRun:
             if point.forecast_mw is not None:
                 forecast_by_start[point.start_s] = point.forecast_mw
         price = _price_at_peak(scenario, forecast_by_start, t, zone)
-        hashprice = _step_at(scenario.hashprice, t) or config.economics.hashprice_usd_per_th_day
+        hashprice = step_at(scenario.hashprice, t) or config.economics.hashprice_usd_per_th_day
         margin = None if price is None else mining_margin_usd_per_kwh(groups, hashprice, price)
         if margin is None:
             unpriced += 1
@@ -149,12 +148,7 @@ def _price_at_peak(
     end_s = datetime.combine(day + timedelta(days=1), time(0), zone).timestamp()
     today = [(mw, s) for s, mw in forecast.items() if start_s <= s < end_s]
     at_s = max(today)[1] if today else t
-    return _step_at(scenario.prices, at_s)
-
-
-def _step_at(series: tuple[tuple[float, float], ...], t_s: float) -> float | None:
-    index = bisect.bisect_right(series, (t_s, math.inf)) - 1
-    return series[index][1] if index >= 0 else None
+    return step_at(scenario.prices, at_s)
 
 
 def strategy_scenario(config: Config, scenario: Scenario, strategy: Strategy, rule: RuleRun) -> Scenario:

@@ -20,6 +20,7 @@ from mullet.daemon.records.report import (
 )
 from mullet.daemon.replay.engine import INTERVAL_S, EventLog, Replay
 from mullet.daemon.replay.ledger import IntervalRow
+from mullet.daemon.replay.scenario import step_at
 
 # Scored events listed in full; a scenario with more lists the first ones and counts the rest.
 MAX_EVENTS_LISTED = 500
@@ -133,7 +134,7 @@ def recorded(replay: Replay) -> dict[str, Any] | None:
     for t0, t1 in itertools.pairwise(moments):
         if t0 < sc.start_s or t1 > sc.end_s:
             continue
-        kw, price = _step_at(sc.recorded_kw, t0), _step_at(sc.prices, t0)
+        kw, price = step_at(sc.recorded_kw, t0), step_at(sc.prices, t0)
         if kw is None or math.isnan(kw):
             unrecorded_s += t1 - t0
             continue
@@ -148,11 +149,6 @@ def recorded(replay: Replay) -> dict[str, Any] | None:
         "unrecorded_hours": _r(unrecorded_s / 3600.0),
         "unpriced_hours": _r(unpriced_s / 3600.0),
     }
-
-
-def _step_at(series: tuple[tuple[float, float], ...], t_s: float) -> float | None:
-    index = bisect.bisect_right(series, (t_s, math.inf)) - 1
-    return series[index][1] if index >= 0 else None
 
 
 def summarize(replay: Replay, label: str) -> dict[str, Any]:

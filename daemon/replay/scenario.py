@@ -7,6 +7,7 @@ backtest that silently skipped a malformed price row would report a margin the s
 
 from __future__ import annotations
 
+import bisect
 import csv
 import math
 from collections.abc import Callable, Iterator
@@ -163,6 +164,12 @@ class Scenario:
     @property
     def duration_s(self) -> float:
         return self.end_s - self.start_s
+
+
+def step_at(series: tuple[tuple[float, float], ...], t_s: float) -> float | None:
+    """The value in force at `t_s` of a step series (from Unix s, value); None before its first step."""
+    index = bisect.bisect_right(series, (t_s, math.inf)) - 1
+    return series[index][1] if index >= 0 else None
 
 
 def parse_time(text: str) -> float:
