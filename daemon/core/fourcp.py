@@ -109,8 +109,7 @@ class FourCpScheduler:
         return out
 
     def _day_inputs(self, day: date, now_s: float, curtail_kw: float, margin: float) -> DayInputs:
-        start_s = datetime.combine(day, time(0), self.zone).timestamp()
-        end_s = datetime.combine(day + timedelta(days=1), time(0), self.zone).timestamp()
+        start_s, end_s = day_span_s(day, self.zone)
         month_start_s = datetime.combine(day.replace(day=1), time(0), self.zone).timestamp()
         forecast: list[tuple[float, float]] = []
         actual: list[tuple[float, float]] = []
@@ -159,6 +158,12 @@ class FourCpScheduler:
 
     def __len__(self) -> int:
         return len(self._points)
+
+
+def day_span_s(day: date, zone: ZoneInfo) -> tuple[float, float]:
+    """A local day as Unix seconds [its midnight, the next one): 23 or 25 h long on DST days."""
+    start_s = datetime.combine(day, time(0), zone).timestamp()
+    return start_s, datetime.combine(day + timedelta(days=1), time(0), zone).timestamp()
 
 
 def to_event(decision: FourCpDecision, now_s: float) -> GridEvent:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from mullet.daemon.config import Config
-from mullet.daemon.core.fourcp import FourCpScheduler, to_event
+from mullet.daemon.core.fourcp import FourCpScheduler, day_span_s, to_event
 from mullet.daemon.replay.scenario import Scenario, step_at
 from mullet.drivers.ercot_load import SystemLoadPoint
 from mullet.drivers.protocol import GridEvent
@@ -144,8 +144,7 @@ def _price_at_peak(
 ) -> float | None:
     """The scenario's price at today's forecast peak: the window's price, as far as it is known."""
     day = datetime.fromtimestamp(t, zone).date()
-    start_s = datetime.combine(day, time(0), zone).timestamp()
-    end_s = datetime.combine(day + timedelta(days=1), time(0), zone).timestamp()
+    start_s, end_s = day_span_s(day, zone)
     today = [(mw, s) for s, mw in forecast.items() if start_s <= s < end_s]
     at_s = max(today)[1] if today else t
     return step_at(scenario.prices, at_s)

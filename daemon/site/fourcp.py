@@ -16,7 +16,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,7 +26,7 @@ import structlog
 from mullet.daemon.config import Config
 from mullet.daemon.config.fourcp import FourCpSection
 from mullet.daemon.core.controller import SiteController
-from mullet.daemon.core.fourcp import FourCpScheduler, to_event
+from mullet.daemon.core.fourcp import FourCpScheduler, day_span_s, to_event
 from mullet.daemon.metrics import Metrics
 from mullet.daemon.records.journal import Journal
 from mullet.daemon.site.intake import Intake
@@ -166,8 +166,7 @@ class FourCpService:
                 "stale",
                 f"the forecast file is {age_s:.0f} s old (max {self.section.max_forecast_age_s:g} s)",
             )
-        start_s = datetime.combine(today, datetime.min.time(), self.zone).timestamp()
-        end_s = datetime.combine(today + timedelta(days=1), datetime.min.time(), self.zone).timestamp()
+        start_s, end_s = day_span_s(today, self.zone)
         if not any(start_s <= p.start_s < end_s and p.forecast_mw is not None for p in forecast.points):
             return "missing", f"the forecast file holds no interval of {today.isoformat()}"
         return "ready", ""
